@@ -1,0 +1,291 @@
+"""The data model: messages, context configuration, stored records; validation.
+
+Validation happens here, at the engine boundary. Every error is a
+:class:`~fastpaca_core.errors.ValidationError` naming the field (as a path such
+as ``message.parts[2].type``) and the reason, raised before anything is written.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+from .errors import ValidationError
+
+__all__ = [
+    "CONTEXT_ID_PATTERN",
+    "DEFAULT_POLICY",
+    "DEFAULT_TOKEN_BUDGET",
+    "DEFAULT_TRIGGER_RATIO",
+    "ROLES",
+    "ContextRecord",
+    "Message",
+    "PolicySpec",
+    "PrefixEntry",
+    "StoredMessage",
+    "format_time",
+    "parse_messages",
+    "utcnow",
+    "validate_context_id",
+    "validate_metadata",
+    "validate_token_budget",
+    "validate_trigger_ratio",
+]
+
+ROLES = ("system", "user", "assistant", "tool")
+CONTEXT_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,256}")
+DEFAULT_TOKEN_BUDGET = 8000
+DEFAULT_TRIGGER_RATIO = 0.7
+MAX_INT = 2**63 - 1
+
+SegmentKind = Literal["summary", "live"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds and a ``Z``: sorts as text."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_json(value: Any, field_name: str) -> None:
+    """Reject what cannot be stored as JSON (non-string keys, huge ints, NaN...)."""
+    try:
+        orjson.dumps(value)
+    except TypeError as exc:
+        raise ValidationError(field_name, f"is not JSON-serialisable ({exc})") from exc
+
+
+def validate_context_id(value: object, field_name: str = "id") -> str:
+    if not isinstance(value, str) or not CONTEXT_ID_PATTERN.fullmatch(value):
+        raise ValidationError(field_name, "must be 1-256 characters of A-Z a-z 0-9 . _ : -")
+    return value
+
+
+def validate_metadata(value: object, field_name: str = "metadata") -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ValidationError(field_name, "must be an object")
+    result = dict(value)
+    for key in result:
+        if not isinstance(key, str):
+            raise ValidationError(field_name, "keys must be strings")
+    _check_json(result, field_name)
+    return result
+
+
+def validate_token_budget(value: object, field_name: str = "token_budget") -> int:
+    if not _is_int(value):
+        raise ValidationError(field_name, "must be an integer")
+    assert isinstance(value, int)
+    if value <= 0 or value > MAX_INT:
+        raise ValidationError(field_name, "must be greater than 0")
+    return value
+
+
+def validate_trigger_ratio(value: object, field_name: str = "trigger_ratio") -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ValidationError(field_name, "must be a number")
+    ratio = float(value)
+    if not 0.0 < ratio <= 1.0:
+        raise ValidationError(field_name, "must be in (0, 1]")
+    return ratio
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A message as appended: role, parts (each with a string ``type``), metadata."""
+
+    role: str
+    parts: list[dict[str, Any]]
+    metadata: dict[str, Any] = field(default_factory=dict)
+    token_count: int | None = None
+
+    @classmethod
+    def parse(cls, value: object, field_name: str = "message") -> Message:
+        if isinstance(value, Message):
+            return value
+        if not isinstance(value, Mapping):
+            raise ValidationError(field_name, "must be an object")
+        role = value.get("role")
+        if role is None:
+            raise ValidationError(f"{field_name}.role", "is required")
+        if role not in ROLES:
+            raise ValidationError(f"{field_name}.role", f"must be one of {', '.join(ROLES)}")
+        parts = value.get("parts")
+        if not isinstance(parts, list):
+            raise ValidationError(f"{field_name}.parts", "must be a list")
+        checked: list[dict[str, Any]] = []
+        for index, part in enumerate(parts):
+            where = f"{field_name}.parts[{index}]"
+            if not isinstance(part, Mapping):
+                raise ValidationError(where, "must be an object")
+            if not isinstance(part.get("type"), str) or not part["type"]:
+                raise ValidationError(f"{where}.type", "must be a non-empty string")
+            checked.append(dict(part))
+        _check_json(checked, f"{field_name}.parts")
+        metadata = validate_metadata(value.get("metadata"), f"{field_name}.metadata")
+        token_count = value.get("token_count")
+        if token_count is not None:
+            if not _is_int(token_count):
+                raise ValidationError(f"{field_name}.token_count", "must be an integer")
+            assert isinstance(token_count, int)
+            if token_count < 0 or token_count > MAX_INT:
+                raise ValidationError(f"{field_name}.token_count", "must be a non-negative integer")
+        return cls(role=role, parts=checked, metadata=metadata, token_count=token_count)
+
+    def with_tokens(self, token_count: int) -> Message:
+        return replace(self, token_count=token_count)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"role": self.role, "parts": self.parts, "metadata": self.metadata}
+        if self.token_count is not None:
+            out["token_count"] = self.token_count
+        return out
+
+
+def parse_messages(values: object, field_name: str = "messages") -> list[Message]:
+    if not isinstance(values, list):
+        raise ValidationError(field_name, "must be a list")
+    if not values:
+        raise ValidationError(field_name, "must not be empty")
+    return [Message.parse(v, f"{field_name}[{i}]") for i, v in enumerate(values)]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A row of the message log."""
+
+    seq: int
+    role: str
+    parts: list[dict[str, Any]]
+    metadata: dict[str, Any]
+    token_count: int
+    cum_tokens: int  # running total of token_count through this seq
+    version: int  # the context version this append produced
+    inserted_at: datetime
+
+    def as_message(self) -> Message:
+        return Message(self.role, self.parts, self.metadata, self.token_count)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "role": self.role,
+            "parts": self.parts,
+            "metadata": self.metadata,
+            "token_count": self.token_count,
+            "inserted_at": format_time(self.inserted_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySpec:
+    strategy: str
+    config: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"strategy": self.strategy, "config": self.config}
+
+
+DEFAULT_POLICY = PolicySpec("last_n", {"limit": 200})
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixEntry:
+    """A message of the LLM context that is not a plain live log row.
+
+    ``kind`` is ``summary`` for compaction output standing for ``from_seq..to_seq``
+    and ``live`` for a copy of one log message kept ahead of the live range (a
+    pinned system message, or a message a policy rewrote).
+    """
+
+    message: Message  # token_count always set
+    kind: SegmentKind
+    from_seq: int
+    to_seq: int
+
+    @property
+    def tokens(self) -> int:
+        return self.message.token_count or 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "message": self.message.to_json(),
+            "kind": self.kind,
+            "from_seq": self.from_seq,
+            "to_seq": self.to_seq,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PrefixEntry:
+        m = data["message"]
+        message = Message(m["role"], m["parts"], m.get("metadata") or {}, m.get("token_count"))
+        return cls(message, data["kind"], int(data["from_seq"]), int(data["to_seq"]))
+
+
+@dataclass(slots=True)
+class ContextRecord:
+    """The row of one context: configuration, counters and the window.
+
+    The LLM context is ``prefix`` followed by the log rows
+    ``live_from_seq..last_seq``. ``used_tokens`` is arithmetic on two running
+    totals, whatever the length of the history.
+    """
+
+    id: str
+    token_budget: int
+    trigger_ratio: float
+    policy: PolicySpec
+    metadata: dict[str, Any]
+    status: str
+    version: int
+    last_seq: int
+    total_tokens: int  # cum_tokens through last_seq
+    prefix: list[PrefixEntry]
+    live_from_seq: int
+    live_base_tokens: int  # cum_tokens through live_from_seq - 1
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def tombstoned(self) -> bool:
+        return self.status == "tombstoned"
+
+    @property
+    def prefix_tokens(self) -> int:
+        return sum(entry.tokens for entry in self.prefix)
+
+    @property
+    def used_tokens(self) -> int:
+        return self.prefix_tokens + self.total_tokens - self.live_base_tokens
+
+    def needs_compaction(self, budget: int | None = None) -> bool:
+        limit = (budget if budget is not None else self.token_budget) * self.trigger_ratio
+        return self.used_tokens > limit
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "token_budget": self.token_budget,
+            "trigger_ratio": self.trigger_ratio,
+            "policy": self.policy.to_json(),
+            "metadata": self.metadata,
+            "status": self.status,
+            "version": self.version,
+            "last_seq": self.last_seq,
+            "created_at": format_time(self.created_at),
+            "updated_at": format_time(self.updated_at),
+        }

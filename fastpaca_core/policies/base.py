@@ -1,0 +1,52 @@
+"""What every compaction policy provides."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from ..errors import ValidationError
+from ..model import ContextRecord
+from ..window import WindowItem
+
+__all__ = ["Policy", "hysteresis_target", "over_trigger", "positive_int", "window_count"]
+
+
+class Policy(Protocol):
+    """A compaction strategy, chosen by ``policy.strategy``."""
+
+    name: str
+
+    def validate(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Return the normalised config or raise ValidationError naming the field."""
+        ...
+
+    def should_run(self, ctx: ContextRecord, config: Mapping[str, Any]) -> bool:
+        """Cheap check on the context row alone: is a compaction due now?"""
+        ...
+
+    def compact(
+        self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]
+    ) -> list[WindowItem]:
+        """The new window; must keep every guarantee (use ``window.fit``)."""
+        ...
+
+
+def positive_int(config: Mapping[str, Any], key: str, default: int) -> int:
+    value = config.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValidationError(f"policy.config.{key}", "must be an integer greater than 0")
+    return value
+
+
+def window_count(ctx: ContextRecord) -> int:
+    return len(ctx.prefix) + ctx.last_seq - ctx.live_from_seq + 1
+
+
+def over_trigger(ctx: ContextRecord) -> bool:
+    return ctx.used_tokens > ctx.token_budget * ctx.trigger_ratio
+
+
+def hysteresis_target(ctx: ContextRecord) -> int:
+    """Where budget enforcement cuts down to: the trigger level."""
+    return int(ctx.token_budget * ctx.trigger_ratio)

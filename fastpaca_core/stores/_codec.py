@@ -1,0 +1,89 @@
+"""Context rows <-> records, shared by the SQL backends."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from ..jsonutil import dumps_str, loads
+from ..model import ContextRecord, PolicySpec, PrefixEntry, StoredMessage
+
+__all__ = [
+    "CONTEXT_COLUMNS",
+    "MESSAGE_COLUMNS",
+    "context_from_row",
+    "context_values",
+    "message_from_row",
+    "parse_time",
+]
+
+CONTEXT_COLUMNS = (
+    "id, token_budget, trigger_ratio, policy, metadata, status, version, last_seq, "
+    "total_tokens, prefix, live_from_seq, live_base_tokens, created_at, updated_at"
+)
+MESSAGE_COLUMNS = "seq, role, parts, metadata, token_count, cum_tokens, version, inserted_at"
+
+
+class Row(Protocol):
+    """A database row: a tuple (sqlite3) or an asyncpg Record."""
+
+    def __getitem__(self, index: int, /) -> Any: ...
+
+
+def parse_time(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def context_values(ctx: ContextRecord) -> tuple[Any, ...]:
+    """Column values in ``CONTEXT_COLUMNS`` order; times stay datetimes."""
+    return (
+        ctx.id,
+        ctx.token_budget,
+        ctx.trigger_ratio,
+        dumps_str(ctx.policy.to_json()),
+        dumps_str(ctx.metadata),
+        ctx.status,
+        ctx.version,
+        ctx.last_seq,
+        ctx.total_tokens,
+        dumps_str([entry.to_json() for entry in ctx.prefix]),
+        ctx.live_from_seq,
+        ctx.live_base_tokens,
+        ctx.created_at,
+        ctx.updated_at,
+    )
+
+
+def context_from_row(row: Row) -> ContextRecord:
+    policy = loads(row[3])
+    return ContextRecord(
+        id=row[0],
+        token_budget=int(row[1]),
+        trigger_ratio=float(row[2]),
+        policy=PolicySpec(policy["strategy"], policy["config"]),
+        metadata=loads(row[4]),
+        status=row[5],
+        version=int(row[6]),
+        last_seq=int(row[7]),
+        total_tokens=int(row[8]),
+        prefix=[PrefixEntry.from_json(e) for e in loads(row[9])],
+        live_from_seq=int(row[10]),
+        live_base_tokens=int(row[11]),
+        created_at=parse_time(row[12]),
+        updated_at=parse_time(row[13]),
+    )
+
+
+def message_from_row(row: Row) -> StoredMessage:
+    return StoredMessage(
+        seq=int(row[0]),
+        role=row[1],
+        parts=loads(row[2]),
+        metadata=loads(row[3]),
+        token_count=int(row[4]),
+        cum_tokens=int(row[5]),
+        version=int(row[6]),
+        inserted_at=parse_time(row[7]),
+    )

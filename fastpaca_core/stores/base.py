@@ -1,0 +1,145 @@
+"""The store protocol: what every backend provides, and how one is chosen.
+
+A backend offers a few reads and one way to write: :meth:`Store.run`, which
+runs an *operation* (an async function of a :class:`Tx`) atomically on one
+context. The operation locks the context row with :meth:`Tx.load_context`, and
+everything it writes commits together or not at all. Operations never wait on
+anything but their ``Tx``; a backend may run them again after a transient
+conflict, so they must not have side effects outside it.
+
+Order comes from the store (row locks and the ``(context_id, seq)`` key), so
+several processes may share one database.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
+
+from ..errors import ValidationError
+from ..events import Event
+from ..model import ContextRecord, StoredMessage
+
+__all__ = ["IdempotencyRecord", "Op", "Store", "Tx", "open_store"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    key: str
+    request_hash: str
+    response: dict[str, Any]
+    created_at: datetime
+
+
+class Tx(Protocol):
+    """One atomic unit of work on one context."""
+
+    context_id: str
+
+    async def load_context(self) -> ContextRecord | None:
+        """Read the context row and lock it until the operation ends."""
+        ...
+
+    async def save_context(self, ctx: ContextRecord, *, created: bool) -> None: ...
+
+    async def insert_messages(self, rows: list[StoredMessage]) -> None: ...
+
+    async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]: ...
+
+    async def get_idempotency(self, key: str) -> IdempotencyRecord | None: ...
+
+    async def put_idempotency(self, record: IdempotencyRecord) -> None: ...
+
+    async def insert_event(self, event: Event) -> None: ...
+
+
+Op = Callable[[Tx], Awaitable[T]]
+
+
+class Store(abc.ABC):
+    """A backend. Open it before use and close it after."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def open(self) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Return when the store answers; raise StoreUnavailable otherwise."""
+
+    @abc.abstractmethod
+    async def run(self, context_id: str, op: Op[T]) -> T:
+        """Run ``op`` atomically on ``context_id``."""
+
+    @abc.abstractmethod
+    async def get_context(self, context_id: str) -> ContextRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_contexts(
+        self, limit: int, after: tuple[datetime, str] | None
+    ) -> list[ContextRecord]:
+        """Contexts by ``(updated_at, id)`` descending, strictly after ``after``."""
+
+    @abc.abstractmethod
+    async def read_messages(
+        self, context_id: str, from_seq: int, to_seq: int
+    ) -> list[StoredMessage]:
+        """Log rows with ``from_seq <= seq <= to_seq``, oldest first."""
+
+    async def read_window(
+        self, context_id: str
+    ) -> tuple[ContextRecord | None, list[StoredMessage]]:
+        """The context row and its live log rows (one consistent snapshot).
+
+        Log rows never change, so reading the row then its live range is
+        consistent; a backend may override this to do both in one trip.
+        """
+        ctx = await self.get_context(context_id)
+        if ctx is None or ctx.live_from_seq > ctx.last_seq:
+            return ctx, []
+        return ctx, await self.read_messages(context_id, ctx.live_from_seq, ctx.last_seq)
+
+    @abc.abstractmethod
+    async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
+        """Stored non-message events with ``version > after_version``, oldest first."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def open_store(url: str) -> Store:
+    """A store for ``url``: ``memory://``, ``sqlite:///path``, ``postgresql://...``.
+
+    Backends are imported lazily, so a driver is needed only when it is used.
+    The store still has to be opened (``await store.open()`` or ``async with``).
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryStore
+
+        return MemoryStore(url)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    if scheme in ("postgres", "postgresql"):
+        from .postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValidationError(
+        "store", f"unknown store URL scheme {scheme!r}; use memory://, sqlite:/// or postgresql://"
+    )

@@ -1,0 +1,113 @@
+"""``memory://``: everything in process memory; for tests and demos."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import copy
+from datetime import datetime
+
+from ..events import Event
+from ..model import ContextRecord, StoredMessage
+from .base import IdempotencyRecord, Op, Store, T
+
+__all__ = ["MemoryStore"]
+
+
+class _MemoryTx:
+    """Stages writes; they land in the store only when the operation succeeds."""
+
+    def __init__(self, store: MemoryStore, context_id: str) -> None:
+        self.context_id = context_id
+        self._store = store
+        self.ctx: ContextRecord | None = None
+        self.rows: list[StoredMessage] = []
+        self.keys: list[IdempotencyRecord] = []
+        self.events: list[Event] = []
+
+    async def load_context(self) -> ContextRecord | None:
+        ctx = self._store._contexts.get(self.context_id)
+        return copy.deepcopy(ctx)
+
+    async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
+        self.ctx = copy.deepcopy(ctx)
+
+    async def insert_messages(self, rows: list[StoredMessage]) -> None:
+        log = self._store._logs.get(self.context_id, [])
+        next_seq = (self.rows[-1].seq if self.rows else len(log)) + 1
+        for row in rows:
+            if row.seq != next_seq:
+                raise AssertionError(f"seq {row.seq} is not the next seq {next_seq}")
+            next_seq += 1
+        self.rows.extend(rows)
+
+    async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
+        log = self._store._logs.get(self.context_id, []) + self.rows
+        return log[max(from_seq, 1) - 1 : max(to_seq, 0)]
+
+    async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+        return self._store._keys.get((self.context_id, key))
+
+    async def put_idempotency(self, record: IdempotencyRecord) -> None:
+        self.keys.append(record)
+
+    async def insert_event(self, event: Event) -> None:
+        self.events.append(event)
+
+    def commit(self) -> None:
+        store = self._store
+        if self.ctx is not None:
+            store._contexts[self.context_id] = self.ctx
+        store._logs.setdefault(self.context_id, []).extend(self.rows)
+        for record in self.keys:
+            store._keys[(self.context_id, record.key)] = record
+        store._events.setdefault(self.context_id, []).extend(self.events)
+
+
+class MemoryStore(Store):
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._contexts: dict[str, ContextRecord] = {}
+        self._logs: dict[str, list[StoredMessage]] = {}
+        self._keys: dict[tuple[str, str], IdempotencyRecord] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def ping(self) -> None:
+        return None
+
+    async def run(self, context_id: str, op: Op[T]) -> T:
+        lock = self._locks.setdefault(context_id, asyncio.Lock())
+        async with lock:
+            tx = _MemoryTx(self, context_id)
+            result = await op(tx)
+            tx.commit()
+            return result
+
+    async def get_context(self, context_id: str) -> ContextRecord | None:
+        return copy.deepcopy(self._contexts.get(context_id))
+
+    async def list_contexts(
+        self, limit: int, after: tuple[datetime, str] | None
+    ) -> list[ContextRecord]:
+        ordered = sorted(self._contexts.values(), key=lambda c: (c.updated_at, c.id), reverse=True)
+        if after is not None:
+            ordered = [c for c in ordered if (c.updated_at, c.id) < after]
+        return [copy.deepcopy(c) for c in ordered[:limit]]
+
+    async def read_messages(
+        self, context_id: str, from_seq: int, to_seq: int
+    ) -> list[StoredMessage]:
+        log = self._logs.get(context_id, [])
+        return log[max(from_seq, 1) - 1 : max(to_seq, 0)]
+
+    async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
+        events = self._events.get(context_id, [])
+        start = bisect.bisect_right([e.version for e in events], after_version)
+        return events[start : start + limit]

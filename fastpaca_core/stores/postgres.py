@@ -1,0 +1,360 @@
+"""``postgresql://...``: several API processes or machines sharing one database.
+
+asyncpg with a connection pool. Each operation runs in one transaction that
+locks the context row (``SELECT ... FOR UPDATE``), so appends from any number
+of processes are ordered by the database; the ``(context_id, seq)`` primary
+key backs that up. Schema migrations are a numbered list applied under an
+advisory lock and recorded in ``schema_version``.
+
+URL options: ``?schema=NAME`` puts the tables in their own schema (created on
+open). Multi-host URLs with ``target_session_attrs=read-write`` work as asyncpg
+documents them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+try:
+    import asyncpg
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "the PostgreSQL store needs asyncpg: pip install 'fastpaca[postgres]'"
+    ) from exc
+
+from ..errors import StoreError, StoreUnavailable, ValidationError
+from ..events import Event
+from ..jsonutil import dumps_str, loads
+from ..model import ContextRecord, StoredMessage
+from ._codec import (
+    CONTEXT_COLUMNS,
+    MESSAGE_COLUMNS,
+    context_from_row,
+    context_values,
+    message_from_row,
+)
+from .base import IdempotencyRecord, Op, Store
+
+__all__ = ["PostgresStore"]
+
+R = TypeVar("R")
+_MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
+_RETRIES = 5
+
+MIGRATIONS: list[str] = [
+    # 1: the log, contexts with their window, idempotency keys, stored events
+    """
+    CREATE TABLE contexts (
+        id text PRIMARY KEY,
+        token_budget bigint NOT NULL,
+        trigger_ratio double precision NOT NULL,
+        policy text NOT NULL,
+        metadata text NOT NULL,
+        status text NOT NULL,
+        version bigint NOT NULL,
+        last_seq bigint NOT NULL,
+        total_tokens bigint NOT NULL,
+        prefix text NOT NULL,
+        live_from_seq bigint NOT NULL,
+        live_base_tokens bigint NOT NULL,
+        created_at timestamptz NOT NULL,
+        updated_at timestamptz NOT NULL
+    );
+    CREATE INDEX contexts_by_update ON contexts (updated_at DESC, id DESC);
+    CREATE TABLE messages (
+        context_id text NOT NULL,
+        seq bigint NOT NULL,
+        role text NOT NULL,
+        parts text NOT NULL,
+        metadata text NOT NULL,
+        token_count bigint NOT NULL,
+        cum_tokens bigint NOT NULL,
+        version bigint NOT NULL,
+        inserted_at timestamptz NOT NULL,
+        PRIMARY KEY (context_id, seq)
+    );
+    CREATE TABLE idempotency_keys (
+        context_id text NOT NULL,
+        key text NOT NULL,
+        request_hash text NOT NULL,
+        response text NOT NULL,
+        created_at timestamptz NOT NULL,
+        PRIMARY KEY (context_id, key)
+    );
+    CREATE TABLE events (
+        context_id text NOT NULL,
+        version bigint NOT NULL,
+        type text NOT NULL,
+        data text NOT NULL,
+        PRIMARY KEY (context_id, version)
+    );
+    """,
+]
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    asyncpg.UniqueViolationError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+_UPDATE_COLUMNS = [c.strip() for c in CONTEXT_COLUMNS.split(",")][1:]
+_SAVE_SQL = "UPDATE contexts SET {} WHERE id = $1".format(
+    ", ".join(f"{c} = ${i}" for i, c in enumerate(_UPDATE_COLUMNS, start=2))
+)
+_CREATE_SQL = "INSERT INTO contexts ({}) VALUES ({})".format(
+    CONTEXT_COLUMNS, ", ".join(f"${i}" for i in range(1, len(_UPDATE_COLUMNS) + 2))
+)
+_INSERT_MESSAGES_SQL = (
+    f"INSERT INTO messages (context_id, {MESSAGE_COLUMNS}) "
+    "SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], "
+    "$6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[])"
+)
+_READ_MESSAGES_SQL = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages "
+    "WHERE context_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"
+)
+
+
+def _split_url(url: str) -> tuple[str, str | None]:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = [(k, v) for k, v in query if k != "schema"]
+    if schema is not None and not schema.replace("_", "").isalnum():
+        raise ValidationError("store", "the schema name must be letters, digits and _")
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return dsn, schema
+
+
+class _PgTx:
+    def __init__(self, conn: Conn, context_id: str) -> None:
+        self._conn = conn
+        self.context_id = context_id
+
+    async def load_context(self) -> ContextRecord | None:
+        row = await self._conn.fetchrow(
+            f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = $1 FOR UPDATE", self.context_id
+        )
+        return None if row is None else context_from_row(row)
+
+    async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
+        await self._conn.execute(_CREATE_SQL if created else _SAVE_SQL, *context_values(ctx))
+
+    async def insert_messages(self, rows: list[StoredMessage]) -> None:
+        await self._conn.execute(
+            _INSERT_MESSAGES_SQL,
+            self.context_id,
+            [r.seq for r in rows],
+            [r.role for r in rows],
+            [dumps_str(r.parts) for r in rows],
+            [dumps_str(r.metadata) for r in rows],
+            [r.token_count for r in rows],
+            [r.cum_tokens for r in rows],
+            [r.version for r in rows],
+            [r.inserted_at for r in rows],
+        )
+
+    async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
+        rows = await self._conn.fetch(_READ_MESSAGES_SQL, self.context_id, from_seq, to_seq)
+        return [message_from_row(r) for r in rows]
+
+    async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+        row = await self._conn.fetchrow(
+            "SELECT request_hash, response, created_at FROM idempotency_keys "
+            "WHERE context_id = $1 AND key = $2",
+            self.context_id,
+            key,
+        )
+        if row is None:
+            return None
+        return IdempotencyRecord(key, row[0], loads(row[1]), row[2])
+
+    async def put_idempotency(self, record: IdempotencyRecord) -> None:
+        await self._conn.execute(
+            "INSERT INTO idempotency_keys (context_id, key, request_hash, response, created_at) "
+            "VALUES ($1, $2, $3, $4, $5)",
+            self.context_id,
+            record.key,
+            record.request_hash,
+            dumps_str(record.response),
+            record.created_at,
+        )
+
+    async def insert_event(self, event: Event) -> None:
+        await self._conn.execute(
+            "INSERT INTO events (context_id, version, type, data) VALUES ($1, $2, $3, $4)",
+            self.context_id,
+            event.version,
+            event.type,
+            dumps_str(event.data),
+        )
+
+
+class PostgresStore(Store):
+    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+        self.url = url
+        self._dsn, self.schema = _split_url(url)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        settings = {"search_path": self.schema} if self.schema else None
+        try:
+            if self.schema:
+                conn = await asyncpg.connect(self._dsn)
+                try:
+                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                finally:
+                    await conn.close()
+            self._pool = await asyncpg.create_pool(
+                self._dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                server_settings=settings,
+            )
+            await self._guard(self._migrate)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _migrate(self, conn: Conn) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version int NOT NULL)")
+            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            for number, script in enumerate(MIGRATIONS, start=1):
+                if number > current:
+                    await conn.execute(script)
+                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+
+    async def _guard(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
+        """Run ``fn`` on a pooled connection, translating driver errors."""
+        if self._pool is None:
+            raise StoreUnavailable("the PostgreSQL store is not open")
+        try:
+            async with self._pool.acquire() as conn:
+                return await fn(conn)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    async def ping(self) -> None:
+        async def ping(conn: Conn) -> None:
+            await conn.fetchval("SELECT 1")
+
+        await self._guard(ping)
+
+    async def run(self, context_id: str, op: Op[R]) -> R:
+        async def attempt(conn: Conn) -> R:
+            async with conn.transaction():
+                return await op(_PgTx(conn, context_id))
+
+        for remaining in range(_RETRIES, 0, -1):
+            try:
+                return await self._guard(attempt)
+            except StoreError as exc:
+                if remaining == 1 or not isinstance(exc.__cause__, _RETRYABLE):
+                    raise
+        raise AssertionError("unreachable")
+
+    async def get_context(self, context_id: str) -> ContextRecord | None:
+        async def read(conn: Conn) -> ContextRecord | None:
+            row = await conn.fetchrow(
+                f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = $1", context_id
+            )
+            return None if row is None else context_from_row(row)
+
+        return await self._guard(read)
+
+    async def read_window(
+        self, context_id: str
+    ) -> tuple[ContextRecord | None, list[StoredMessage]]:
+        async def read(conn: Conn) -> tuple[ContextRecord | None, list[StoredMessage]]:
+            row = await conn.fetchrow(
+                f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = $1", context_id
+            )
+            if row is None:
+                return None, []
+            ctx = context_from_row(row)
+            if ctx.live_from_seq > ctx.last_seq:
+                return ctx, []
+            rows = await conn.fetch(_READ_MESSAGES_SQL, context_id, ctx.live_from_seq, ctx.last_seq)
+            return ctx, [message_from_row(r) for r in rows]
+
+        return await self._guard(read)
+
+    async def list_contexts(
+        self, limit: int, after: tuple[datetime, str] | None
+    ) -> list[ContextRecord]:
+        async def read(conn: Conn) -> list[ContextRecord]:
+            if after is None:
+                rows = await conn.fetch(
+                    f"SELECT {CONTEXT_COLUMNS} FROM contexts "
+                    "ORDER BY updated_at DESC, id DESC LIMIT $1",
+                    limit,
+                )
+            else:
+                rows = await conn.fetch(
+                    f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE (updated_at, id) < ($1, $2) "
+                    "ORDER BY updated_at DESC, id DESC LIMIT $3",
+                    after[0],
+                    after[1],
+                    limit,
+                )
+            return [context_from_row(r) for r in rows]
+
+        return await self._guard(read)
+
+    async def read_messages(
+        self, context_id: str, from_seq: int, to_seq: int
+    ) -> list[StoredMessage]:
+        async def read(conn: Conn) -> list[StoredMessage]:
+            rows = await conn.fetch(_READ_MESSAGES_SQL, context_id, from_seq, to_seq)
+            return [message_from_row(r) for r in rows]
+
+        return await self._guard(read)
+
+    async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
+        async def read(conn: Conn) -> list[Event]:
+            rows = await conn.fetch(
+                "SELECT version, type, data FROM events WHERE context_id = $1 AND version > $2 "
+                "ORDER BY version LIMIT $3",
+                context_id,
+                after_version,
+                limit,
+            )
+            return [Event(context_id, r[1], int(r[0]), loads(r[2])) for r in rows]
+
+        return await self._guard(read)
+
+    async def drop_schema(self) -> None:
+        """Remove this store's schema and everything in it (tests and tooling)."""
+        if not self.schema:
+            raise ValidationError("store", "drop_schema needs a URL with ?schema=")
+
+        async def drop(conn: Conn) -> None:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
+
+        await self._guard(drop)

@@ -1,0 +1,450 @@
+"""``sqlite:///path``: the embedded default.
+
+WAL journal with ``synchronous=FULL``: an acknowledged write is on disk.
+
+Writes go through one writer task that commits concurrent operations together
+(group commit): it takes every queued operation, runs each inside its own
+SAVEPOINT on the write connection, then issues one COMMIT (one fsync) for all
+of them, off the event loop. An operation that raises is rolled back to its
+savepoint alone. Operations only touch their ``Tx``, whose calls are short
+in-memory SQLite statements, so they run on the loop; ``BEGIN`` and ``COMMIT``,
+which may wait on other processes or the disk, run on the writer thread.
+
+Reads use their own connections on a small thread pool (WAL readers never
+block the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from ..errors import StoreError, StoreUnavailable, ValidationError
+from ..events import Event
+from ..jsonutil import dumps_str, loads
+from ..model import ContextRecord, StoredMessage, format_time
+from ._codec import (
+    CONTEXT_COLUMNS,
+    MESSAGE_COLUMNS,
+    context_from_row,
+    context_values,
+    message_from_row,
+    parse_time,
+)
+from .base import IdempotencyRecord, Op, Store
+
+__all__ = ["SQLiteStore"]
+
+R = TypeVar("R")
+MAX_BATCH = 512
+
+MIGRATIONS: list[str] = [
+    # 1: the log, contexts with their window, idempotency keys, stored events
+    """
+    CREATE TABLE contexts (
+        id TEXT PRIMARY KEY,
+        token_budget INTEGER NOT NULL,
+        trigger_ratio REAL NOT NULL,
+        policy TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        total_tokens INTEGER NOT NULL,
+        prefix TEXT NOT NULL,
+        live_from_seq INTEGER NOT NULL,
+        live_base_tokens INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX contexts_by_update ON contexts (updated_at DESC, id DESC);
+    CREATE TABLE messages (
+        context_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        role TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        metadata TEXT NOT NULL,
+        token_count INTEGER NOT NULL,
+        cum_tokens INTEGER NOT NULL,
+        version INTEGER NOT NULL,
+        inserted_at TEXT NOT NULL,
+        PRIMARY KEY (context_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE idempotency_keys (
+        context_id TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        response TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (context_id, key)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        context_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        PRIMARY KEY (context_id, version)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+def _path_of(url: str) -> str:
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or len(url) == len(prefix):
+        raise ValidationError(
+            "store", "SQLite URLs look like sqlite:///relative.db or sqlite:////abs.db"
+        )
+    return url[len(prefix) :].split("?", 1)[0]
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _times(values: tuple[Any, ...]) -> tuple[Any, ...]:
+    return tuple(format_time(v) if isinstance(v, datetime) else v for v in values)
+
+
+class _SQLiteTx:
+    def __init__(self, conn: sqlite3.Connection, context_id: str) -> None:
+        self._conn = conn
+        self.context_id = context_id
+
+    async def load_context(self) -> ContextRecord | None:
+        row = self._conn.execute(
+            f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (self.context_id,)
+        ).fetchone()
+        return None if row is None else context_from_row(row)
+
+    async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
+        values = _times(context_values(ctx))
+        if created:
+            marks = ", ".join("?" * len(values))
+            self._conn.execute(f"INSERT INTO contexts ({CONTEXT_COLUMNS}) VALUES ({marks})", values)
+        else:
+            columns = [c.strip() for c in CONTEXT_COLUMNS.split(",")][1:]
+            assignments = ", ".join(f"{c} = ?" for c in columns)
+            self._conn.execute(
+                f"UPDATE contexts SET {assignments} WHERE id = ?", (*values[1:], values[0])
+            )
+
+    async def insert_messages(self, rows: list[StoredMessage]) -> None:
+        self._conn.executemany(
+            f"INSERT INTO messages (context_id, {MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    self.context_id,
+                    r.seq,
+                    r.role,
+                    dumps_str(r.parts),
+                    dumps_str(r.metadata),
+                    r.token_count,
+                    r.cum_tokens,
+                    r.version,
+                    format_time(r.inserted_at),
+                )
+                for r in rows
+            ],
+        )
+
+    async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
+        return _read_messages(self._conn, self.context_id, from_seq, to_seq)
+
+    async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
+        row = self._conn.execute(
+            "SELECT request_hash, response, created_at FROM idempotency_keys "
+            "WHERE context_id = ? AND key = ?",
+            (self.context_id, key),
+        ).fetchone()
+        if row is None:
+            return None
+        return IdempotencyRecord(key, row[0], loads(row[1]), parse_time(row[2]))
+
+    async def put_idempotency(self, record: IdempotencyRecord) -> None:
+        self._conn.execute(
+            "INSERT INTO idempotency_keys (context_id, key, request_hash, response, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (
+                self.context_id,
+                record.key,
+                record.request_hash,
+                dumps_str(record.response),
+                format_time(record.created_at),
+            ),
+        )
+
+    async def insert_event(self, event: Event) -> None:
+        self._conn.execute(
+            "INSERT INTO events (context_id, version, type, data) VALUES (?, ?, ?, ?)",
+            (self.context_id, event.version, event.type, dumps_str(event.data)),
+        )
+
+
+def _read_messages(
+    conn: sqlite3.Connection, context_id: str, from_seq: int, to_seq: int
+) -> list[StoredMessage]:
+    rows = conn.execute(
+        f"SELECT {MESSAGE_COLUMNS} FROM messages "
+        "WHERE context_id = ? AND seq >= ? AND seq <= ? ORDER BY seq",
+        (context_id, from_seq, to_seq),
+    ).fetchall()
+    return [message_from_row(r) for r in rows]
+
+
+@dataclass
+class _Job:
+    context_id: str
+    op: Op[Any]
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class SQLiteStore(Store):
+    def __init__(self, url: str, *, read_threads: int = 2) -> None:
+        self.url = url
+        self.path = _path_of(url)
+        self._read_threads = read_threads
+        self._write_conn: sqlite3.Connection | None = None
+        self._writer_pool: ThreadPoolExecutor | None = None
+        self._reader_pool: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._read_conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._writer is not None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(directory):
+            raise StoreUnavailable(f"directory for the SQLite store does not exist: {directory}")
+        self._writer_pool = ThreadPoolExecutor(1, thread_name_prefix="fastpaca-sqlite-writer")
+        self._reader_pool = ThreadPoolExecutor(
+            self._read_threads, thread_name_prefix="fastpaca-sqlite-reader"
+        )
+        try:
+            self._write_conn = await self._in_writer(_connect, self.path)
+            await self._in_writer(self._migrate)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open SQLite store at {self.path}: {exc}") from exc
+        self._queue = asyncio.Queue()
+        self._writer = asyncio.create_task(self._write_loop(), name="fastpaca-sqlite-writer")
+
+    async def close(self) -> None:
+        if self._writer is None:
+            return
+        self._queue.put_nowait(None)
+        await self._writer
+        self._writer = None
+        assert self._writer_pool is not None and self._reader_pool is not None
+        self._reader_pool.shutdown(wait=True)
+        with self._conns_lock:
+            for conn in self._read_conns:
+                conn.close()
+            self._read_conns.clear()
+        if self._write_conn is not None:
+            await self._in_writer(self._write_conn.close)
+            self._write_conn = None
+        self._writer_pool.shutdown(wait=True)
+
+    def _migrate(self) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT max(version) FROM schema_version").fetchone()
+            current = row[0] or 0
+            for number, script in enumerate(MIGRATIONS, start=1):
+                if number > current:
+                    for statement in script.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (number,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def ping(self) -> None:
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    # -- threads ---------------------------------------------------------
+
+    async def _in_writer(self, fn: Callable[..., R], *args: Any) -> R:
+        assert self._writer_pool is not None
+        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, *args)
+
+    def _reader_conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path)
+            conn.execute("PRAGMA query_only = ON")
+            self._local.conn = conn
+            with self._conns_lock:
+                self._read_conns.append(conn)
+        return conn
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        if self._reader_pool is None:
+            raise StoreUnavailable("the SQLite store is not open")
+
+        def call() -> R:
+            return fn(self._reader_conn())
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._reader_pool, call)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite read failed: {exc}") from exc
+
+    # -- writes ----------------------------------------------------------
+
+    async def run(self, context_id: str, op: Op[R]) -> R:
+        if self._writer is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Job(context_id, op, future))
+        return await future
+
+    async def _write_loop(self) -> None:
+        stopping = False
+        while not stopping:
+            job = await self._queue.get()
+            if job is None:
+                break
+            jobs = [job]
+            while len(jobs) < MAX_BATCH and not self._queue.empty():
+                more = self._queue.get_nowait()
+                if more is None:
+                    stopping = True
+                    break
+                jobs.append(more)
+            await self._run_batch(jobs)
+        while not self._queue.empty():  # nothing may be left waiting forever
+            leftover = self._queue.get_nowait()
+            if leftover is not None and not leftover.future.done():
+                leftover.future.set_exception(StoreUnavailable("the SQLite store is closing"))
+
+    async def _run_batch(self, jobs: list[_Job]) -> None:
+        conn = self._write_conn
+        assert conn is not None
+        try:
+            await self._in_writer(conn.execute, "BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(StoreUnavailable(f"SQLite is busy: {exc}"))
+            return
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in jobs:
+            if job.future.done():  # the caller gave up before its turn
+                continue
+            conn.execute("SAVEPOINT op")
+            try:
+                result = await job.op(_SQLiteTx(conn, job.context_id))
+            except Exception as exc:
+                conn.execute("ROLLBACK TO op")
+                conn.execute("RELEASE op")
+                failure: BaseException = exc
+                if isinstance(exc, sqlite3.Error):
+                    failure = StoreError(f"SQLite write failed: {exc}")
+                    failure.__cause__ = exc
+                outcomes.append((job, None, failure))
+                continue
+            conn.execute("RELEASE op")
+            outcomes.append((job, result, None))
+        try:
+            await self._in_writer(conn.execute, "COMMIT")
+        except sqlite3.Error as exc:
+            try:
+                await self._in_writer(conn.execute, "ROLLBACK")
+            except sqlite3.Error:
+                pass  # the transaction is gone already; the failure below reports it
+            failed = StoreUnavailable(f"SQLite commit failed: {exc}")
+            outcomes = [(job, None, error or failed) for job, _, error in outcomes]
+        for job, result, error in outcomes:
+            if job.future.done():
+                continue
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
+
+    # -- reads -----------------------------------------------------------
+
+    async def get_context(self, context_id: str) -> ContextRecord | None:
+        def read(conn: sqlite3.Connection) -> ContextRecord | None:
+            row = conn.execute(
+                f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (context_id,)
+            ).fetchone()
+            return None if row is None else context_from_row(row)
+
+        return await self._read(read)
+
+    async def read_window(
+        self, context_id: str
+    ) -> tuple[ContextRecord | None, list[StoredMessage]]:
+        def read(conn: sqlite3.Connection) -> tuple[ContextRecord | None, list[StoredMessage]]:
+            row = conn.execute(
+                f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (context_id,)
+            ).fetchone()
+            if row is None:
+                return None, []
+            ctx = context_from_row(row)
+            if ctx.live_from_seq > ctx.last_seq:
+                return ctx, []
+            return ctx, _read_messages(conn, context_id, ctx.live_from_seq, ctx.last_seq)
+
+        return await self._read(read)
+
+    async def list_contexts(
+        self, limit: int, after: tuple[datetime, str] | None
+    ) -> list[ContextRecord]:
+        def read(conn: sqlite3.Connection) -> list[ContextRecord]:
+            if after is None:
+                rows = conn.execute(
+                    f"SELECT {CONTEXT_COLUMNS} FROM contexts "
+                    "ORDER BY updated_at DESC, id DESC LIMIT ?",
+                    (limit,),
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE (updated_at, id) < (?, ?) "
+                    "ORDER BY updated_at DESC, id DESC LIMIT ?",
+                    (format_time(after[0]), after[1], limit),
+                ).fetchall()
+            return [context_from_row(r) for r in rows]
+
+        return await self._read(read)
+
+    async def read_messages(
+        self, context_id: str, from_seq: int, to_seq: int
+    ) -> list[StoredMessage]:
+        return await self._read(lambda conn: _read_messages(conn, context_id, from_seq, to_seq))
+
+    async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
+        def read(conn: sqlite3.Connection) -> list[Event]:
+            rows = conn.execute(
+                "SELECT version, type, data FROM events WHERE context_id = ? AND version > ? "
+                "ORDER BY version LIMIT ?",
+                (context_id, after_version, limit),
+            ).fetchall()
+            return [Event(context_id, r[1], int(r[0]), loads(r[2])) for r in rows]
+
+        return await self._read(read)

