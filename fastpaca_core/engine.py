@@ -42,6 +42,7 @@ from .model import (
 from .policies import get_policy, parse_policy
 from .stores.base import IdempotencyRecord, Store, Tx
 from .tokens import TokenCounter
+from .toolcalls import tool_refs
 from .window import WindowItem, apply_items, fit, items_of, segments_of, valid_cuts
 
 __all__ = ["AppendResult", "ContextPage", "Engine", "Window"]
@@ -535,7 +536,14 @@ class Engine:
         self, tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage]
     ) -> Event | None:
         policy = get_policy(ctx.policy.strategy)
-        if not policy.should_run(ctx, ctx.policy.config):
+        due = policy.should_run(ctx, ctx.policy.config)
+        # A result whose call an earlier compaction cut away (a call bigger than the
+        # budget, say) would sit in the window as an orphan: repair that too.
+        answered: set[str] = set()
+        if policy.compacts and (ctx.prefix or ctx.live_from_seq > 1):
+            for row in new_rows:
+                answered |= tool_refs(row.as_message())[1]
+        if not due and not answered:
             return None
         first_new = new_rows[0].seq if new_rows else ctx.last_seq + 1
         rows: list[StoredMessage] = []
@@ -543,6 +551,12 @@ class Engine:
             rows = await tx.read_messages(ctx.live_from_seq, first_new - 1)
         rows.extend(row for row in new_rows if row.seq >= ctx.live_from_seq)
         items = items_of(ctx, rows)
+        if not due:
+            calls: set[str] = set()
+            for item in items:
+                calls |= tool_refs(item.message)[0]
+            if answered <= calls:
+                return None
         result = policy.compact(items, ctx, ctx.policy.config)
         kept = {id(item) for item in result}
         original = {id(item) for item in items}

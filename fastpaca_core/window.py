@@ -188,5 +188,8 @@ def fit(
             start = max(k for k in range(n) if cuts[k])
     if used + suffix[start] > budget:
         goal = min(budget, target if target is not None else budget)
-        start = next(k for k in range(start, n + 1) if cuts[k] and used + suffix[k] <= goal)
+        fits = [k for k in range(start, n + 1) if cuts[k] and used + suffix[k] <= budget]
+        start = next((k for k in fits if used + suffix[k] <= goal), n)
+        if start == n and len(fits) > 1:  # the target would drop the newest turn: keep it
+            start = fits[-2]
     return pinned + rest[start:]

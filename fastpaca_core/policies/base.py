@@ -16,6 +16,7 @@ class Policy(Protocol):
     """A compaction strategy, chosen by ``policy.strategy``."""
 
     name: str
+    compacts: bool  # False: never changes the window (``manual``)
 
     def validate(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Return the normalised config or raise ValidationError naming the field."""

@@ -14,6 +14,7 @@ __all__ = ["LastN"]
 
 class LastN:
     name = "last_n"
+    compacts = True
 
     def validate(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return {**config, "limit": positive_int(config, "limit", 200)}

@@ -14,6 +14,7 @@ __all__ = ["Manual"]
 
 class Manual:
     name = "manual"
+    compacts = False
 
     def validate(self, config: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(config, Mapping):

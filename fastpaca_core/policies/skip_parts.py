@@ -25,6 +25,7 @@ DEFAULT_SKIP_KINDS = ["tool", "reasoning"]
 
 class SkipParts:
     name = "skip_parts"
+    compacts = True
 
     def validate(self, config: Mapping[str, Any]) -> dict[str, Any]:
         kinds = config.get("skip_kinds", DEFAULT_SKIP_KINDS)

@@ -1,0 +1,462 @@
+"""The store conformance suite: every engine operation over every backend.
+
+Each test runs on memory, SQLite (a file) and Postgres (its own schema).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from fastpaca_core import (
+    ContextNotFound,
+    ContextTombstoned,
+    Engine,
+    IdempotencyKeyReused,
+    Store,
+    ValidationError,
+    VersionConflict,
+    open_store,
+)
+
+from .helpers import call, result, text
+
+
+async def test_create_defaults_and_idempotent_put(engine: Engine) -> None:
+    ctx = await engine.put_context("chat-1")
+    body = ctx.to_json()
+    assert body["token_budget"] == 8000
+    assert body["trigger_ratio"] == 0.7
+    assert body["policy"] == {"strategy": "last_n", "config": {"limit": 200}}
+    assert body["metadata"] == {}
+    assert body["status"] == "active"
+    assert body["version"] == 0
+    assert body["last_seq"] == 0
+    assert body["created_at"].endswith("Z")
+    again = await engine.put_context("chat-1")
+    assert again.to_json() == body
+    fetched = await engine.get_context("chat-1")
+    assert fetched.to_json() == body
+
+
+async def test_put_updates_only_given_fields(engine: Engine) -> None:
+    await engine.put_context("c", token_budget=500, metadata={"a": 1})
+    updated = await engine.put_context("c", trigger_ratio=0.5)
+    assert updated.token_budget == 500
+    assert updated.trigger_ratio == 0.5
+    assert updated.metadata == {"a": 1}
+    updated = await engine.put_context(
+        "c", policy={"strategy": "skip_parts", "config": {"limit": 10}}
+    )
+    assert updated.policy.strategy == "skip_parts"
+    assert updated.policy.config == {"limit": 10, "skip_kinds": ["tool", "reasoning"]}
+    assert (await engine.get_context("c")).policy == updated.policy
+
+
+async def test_get_missing_context(engine: Engine) -> None:
+    with pytest.raises(ContextNotFound):
+        await engine.get_context("nope")
+    with pytest.raises(ContextNotFound):
+        await engine.append("nope", text("user", "hi"))
+    with pytest.raises(ContextNotFound):
+        await engine.window("nope")
+    with pytest.raises(ContextNotFound):
+        await engine.tail("nope")
+
+
+async def test_append_assigns_gapless_seqs_and_versions(engine: Engine) -> None:
+    await engine.put_context("c")
+    first = await engine.append("c", text("user", "hello"))
+    assert (first.seqs, first.version) == ([1], 1)
+    assert first.token_estimates[0] > 4
+    second = await engine.append("c", text("assistant", "hi", token_count=42))
+    assert (second.seqs, second.version, second.token_estimates) == ([2], 2, [42])
+    assert second.to_json() == {"seq": 2, "version": 2, "token_estimate": 42}
+    ctx = await engine.get_context("c")
+    assert (ctx.last_seq, ctx.version) == (2, 2)
+
+
+async def test_message_round_trip_keeps_unknown_keys(engine: Engine) -> None:
+    await engine.put_context("c")
+    parts = [
+        {"type": "text", "text": "é ☃ 𝄞", "providerMetadata": {"x": [1, 2.5, None, True]}},
+        {"type": "data-weather", "id": "w1", "data": {"z": 1, "a": 2}},
+        {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,AAAA"},
+        {"type": "step-start"},
+    ]
+    await engine.append("c", {"role": "user", "parts": parts, "metadata": {"k": "v"}})
+    (stored,) = await engine.tail("c")
+    assert stored.parts == parts
+    assert [list(p) for p in stored.parts] == [list(p) for p in parts]  # key order kept
+    body = stored.to_json()
+    assert body["metadata"] == {"k": "v"}
+    assert body["seq"] == 1
+    assert body["inserted_at"].endswith("Z")
+
+
+async def test_batch_append_is_atomic_with_consecutive_seqs(engine: Engine) -> None:
+    await engine.put_context("c")
+    await engine.append("c", text("user", "one"))
+    res = await engine.append_batch("c", [text("user", "two"), text("assistant", "three")])
+    assert res.seqs == [2, 3]
+    assert res.version == 3
+    assert res.to_json(batch=True)["messages"][1]["seq"] == 3
+    with pytest.raises(ValidationError):
+        await engine.append_batch("c", [text("user", "ok"), {"role": "bogus", "parts": []}])
+    assert (await engine.get_context("c")).last_seq == 3
+
+
+async def test_if_version_conflict_carries_expected_and_found(engine: Engine) -> None:
+    await engine.put_context("c")
+    await engine.append("c", text("user", "a"), if_version=0)
+    with pytest.raises(VersionConflict) as info:
+        await engine.append("c", text("user", "b"), if_version=0)
+    assert (info.value.expected, info.value.found) == (0, 1)
+    assert str(info.value) == "Context version changed (expected 0, found 1)"
+    with pytest.raises(VersionConflict):
+        await engine.window("c", if_version=7)
+    with pytest.raises(VersionConflict):
+        await engine.compact("c", [text("system", "s")], if_version=0)
+    assert (await engine.get_context("c")).last_seq == 1
+
+
+async def test_idempotent_retry_writes_nothing(engine: Engine) -> None:
+    await engine.put_context("c")
+    first = await engine.append("c", text("user", "a"), idempotency_key="k1")
+    retry = await engine.append("c", text("user", "a"), idempotency_key="k1")
+    assert (retry.seqs, retry.version, retry.token_estimates) == (
+        first.seqs,
+        first.version,
+        first.token_estimates,
+    )
+    assert retry.replayed
+    assert (await engine.get_context("c")).last_seq == 1
+    with pytest.raises(IdempotencyKeyReused):
+        await engine.append("c", text("user", "other"), idempotency_key="k1")
+    # a retry of an if_version append still answers after the version moved on
+    await engine.append("c", text("user", "b"), if_version=1, idempotency_key="k2")
+    await engine.append("c", text("user", "c"))
+    again = await engine.append("c", text("user", "b"), if_version=1, idempotency_key="k2")
+    assert again.seqs == [2]
+    # keys are per context
+    await engine.put_context("d")
+    other = await engine.append("d", text("user", "a"), idempotency_key="k1")
+    assert other.seqs == [1] and not other.replayed
+    assert (await engine.get_context("c")).last_seq == 3
+
+
+async def test_idempotent_compaction(engine: Engine) -> None:
+    await engine.put_context("c")
+    await engine.append("c", text("user", "a"))
+    v1 = await engine.compact("c", [text("system", "sum")], idempotency_key="x")
+    v2 = await engine.compact("c", [text("system", "sum")], idempotency_key="x")
+    assert v1 == v2 == 2
+    with pytest.raises(IdempotencyKeyReused):
+        await engine.compact("c", [text("system", "other")], idempotency_key="x")
+
+
+async def test_concurrent_idempotent_retries_store_once(engine: Engine) -> None:
+    await engine.put_context("c")
+    results = await asyncio.gather(
+        *(engine.append("c", text("user", "same"), idempotency_key="dup") for _ in range(10))
+    )
+    assert {r.seqs[0] for r in results} == {1}
+    assert (await engine.get_context("c")).last_seq == 1
+
+
+async def test_tombstone_keeps_history_readable(engine: Engine) -> None:
+    await engine.put_context("c")
+    await engine.append("c", text("user", "a"))
+    await engine.delete_context("c")
+    await engine.delete_context("c")  # idempotent
+    ctx = await engine.get_context("c")
+    assert ctx.status == "tombstoned"
+    assert [m.seq for m in await engine.tail("c")] == [1]
+    assert len((await engine.window("c")).items) == 1
+    with pytest.raises(ContextTombstoned):
+        await engine.append("c", text("user", "b"))
+    with pytest.raises(ContextTombstoned):
+        await engine.compact("c", [])
+    with pytest.raises(ContextTombstoned):
+        await engine.put_context("c", token_budget=10)
+    with pytest.raises(ContextNotFound):
+        await engine.delete_context("missing")
+    assert (await engine.get_context("c")).last_seq == 1
+
+
+async def test_metadata_shallow_merge(engine: Engine) -> None:
+    await engine.put_context("c", metadata={"a": 1, "b": {"x": 1}})
+    ctx = await engine.update_metadata("c", {"b": {"y": 2}, "c": 3})
+    assert ctx.metadata == {"a": 1, "b": {"y": 2}, "c": 3}
+    assert (await engine.get_context("c")).metadata == ctx.metadata
+    with pytest.raises(ContextNotFound):
+        await engine.update_metadata("missing", {"a": 1})
+
+
+async def test_list_contexts_newest_first_with_cursor(engine: Engine) -> None:
+    for name in ("a", "b", "c", "d", "e"):
+        await engine.put_context(name)
+    await engine.append("b", text("user", "bump"))  # b becomes the most recent
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await engine.list_contexts(limit=2, cursor=cursor)
+        seen.extend(c.id for c in page.contexts)
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen[0] == "b"
+    assert sorted(seen) == ["a", "b", "c", "d", "e"]
+    assert len(seen) == 5
+    with pytest.raises(ValidationError):
+        await engine.list_contexts(cursor="garbage!")
+
+
+async def test_tail_pages_backwards(engine: Engine) -> None:
+    await engine.put_context("c")
+    await engine.append_batch("c", [text("user", str(i)) for i in range(1, 11)])
+    assert [m.seq for m in await engine.tail("c", offset=0, limit=3)] == [8, 9, 10]
+    assert [m.seq for m in await engine.tail("c", offset=3, limit=3)] == [5, 6, 7]
+    assert [m.seq for m in await engine.tail("c", offset=9, limit=3)] == [1]
+    assert await engine.tail("c", offset=10, limit=3) == []
+    assert [m.seq for m in await engine.messages("c", after_seq=0, limit=4)] == [1, 2, 3, 4]
+    assert [m.seq for m in await engine.messages("c", after_seq=8, limit=4)] == [9, 10]
+    assert await engine.messages("c", after_seq=10) == []
+    for bad in ({"offset": -1}, {"limit": 0}, {"offset": "3"}):
+        with pytest.raises(ValidationError):
+            await engine.tail("c", **bad)  # type: ignore[arg-type]
+
+
+async def test_window_no_compaction_is_one_live_segment(engine: Engine) -> None:
+    await engine.put_context("c")
+    empty = await engine.window("c")
+    assert empty.to_json() == {
+        "version": 0,
+        "messages": [],
+        "used_tokens": 0,
+        "needs_compaction": False,
+        "segments": [],
+    }
+    await engine.append("c", text("user", "a", token_count=10))
+    await engine.append("c", text("assistant", "b", token_count=15))
+    window = (await engine.window("c")).to_json()
+    assert window["used_tokens"] == 25
+    assert window["segments"] == [{"type": "live", "from_seq": 1, "to_seq": 2}]
+    assert [m["seq"] for m in window["messages"]] == [1, 2]
+    assert window["messages"][0]["parts"] == [{"type": "text", "text": "a"}]
+
+
+async def test_needs_compaction_under_manual_policy(engine: Engine) -> None:
+    await engine.put_context(
+        "c", token_budget=100, trigger_ratio=0.5, policy={"strategy": "manual"}
+    )
+    await engine.append("c", text("user", "a", token_count=50))
+    assert not (await engine.window("c")).needs_compaction
+    await engine.append("c", text("user", "b", token_count=1))
+    window = await engine.window("c")
+    assert window.needs_compaction
+    assert window.used_tokens == 51
+    await engine.append("c", text("user", "c", token_count=500))
+    assert (await engine.window("c")).used_tokens == 551  # manual never compacts
+
+
+async def test_budget_override_for_one_read(engine: Engine) -> None:
+    await engine.put_context("c", policy={"strategy": "manual"})
+    await engine.append("c", text("system", "sys", token_count=5))
+    for i in range(10):
+        await engine.append("c", text("user", f"m{i}", token_count=10))
+    window = await engine.window("c", budget_tokens=40)
+    assert window.used_tokens <= 40
+    assert window.items[0].message.role == "system"
+    assert [i.from_seq for i in window.items] == [1, 9, 10, 11]
+    assert window.needs_compaction
+    assert (await engine.window("c")).used_tokens == 105
+
+
+async def test_last_n_policy_keeps_budget_system_and_pairs(engine: Engine) -> None:
+    await engine.put_context("c", token_budget=100, trigger_ratio=0.8)
+    await engine.append("c", text("system", "be brief", token_count=10))
+    for i in range(20):
+        await engine.append("c", text("user", f"q{i}", token_count=10))
+        await engine.append("c", call(f"call-{i}", token_count=10))
+        await engine.append("c", result(f"call-{i}", token_count=10))
+        window = await engine.window("c")
+        assert window.used_tokens <= 100
+        assert window.items[0].message.role == "system"
+        assert window.items[1].message.role != "tool"
+        ctx = await engine.get_context("c")
+        assert window.used_tokens == ctx.used_tokens
+    segments = (await engine.window("c")).segments
+    assert segments[0] == {"type": "live", "from_seq": 1, "to_seq": 1}
+    assert segments[-1]["to_seq"] == 61
+    assert (await engine.get_context("c")).last_seq == 61
+
+
+async def test_last_n_limit(engine: Engine) -> None:
+    await engine.put_context(
+        "c",
+        token_budget=1000,
+        trigger_ratio=0.01,
+        policy={"strategy": "last_n", "config": {"limit": 3}},
+    )
+    for i in range(6):
+        await engine.append("c", text("user", str(i), token_count=5))
+    window = await engine.window("c")
+    assert [i.from_seq for i in window.items] == [4, 5, 6]
+    assert window.segments == [{"type": "live", "from_seq": 4, "to_seq": 6}]
+
+
+async def test_skip_parts_drops_tool_parts_but_keeps_the_turn_in_flight(engine: Engine) -> None:
+    await engine.put_context(
+        "c",
+        token_budget=1000,
+        trigger_ratio=0.01,
+        policy={"strategy": "skip_parts", "config": {"limit": 50}},
+    )
+    await engine.append("c", text("user", "weather?", token_count=10))
+    await engine.append("c", call("c1", token_count=10))
+    await engine.append("c", result("c1", token_count=10))
+    await engine.append("c", text("assistant", "3 degrees", token_count=10))
+    await engine.append("c", text("user", "and tomorrow?", token_count=10))
+    await engine.append("c", call("c2", token_count=10))
+    await engine.append("c", result("c2", token_count=10))
+    window = await engine.window("c")
+    kinds = [[p["type"] for p in item.message.parts] for item in window.items]
+    assert kinds == [["text"], ["text"], ["text"], ["tool-weather"], ["tool-result"]]
+    assert window.used_tokens == 50
+
+
+async def test_full_compaction_replaces_window_not_log(engine: Engine) -> None:
+    await engine.put_context("c", policy={"strategy": "manual"})
+    await engine.append_batch("c", [text("user", str(i), token_count=10) for i in range(5)])
+    version = await engine.compact("c", [text("system", "summary of 1-5", token_count=7)])
+    assert version == 6
+    window = await engine.window("c")
+    assert window.used_tokens == 7
+    assert window.segments == [{"type": "summary", "from_seq": 1, "to_seq": 5}]
+    assert window.to_json()["messages"][0]["parts"][0]["text"] == "summary of 1-5"
+    assert len(await engine.tail("c", limit=100)) == 5
+    await engine.append("c", text("user", "new", token_count=3))
+    window = await engine.window("c")
+    assert window.used_tokens == 10
+    assert window.segments[-1] == {"type": "live", "from_seq": 6, "to_seq": 6}
+
+
+async def test_partial_compaction_keeps_newer_messages_live(engine: Engine) -> None:
+    await engine.put_context("c", policy={"strategy": "manual"})
+    await engine.append_batch("c", [text("user", str(i), token_count=10) for i in range(6)])
+    await engine.compact("c", [text("assistant", "sum", token_count=4)], up_to_seq=4)
+    window = await engine.window("c")
+    assert window.segments == [
+        {"type": "summary", "from_seq": 1, "to_seq": 4},
+        {"type": "live", "from_seq": 5, "to_seq": 6},
+    ]
+    assert window.used_tokens == 24
+    # a second partial compaction folds the first summary in
+    await engine.compact("c", [text("assistant", "sum2", token_count=5)], up_to_seq=5)
+    window = await engine.window("c")
+    assert window.segments == [
+        {"type": "summary", "from_seq": 1, "to_seq": 5},
+        {"type": "live", "from_seq": 6, "to_seq": 6},
+    ]
+    with pytest.raises(ValidationError) as info:
+        await engine.compact("c", [], up_to_seq=99)
+    assert info.value.field == "up_to_seq"
+
+
+async def test_partial_compaction_never_splits_a_tool_pair(engine: Engine) -> None:
+    await engine.put_context("c", policy={"strategy": "manual"})
+    await engine.append_batch("c", [text("user", "q"), call("k"), result("k")])
+    before = await engine.get_context("c")
+    with pytest.raises(ValidationError):
+        await engine.compact("c", [text("system", "s")], up_to_seq=2)
+    after = await engine.get_context("c")
+    assert after.version == before.version
+
+
+async def test_partial_compaction_racing_appends_loses_nothing(engine: Engine) -> None:
+    await engine.put_context("c", policy={"strategy": "manual"})
+    await engine.append_batch("c", [text("user", str(i), token_count=1) for i in range(20)])
+    snapshot = await engine.window("c")
+    cover = snapshot.items[-1].from_seq
+
+    async def appender() -> None:
+        for i in range(30):
+            await engine.append("c", text("user", f"late {i}", token_count=1))
+
+    async def summariser() -> None:
+        await asyncio.sleep(0)
+        await engine.compact("c", [text("system", "summary", token_count=1)], up_to_seq=cover)
+
+    await asyncio.gather(appender(), summariser())
+    window = await engine.window("c")
+    ctx = await engine.get_context("c")
+    assert ctx.last_seq == 50
+    assert window.segments[0] == {"type": "summary", "from_seq": 1, "to_seq": 20}
+    live = [i.from_seq for i in window.items if i.kind == "live"]
+    assert live == list(range(21, 51))
+
+
+async def test_fifty_concurrent_appenders_gapless(engine: Engine) -> None:
+    await engine.put_context("c")
+    results = await asyncio.gather(*(engine.append("c", text("user", f"m{i}")) for i in range(50)))
+    seqs = sorted(r.seqs[0] for r in results)
+    assert seqs == list(range(1, 51))
+    assert len({r.version for r in results}) == 50
+    stored = await engine.messages("c", limit=100)
+    assert [m.seq for m in stored] == list(range(1, 51))
+    assert sorted(m.parts[0]["text"] for m in stored) == sorted(f"m{i}" for i in range(50))
+
+
+async def test_conflicting_appenders_only_one_wins_per_version(engine: Engine) -> None:
+    await engine.put_context("c")
+    outcomes = await asyncio.gather(
+        *(engine.append("c", text("user", str(i)), if_version=0) for i in range(10)),
+        return_exceptions=True,
+    )
+    wins = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert len(wins) == 1
+    assert all(isinstance(o, VersionConflict) for o in outcomes if o not in wins)
+    assert (await engine.get_context("c")).last_seq == 1
+
+
+async def test_events_published_after_commit(engine: Engine) -> None:
+    await engine.put_context("c", token_budget=50, trigger_ratio=0.5)
+    with engine.bus.subscribe("c") as sub:
+        await engine.append("c", text("user", "a", token_count=30))
+        await engine.append("c", text("user", "b", token_count=30))  # over budget: compaction
+        await engine.compact("c", [text("system", "s", token_count=1)])
+        await engine.put_context("c", metadata={"x": 1})
+        await engine.delete_context("c")
+        events = [sub.queue.get_nowait() for _ in range(sub.queue.qsize())]
+    types = [e.type for e in events]
+    assert types == ["message", "message", "compaction", "compaction", "config", "tombstoned"]
+    versions = [e.version for e in events if e.type != "config"]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert events[0].to_json()["seq"] == 1
+    stored = await engine.store.read_events("c", 0, 100)
+    assert [e.type for e in stored] == ["compaction", "compaction", "tombstoned"]
+
+
+async def test_reopen_keeps_everything(durable_url: str) -> None:
+    store_url = durable_url
+    async with open_store(store_url) as store:
+        engine = Engine(store)
+        await engine.put_context("c", token_budget=300, metadata={"a": 1})
+        await engine.append("c", text("user", "persist me"), idempotency_key="k")
+        await engine.compact("c", [text("system", "sum")], up_to_seq=1)
+    async with open_store(store_url) as store:
+        engine = Engine(store)
+        ctx = await engine.get_context("c")
+        assert (ctx.token_budget, ctx.metadata, ctx.last_seq, ctx.version) == (300, {"a": 1}, 1, 2)
+        assert (await engine.tail("c"))[0].parts[0]["text"] == "persist me"
+        assert (await engine.window("c")).segments == [
+            {"type": "summary", "from_seq": 1, "to_seq": 1}
+        ]
+        replay = await engine.append("c", text("user", "persist me"), idempotency_key="k")
+        assert replay.replayed
+
+
+async def test_ping(store: Store) -> None:
+    await store.ping()

