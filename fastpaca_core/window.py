@@ -159,9 +159,9 @@ def fit(
     Leading system messages are pinned (kept while they fit the budget); of the
     rest, the newest contiguous run is kept such that no tool call is separated
     from its results, at most ``limit`` messages remain (unless the newest
-    call/result group alone is larger), and the tokens stay within ``budget``;
-    when the budget has to be enforced, the window is cut down to ``target``
-    (default: the budget) so that the next compaction is not one append away.
+    call/result group alone is larger), and the tokens stay within ``target``
+    (default: the budget) -- or within ``budget`` when only that keeps the
+    newest group.
     """
     work = _drop_orphan_results(items)
     pinned_end = 0
@@ -186,8 +186,8 @@ def fit(
         start = next(k for k in range(n - limit, n + 1) if cuts[k])
         if start == n and n > 0:  # the newest group alone exceeds the limit: keep it
             start = max(k for k in range(n) if cuts[k])
-    if used + suffix[start] > budget:
-        goal = min(budget, target if target is not None else budget)
+    goal = min(budget, target if target is not None else budget)
+    if used + suffix[start] > goal:
         fits = [k for k in range(start, n + 1) if cuts[k] and used + suffix[k] <= budget]
         start = next((k for k in fits if used + suffix[k] <= goal), n)
         if start == n and len(fits) > 1:  # the target would drop the newest turn: keep it

@@ -9,7 +9,7 @@ from ..errors import ValidationError
 from ..model import ContextRecord
 from ..window import WindowItem
 
-__all__ = ["Policy", "hysteresis_target", "over_trigger", "positive_int", "window_count"]
+__all__ = ["Policy", "due", "hysteresis_target", "over_trigger", "positive_int", "window_count"]
 
 
 class Policy(Protocol):
@@ -48,6 +48,13 @@ def over_trigger(ctx: ContextRecord) -> bool:
     return ctx.used_tokens > ctx.token_budget * ctx.trigger_ratio
 
 
+def due(ctx: ContextRecord, limit: int) -> bool:
+    """Over the trigger, and over the budget or the message limit."""
+    if not over_trigger(ctx):
+        return False
+    return ctx.used_tokens > ctx.token_budget or window_count(ctx) > limit
+
+
 def hysteresis_target(ctx: ContextRecord) -> int:
-    """Where budget enforcement cuts down to: the trigger level."""
+    """Where a compaction cuts down to: the trigger level."""
     return int(ctx.token_budget * ctx.trigger_ratio)

@@ -1,4 +1,9 @@
-"""``last_n {limit}``: keep the newest ``limit`` messages."""
+"""``last_n {limit}``: keep the newest ``limit`` messages.
+
+Acts when the window is over the trigger and over either the budget or
+``limit`` messages; then cuts to at most ``limit`` messages and back under the
+trigger level, so the next run is several turns away, not one append away.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from typing import Any
 
 from ..model import ContextRecord
 from ..window import WindowItem, fit
-from .base import hysteresis_target, over_trigger, positive_int, window_count
+from .base import due, hysteresis_target, positive_int
 
 __all__ = ["LastN"]
 
@@ -20,9 +25,7 @@ class LastN:
         return {**config, "limit": positive_int(config, "limit", 200)}
 
     def should_run(self, ctx: ContextRecord, config: Mapping[str, Any]) -> bool:
-        if not over_trigger(ctx):
-            return False
-        return ctx.used_tokens > ctx.token_budget or window_count(ctx) > config["limit"]
+        return due(ctx, config["limit"])
 
     def compact(
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]

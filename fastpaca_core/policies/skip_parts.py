@@ -16,7 +16,7 @@ from ..errors import ValidationError
 from ..model import ContextRecord, Message
 from ..toolcalls import part_call_id
 from ..window import WindowItem, fit
-from .base import hysteresis_target, over_trigger, positive_int
+from .base import due, hysteresis_target, positive_int
 
 __all__ = ["SkipParts"]
 
@@ -34,7 +34,7 @@ class SkipParts:
         return {**config, "limit": positive_int(config, "limit", 200), "skip_kinds": kinds}
 
     def should_run(self, ctx: ContextRecord, config: Mapping[str, Any]) -> bool:
-        return over_trigger(ctx)
+        return due(ctx, config["limit"])
 
     def compact(
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]

@@ -33,7 +33,7 @@ class Row(Protocol):
 def parse_time(value: str | datetime) -> datetime:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    return datetime.fromisoformat(value)  # 3.11+ reads the trailing Z
 
 
 def context_values(ctx: ContextRecord) -> tuple[Any, ...]:

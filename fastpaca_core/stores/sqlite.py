@@ -251,7 +251,8 @@ class SQLiteStore(Store):
         await self._writer
         self._writer = None
         assert self._writer_pool is not None and self._reader_pool is not None
-        self._reader_pool.shutdown(wait=True)
+        reader_pool, self._reader_pool = self._reader_pool, None
+        reader_pool.shutdown(wait=True)
         with self._conns_lock:
             for conn in self._read_conns:
                 conn.close()

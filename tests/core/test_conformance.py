@@ -296,22 +296,35 @@ async def test_last_n_policy_keeps_budget_system_and_pairs(engine: Engine) -> No
 async def test_last_n_limit(engine: Engine) -> None:
     await engine.put_context(
         "c",
-        token_budget=1000,
-        trigger_ratio=0.01,
+        token_budget=100,
+        trigger_ratio=0.1,
         policy={"strategy": "last_n", "config": {"limit": 3}},
     )
     for i in range(6):
-        await engine.append("c", text("user", str(i), token_count=5))
+        await engine.append("c", text("user", str(i), token_count=3))
     window = await engine.window("c")
     assert [i.from_seq for i in window.items] == [4, 5, 6]
     assert window.segments == [{"type": "live", "from_seq": 4, "to_seq": 6}]
 
 
+async def test_compaction_cuts_back_under_the_trigger(engine: Engine) -> None:
+    await engine.put_context("c", token_budget=100, trigger_ratio=0.5)
+    versions = []
+    for _ in range(30):
+        result = await engine.append("c", text("user", "x", token_count=10))
+        versions.append(result.version)
+    compactions = sum(1 for a, b in zip(versions, versions[1:], strict=False) if b - a == 2)
+    # over the budget (100) every few appends, cut back to <= 50: one run per ~6 appends
+    assert 3 <= compactions <= 6
+    window = await engine.window("c")
+    assert window.used_tokens <= 100
+
+
 async def test_skip_parts_drops_tool_parts_but_keeps_the_turn_in_flight(engine: Engine) -> None:
     await engine.put_context(
         "c",
-        token_budget=1000,
-        trigger_ratio=0.01,
+        token_budget=65,
+        trigger_ratio=0.99,
         policy={"strategy": "skip_parts", "config": {"limit": 50}},
     )
     await engine.append("c", text("user", "weather?", token_count=10))

@@ -1,0 +1,82 @@
+"""SQLite specifics: durability settings, group commit, isolation of failing operations."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fastpaca_core import Engine, StoreUnavailable, ValidationError, VersionConflict, open_store
+from fastpaca_core.stores.sqlite import SQLiteStore
+
+from .helpers import text
+
+
+async def test_wal_and_full_sync(tmp_path: Path) -> None:
+    path = tmp_path / "f.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert isinstance(store, SQLiteStore)
+        conn = store._write_conn
+        assert conn is not None
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    with sqlite3.connect(path) as check:
+        assert check.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 1
+
+
+async def test_group_commit_isolates_a_failing_operation(tmp_path: Path) -> None:
+    async with open_store(f"sqlite:///{tmp_path / 'g.db'}") as store:
+        engine = Engine(store)
+        for name in ("a", "b", "c"):
+            await engine.put_context(name)
+        await engine.append("b", text("user", "first"))
+        commits = 0
+        original = store._in_writer  # type: ignore[attr-defined]
+
+        async def counting(fn, *args):  # type: ignore[no-untyped-def]
+            nonlocal commits
+            if args == ("COMMIT",):
+                commits += 1
+            return await original(fn, *args)
+
+        store._in_writer = counting  # type: ignore[attr-defined]
+        outcomes = await asyncio.gather(
+            *(engine.append("a", text("user", f"a{i}")) for i in range(20)),
+            engine.append("b", text("user", "stale"), if_version=0),  # conflicts
+            *(engine.append("c", text("user", f"c{i}")) for i in range(20)),
+            return_exceptions=True,
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], VersionConflict)
+        assert commits < 41  # appends shared commits
+        assert (await engine.get_context("a")).last_seq == 20
+        assert (await engine.get_context("b")).last_seq == 1
+        assert (await engine.get_context("c")).last_seq == 20
+    async with open_store(f"sqlite:///{tmp_path / 'g.db'}") as store:
+        engine = Engine(store)
+        assert [m.seq for m in await engine.messages("a", limit=50)] == list(range(1, 21))
+
+
+async def test_missing_directory_is_unavailable(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'nope' / 'x.db'}")
+    with pytest.raises(StoreUnavailable):
+        await store.open()
+
+
+def test_bad_urls() -> None:
+    with pytest.raises(ValidationError):
+        open_store("sqlite://")
+    with pytest.raises(ValidationError):
+        open_store("mysql://x")
+
+
+async def test_closed_store_refuses_work(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'c.db'}")
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await Engine(store).put_context("x")
+    with pytest.raises(StoreUnavailable):
+        await store.get_context("x")
