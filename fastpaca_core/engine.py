@@ -294,10 +294,17 @@ class Engine:
         *,
         if_version: int | None = None,
         idempotency_key: str | None = None,
+        rewind_to_seq: int | None = None,
     ) -> AppendResult:
-        """Append several messages atomically, with consecutive seqs."""
+        """Append several messages atomically, with consecutive seqs.
+
+        ``rewind_to_seq``: the messages replace, in the LLM context, every log
+        message from that seq on (an edited or regenerated turn). The log keeps
+        them; only the window forgets them.
+        """
         parsed = parse_messages(messages, "messages")
-        return await self._append(context_id, parsed, True, if_version, idempotency_key)
+        rewind = None if rewind_to_seq is None else _check_int(rewind_to_seq, "rewind_to_seq", 1)
+        return await self._append(context_id, parsed, True, if_version, idempotency_key, rewind)
 
     async def _append(
         self,
@@ -306,6 +313,7 @@ class Engine:
         batch: bool,
         if_version: object,
         idempotency_key: object,
+        rewind_to_seq: int | None = None,
     ) -> AppendResult:
         validate_context_id(context_id)
         expected = None if if_version is None else _check_int(if_version, "if_version", 0)
@@ -318,6 +326,7 @@ class Engine:
                     "op": "append_batch" if batch else "append",
                     "messages": [m.to_json() for m in messages],
                     "if_version": expected,
+                    "rewind_to_seq": rewind_to_seq,
                 }
             )
         now = self._clock()
@@ -333,6 +342,10 @@ class Engine:
                     ), []
             if expected is not None and expected != ctx.version:
                 raise VersionConflict(expected, ctx.version)
+            if rewind_to_seq is not None and rewind_to_seq > ctx.last_seq + 1:
+                raise ValidationError(
+                    "rewind_to_seq", f"is beyond the next seq ({ctx.last_seq + 1})"
+                )
             rows: list[StoredMessage] = []
             for message, count in zip(messages, counts, strict=True):
                 ctx.last_seq += 1
@@ -358,6 +371,8 @@ class Engine:
                 )
                 for row in rows
             ]
+            if rewind_to_seq is not None and rewind_to_seq <= rows[0].seq - 1:
+                events.append(await self._rewind(tx, ctx, rows, rewind_to_seq))
             compaction = await self._run_policy(tx, ctx, rows)
             if compaction is not None:
                 events.append(compaction)
@@ -396,24 +411,40 @@ class Engine:
     # -- the LLM context ------------------------------------------------------
 
     async def window(
-        self, context_id: str, *, budget_tokens: int | None = None, if_version: int | None = None
+        self,
+        context_id: str,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        pending: Sequence[object] = (),
     ) -> Window:
-        """The LLM context; ``budget_tokens`` cuts it to another budget for this call."""
+        """The LLM context; ``budget_tokens`` cuts it to another budget for this call.
+
+        ``pending`` messages (a turn about to be sent, not yet appended) join
+        the end of the window and are never cut; older messages make room for
+        them, with every guarantee kept. Nothing is stored.
+        """
         budget = None if budget_tokens is None else _check_int(budget_tokens, "budget_tokens", 1)
         expected = None if if_version is None else _check_int(if_version, "if_version", 0)
         validate_context_id(context_id)
+        extra = [Message.parse(m, f"pending[{i}]") for i, m in enumerate(pending)]
+        counts = await self.tokens.count_messages(extra)
         ctx, rows = await self.store.read_window(context_id)
         if ctx is None:
             raise ContextNotFound(context_id)
         if expected is not None and expected != ctx.version:
             raise VersionConflict(expected, ctx.version)
         items = items_of(ctx, rows)
-        used = ctx.used_tokens
-        if budget is not None and used > budget:
-            items = fit(items, budget)
+        items.extend(
+            WindowItem(m.with_tokens(c), "live", ctx.last_seq + i, ctx.last_seq + i, False)
+            for i, (m, c) in enumerate(zip(extra, counts, strict=True), start=1)
+        )
+        used = ctx.used_tokens + sum(counts)
+        limit = budget if budget is not None else ctx.token_budget
+        if used > limit and (budget is not None or extra):
+            items = fit(items, limit, keep_last=len(extra))
             used = sum(item.tokens for item in items)
-        limit = (budget if budget is not None else ctx.token_budget) * ctx.trigger_ratio
-        return Window(ctx.version, items, used, used > limit)
+        return Window(ctx.version, items, used, used > limit * ctx.trigger_ratio)
 
     async def compact(
         self,
@@ -531,6 +562,31 @@ class Engine:
         else:
             body = result
         await tx.put_idempotency(IdempotencyRecord(key, request_hash, {"result": body}, now))
+
+    @staticmethod
+    async def _rewind(
+        tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage], rewind_to: int
+    ) -> Event:
+        """Drop log messages ``rewind_to..`` (before ``new_rows``) from the window."""
+        old_last = new_rows[0].seq - 1
+        rows = await tx.read_messages(ctx.live_from_seq, old_last)
+        items = items_of(ctx, [*rows, *new_rows])
+        cut = sum(1 for item in items if item.from_seq < rewind_to)
+        if not valid_cuts(items[: len(items) - len(new_rows)])[cut]:
+            raise ValidationError(
+                "rewind_to_seq", f"would separate a tool call from its result at seq {rewind_to}"
+            )
+        kept = items[:cut] + items[len(items) - len(new_rows) :]
+        apply_items(ctx, kept)
+        ctx.version += 1
+        event = Event(
+            ctx.id,
+            "compaction",
+            ctx.version,
+            {"range": {"from_seq": rewind_to, "to_seq": old_last}},
+        )
+        await tx.insert_event(event)
+        return event
 
     async def _run_policy(
         self, tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage]

@@ -153,6 +153,7 @@ def fit(
     *,
     limit: int | None = None,
     target: int | None = None,
+    keep_last: int = 0,
 ) -> list[WindowItem]:
     """Cut ``items`` to a safe window.
 
@@ -161,7 +162,8 @@ def fit(
     from its results, at most ``limit`` messages remain (unless the newest
     call/result group alone is larger), and the tokens stay within ``target``
     (default: the budget) -- or within ``budget`` when only that keeps the
-    newest group.
+    newest group. The last ``keep_last`` items are never cut (a turn about to
+    be sent), even when the budget cannot then be kept.
     """
     work = _drop_orphan_results(items)
     pinned_end = 0
@@ -192,4 +194,6 @@ def fit(
         start = next((k for k in fits if used + suffix[k] <= goal), n)
         if start == n and len(fits) > 1:  # the target would drop the newest turn: keep it
             start = fits[-2]
+    if keep_last and start > n - keep_last:
+        start = max(k for k in range(n - keep_last + 1) if cuts[k])
     return pinned + rest[start:]

@@ -473,3 +473,42 @@ async def test_reopen_keeps_everything(durable_url: str) -> None:
 
 async def test_ping(store: Store) -> None:
     await store.ping()
+
+
+async def test_window_with_pending_turn_makes_room_and_keeps_pairs(engine: Engine) -> None:
+    await engine.put_context("c", token_budget=100, policy={"strategy": "manual"})
+    await engine.append("c", text("system", "sys", token_count=10))
+    await engine.append("c", text("user", "q", token_count=30))
+    await engine.append("c", call("k", token_count=30))
+    pending = [result("k", token_count=20), text("user", "next", token_count=20)]
+    window = await engine.window("c", pending=pending)
+    assert window.used_tokens <= 100
+    roles = [item.message.role for item in window.items]
+    assert roles == ["system", "assistant", "tool", "user"]  # the call stays with its result
+    assert [item.from_seq for item in window.items[-2:]] == [4, 5]
+    assert (await engine.get_context("c")).last_seq == 3  # nothing stored
+    # a pending turn larger than the budget is still sent whole
+    huge = await engine.window("c", pending=[text("user", "big", token_count=500)])
+    assert huge.items[-1].message.parts[0]["text"] == "big"
+
+
+async def test_append_with_rewind_forgets_the_abandoned_branch(engine: Engine) -> None:
+    await engine.put_context("c", policy={"strategy": "manual"})
+    await engine.append_batch(
+        "c",
+        [text("user", "q1"), text("assistant", "a1"), text("user", "q2"), text("assistant", "a2")],
+    )
+    # regenerate: q2 is sent again and a2 is abandoned
+    res = await engine.append_batch(
+        "c", [text("user", "q2"), text("assistant", "a2'")], rewind_to_seq=3
+    )
+    assert res.seqs == [5, 6]
+    window = await engine.window("c")
+    assert [i.message.parts[0]["text"] for i in window.items] == ["q1", "a1", "q2", "a2'"]
+    assert window.segments == [
+        {"type": "live", "from_seq": 1, "to_seq": 2},
+        {"type": "live", "from_seq": 5, "to_seq": 6},
+    ]
+    assert len(await engine.messages("c")) == 6  # the log keeps everything
+    with pytest.raises(ValidationError):
+        await engine.append_batch("c", [text("user", "x")], rewind_to_seq=99)
