@@ -28,6 +28,7 @@ from .model import (
     DEFAULT_POLICY,
     DEFAULT_TOKEN_BUDGET,
     DEFAULT_TRIGGER_RATIO,
+    MAX_INT,
     ContextRecord,
     Message,
     StoredMessage,
@@ -112,6 +113,12 @@ def _check_int(value: object, field_name: str, minimum: int) -> int:
     if value < minimum or value > 2**63 - 1:
         raise ValidationError(field_name, f"must be an integer >= {minimum}")
     return value
+
+
+def _check_totals(ctx: ContextRecord, field_name: str) -> None:
+    """Token totals are stored as 64-bit integers: refuse what would overflow them."""
+    if ctx.total_tokens > MAX_INT or ctx.used_tokens > MAX_INT:
+        raise ValidationError(field_name, "would take the context's token total past 2**63-1")
 
 
 def _check_key(key: object) -> str | None:
@@ -363,6 +370,7 @@ class Engine:
                         inserted_at=now,
                     )
                 )
+            _check_totals(ctx, "message.token_count")
             ctx.updated_at = max(now, ctx.updated_at)
             await tx.insert_messages(rows)
             events = [
@@ -510,6 +518,7 @@ class Engine:
             cover_from = min((item.from_seq for item in replaced), default=min(1, cover_to))
             summary = [WindowItem(m, "summary", cover_from, cover_to, False) for m in messages]
             apply_items(ctx, summary + kept)
+            _check_totals(ctx, "replacement")
             ctx.version += 1
             ctx.updated_at = max(now, ctx.updated_at)
             event = Event(

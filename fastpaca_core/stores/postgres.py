@@ -9,11 +9,17 @@ advisory lock and recorded in ``schema_version``.
 URL options: ``?schema=NAME`` puts the tables in their own schema (created on
 open). Multi-host URLs with ``target_session_attrs=read-write`` work as asyncpg
 documents them.
+
+Every write also sends ``NOTIFY fastpaca_<schema>`` with ``token|version|id``
+inside its transaction, so it is delivered only on commit;
+:meth:`PostgresStore.listen` lets another process hear about changes it did
+not make (``token`` tells a store's own writes apart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import TypeVar
@@ -141,9 +147,11 @@ def _split_url(url: str) -> tuple[str, str | None]:
 
 
 class _PgTx:
-    def __init__(self, conn: Conn, context_id: str) -> None:
+    def __init__(self, conn: Conn, context_id: str, channel: str, token: str) -> None:
         self._conn = conn
         self.context_id = context_id
+        self._channel = channel
+        self._token = token
 
     async def load_context(self) -> ContextRecord | None:
         row = await self._conn.fetchrow(
@@ -153,6 +161,8 @@ class _PgTx:
 
     async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
         await self._conn.execute(_CREATE_SQL if created else _SAVE_SQL, *context_values(ctx))
+        payload = f"{self._token}|{ctx.version}|{self.context_id}"
+        await self._conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:
         await self._conn.execute(
@@ -211,6 +221,8 @@ class PostgresStore(Store):
         self._min_size = min_size
         self._max_size = max_size
         self._pool: asyncpg.Pool | None = None
+        self.channel = f"fastpaca_{self.schema or 'public'}"
+        self._token = uuid.uuid4().hex
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -269,7 +281,7 @@ class PostgresStore(Store):
     async def run(self, context_id: str, op: Op[R]) -> R:
         async def attempt(conn: Conn) -> R:
             async with conn.transaction():
-                return await op(_PgTx(conn, context_id))
+                return await op(_PgTx(conn, context_id, self.channel, self._token))
 
         for remaining in range(_RETRIES, 0, -1):
             try:
@@ -348,6 +360,29 @@ class PostgresStore(Store):
             return [Event(context_id, r[1], int(r[0]), loads(r[2])) for r in rows]
 
         return await self._guard(read)
+
+    async def listen(self, callback: Callable[[str, int], None]) -> Callable[[], Awaitable[None]]:
+        """Call ``callback(context_id, version)`` for each change other stores commit.
+
+        Uses one dedicated connection; returns the coroutine function that closes it.
+        """
+
+        def on_notify(conn: object, pid: int, channel: str, payload: object) -> None:
+            token, _, rest = str(payload).partition("|")
+            version, _, context_id = rest.partition("|")
+            if token != self._token and version.isdigit() and context_id:
+                callback(context_id, int(version))
+
+        try:
+            conn = await asyncpg.connect(self._dsn)
+            await conn.add_listener(self.channel, on_notify)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"cannot listen on PostgreSQL: {exc}") from exc
+
+        async def stop() -> None:
+            await conn.close()
+
+        return stop
 
     async def drop_schema(self) -> None:
         """Remove this store's schema and everything in it (tests and tooling)."""

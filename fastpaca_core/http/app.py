@@ -1,0 +1,88 @@
+"""The application factory: ``create_app(settings) -> web.Application``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+from aiohttp import web
+
+from ..engine import Engine
+from ..events import Event
+from ..settings import Settings
+from ..stores.base import open_store
+from ..tokens import load_encoding
+from . import contexts, messages, ops, stream
+from .errors import error_middleware
+from .metrics import MeteredBus, Metrics, TimedStore
+from .middleware import access_middleware, auth_middleware
+from .state import ENGINE, METRICS, SETTINGS, STREAMS, Streams
+
+__all__ = ["create_app"]
+
+
+@runtime_checkable
+class _Listens(Protocol):
+    """A store that hears about changes other processes commit (PostgreSQL)."""
+
+    async def listen(
+        self, callback: Callable[[str, int], None]
+    ) -> Callable[[], Awaitable[None]]: ...
+
+
+async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Open the store (and the engine over it) for the app's lifetime.
+
+    With a store shared by several processes, changes made elsewhere reach
+    this process's bus as ``remote`` hints ``(context id, version)``; streams
+    read the events themselves from the store.
+    """
+    settings = app[SETTINGS]
+    metrics = app[METRICS]
+    inner = open_store(settings.store)
+    store = TimedStore(inner, metrics)
+    await store.open()
+    stop_listening: Callable[[], Awaitable[None]] | None = None
+    try:
+        bus = MeteredBus(metrics)
+        engine = Engine(store, bus=bus)
+        # load the token encoding now, not on the first append
+        await asyncio.to_thread(load_encoding, engine.tokens.encoding_name)
+        if isinstance(inner, _Listens):
+            stop_listening = await inner.listen(
+                lambda cid, version: bus.relay([Event(cid, "remote", version)])
+            )
+        app[ENGINE] = engine
+        yield
+    finally:
+        if stop_listening is not None:
+            await stop_listening()
+        await store.close()
+
+
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown: refuse new streams, close open ones with 1001 (going away)."""
+    streams = app[STREAMS]
+    streams.closing = True
+    for ws in list(streams.open):
+        await ws.close(code=1001, message=b"server shutting down")
+
+
+def create_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or Settings()
+    app = web.Application(
+        middlewares=[access_middleware, error_middleware, auth_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    metrics = Metrics()
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[STREAMS] = Streams(settings.max_streams, metrics)
+    app.cleanup_ctx.append(_engine_ctx)
+    app.on_shutdown.append(_close_streams)
+    app.add_routes(contexts.routes)
+    app.add_routes(messages.routes)
+    app.add_routes(stream.routes)
+    app.add_routes(ops.routes)
+    return app

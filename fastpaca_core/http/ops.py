@@ -1,0 +1,42 @@
+"""Operations routes: health, readiness, Prometheus metrics, the OpenAPI document."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from ..errors import StoreError
+from .errors import error_response
+from .openapi import openapi_document
+from .respond import json_response
+from .state import ENGINE, METRICS, SETTINGS
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health/live")
+async def live(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    try:
+        await request.app[ENGINE].store.ping()
+    except StoreError as exc:
+        return error_response(503, "store_unavailable", f"The store does not answer: {exc}")
+    return json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=request.app[METRICS].render())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+@routes.get("/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(request.app[SETTINGS].max_page_size))

@@ -1,0 +1,85 @@
+"""Reading requests: path ids, query integers and flags, JSON bodies.
+
+Every bad value becomes a 400 with the JSON error shape; nothing here lets a
+malformed request reach the engine as an exception it did not expect.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..errors import ValidationError
+from ..jsonutil import JSONError, loads
+from ..model import validate_context_id
+from .errors import HttpError
+from .state import SETTINGS
+
+__all__ = ["bool_param", "context_id", "int_param", "limit_param", "read_json"]
+
+_MAX_INT = 2**63 - 1
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def context_id(request: web.Request) -> str:
+    return validate_context_id(request.match_info["id"])
+
+
+def int_param(
+    request: web.Request, name: str, *, minimum: int = 0, maximum: int = _MAX_INT
+) -> int | None:
+    """The query parameter ``name`` as an integer in range, or ``None`` when absent."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    text = raw.strip()
+    digits = text[1:] if text[:1] in ("+", "-") else text
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 20):
+        raise ValidationError(name, f"must be an integer, got {raw[:40]!r}")
+    value = int(text)
+    if value < minimum or value > maximum:
+        raise ValidationError(name, f"must be an integer between {minimum} and {maximum}")
+    return value
+
+
+def limit_param(request: web.Request, default: int) -> int:
+    """``limit``: 1 up to the configured page-size cap."""
+    cap = request.app[SETTINGS].max_page_size
+    value = int_param(request, "limit", minimum=1, maximum=cap)
+    return min(default, cap) if value is None else value
+
+
+def bool_param(request: web.Request, name: str, default: bool) -> bool:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    lowered = raw.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValidationError(name, "must be true or false")
+
+
+async def read_json(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object (an empty body reads as ``{}``).
+
+    A declared ``Content-Length`` over the limit is refused before anything is
+    read; a chunked body is cut off by aiohttp's ``client_max_size``.
+    """
+    limit = request.app[SETTINGS].max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        raise HttpError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
+    body = await request.read()
+    if not body.strip():
+        return {}
+    try:
+        value = loads(body)
+    except JSONError as exc:
+        raise HttpError(400, "invalid_json", f"Request body is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ValidationError("body", "must be a JSON object")
+    return value

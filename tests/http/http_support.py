@@ -1,0 +1,119 @@
+"""Helpers of the HTTP tests: a recording client for the API under test."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from fastpaca_core.engine import Engine
+from fastpaca_core.http import ENGINE
+from fastpaca_core.jsonutil import dumps, loads
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return loads(self.body)
+
+
+@dataclass
+class RecordedError:
+    method: str
+    path: str
+    status: int
+    content_type: str
+    body: bytes
+
+
+ERRORS: list[RecordedError] = []
+
+
+@dataclass
+class Api:
+    base: str
+    session: aiohttp.ClientSession
+    app: web.Application
+    runner: web.AppRunner | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> Engine:
+        return self.app[ENGINE]
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        if json is not None:
+            data = dumps(json)
+        merged = {**self.headers, **(headers or {})}
+        if data is not None:
+            merged.setdefault("Content-Type", "application/json")
+        async with self.session.request(
+            method, self.base + path, data=data, headers=merged, params=params
+        ) as resp:
+            body = await resp.read()
+            reply = Reply(resp.status, dict(resp.headers), body)
+        if reply.status >= 400:
+            content_type = resp.headers.get("Content-Type", "")
+            ERRORS.append(RecordedError(method, path, reply.status, content_type, body))
+        return reply
+
+    async def get(self, path: str, **kw: Any) -> Reply:
+        return await self.request("GET", path, **kw)
+
+    async def put(self, path: str, **kw: Any) -> Reply:
+        return await self.request("PUT", path, **kw)
+
+    async def post(self, path: str, **kw: Any) -> Reply:
+        return await self.request("POST", path, **kw)
+
+    async def patch(self, path: str, **kw: Any) -> Reply:
+        return await self.request("PATCH", path, **kw)
+
+    async def delete(self, path: str, **kw: Any) -> Reply:
+        return await self.request("DELETE", path, **kw)
+
+    async def ws(self, path: str, **kw: Any) -> aiohttp.ClientWebSocketResponse:
+        headers = {**self.headers, **kw.pop("headers", {})}
+        return await self.session.ws_connect(self.base + path, headers=headers, **kw)
+
+    # -- shortcuts ---------------------------------------------------------
+
+    async def create(self, cid: str, **config: Any) -> dict[str, Any]:
+        reply = await self.put(f"/v1/contexts/{cid}", json=config)
+        assert reply.status == 200, reply.body
+        result: dict[str, Any] = reply.json()
+        return result
+
+    async def say(
+        self, cid: str, text: str, role: str = "user", token_count: int | None = None, **body: Any
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": role, "parts": [{"type": "text", "text": text}]}
+        if token_count is not None:
+            message["token_count"] = token_count
+        reply = await self.post(f"/v1/contexts/{cid}/messages", json={"message": message, **body})
+        assert reply.status == 201, reply.body
+        result: dict[str, Any] = reply.json()
+        return result
+
+
+def text_message(text: str, role: str = "user", **extra: Any) -> dict[str, Any]:
+    return {"role": role, "parts": [{"type": "text", "text": text}], **extra}
+
+
+Serve = Callable[..., Awaitable[Api]]
