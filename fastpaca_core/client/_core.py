@@ -1,0 +1,330 @@
+"""The client's logic, written once, with no I/O of its own.
+
+Every operation is a generator (an :data:`Op`): it yields an
+``httpx.Request`` and is sent back the ``httpx.Response`` (or the
+``httpx.TransportError`` that sending raised), or yields a ``float`` and is
+sent ``None`` after the driver slept that many seconds; it returns the parsed
+result. Retries, backoff, idempotency keys, request building, error mapping
+and response parsing all live here. :class:`~fastpaca_core.client.Client` and
+:class:`~fastpaca_core.client.AsyncClient` only drive these generators with
+their own transport (``httpx.Client`` + ``time.sleep``, or
+``httpx.AsyncClient`` + ``asyncio.sleep``).
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import httpx
+
+from ..jsonutil import JSONError, dumps, loads
+from ._errors import ConnectionFailed, error_from_response
+from ._types import (
+    AppendResult,
+    BatchAppendResult,
+    CompactResult,
+    ContextInfo,
+    ContextPage,
+    ContextWindow,
+    MessageDict,
+    Policy,
+    WindowFormat,
+)
+
+__all__ = ["DEFAULT_BASE_URL", "Api", "Config", "Op", "Outcome", "RetryPolicy", "Step"]
+
+DEFAULT_BASE_URL = "http://127.0.0.1:4000"
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+T = TypeVar("T")
+Step = httpx.Request | float
+Outcome = httpx.Response | httpx.TransportError | None
+Op = Generator[Step, Outcome, T]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: ``backoff * 2**attempt``, capped, times 0.5-1."""
+
+    max_retries: int = 3
+    backoff: float = 0.25
+    max_backoff: float = 8.0
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_backoff, self.backoff * 2**attempt) * random.uniform(0.5, 1.0))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    base_url: str
+    api_key: str | None
+    retry: RetryPolicy
+
+    @classmethod
+    def make(cls, base_url: str, api_key: str | None, retry: RetryPolicy) -> Config:
+        """``base_url`` is the server root; a trailing ``/v1`` (as the TS SDK takes) is dropped."""
+        base = base_url.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[: -len("/v1")]
+        return cls(base, api_key, retry)
+
+    def headers(self) -> dict[str, str]:
+        headers = {"accept": "application/json"}
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+
+def new_key() -> str:
+    return str(uuid.uuid4())
+
+
+def context_path(context_id: str) -> str:
+    return f"/v1/contexts/{quote(context_id, safe='')}"
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds (delta-seconds or an HTTP date), when present."""
+    value = response.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _json(response: httpx.Response) -> Any:
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return loads(response.content)
+    except JSONError:
+        return None
+
+
+def _message(message: Mapping[str, Any], token_count: int | None) -> dict[str, Any]:
+    out = dict(message)
+    if token_count is not None:
+        out["token_count"] = token_count
+    return out
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that are not None: absent options are omitted, never sent as null."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+class Api:
+    """One generator per endpoint; see the module docstring."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._headers = config.headers()
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        body: Any = None,
+        context_id: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Op[Any]:
+        """One request, retried while that is safe; returns the decoded JSON body.
+
+        Retried: connection errors and 502/503/504 for requests that are safe to
+        repeat (every method but POST, and POSTs with an ``Idempotency-Key``),
+        and 429 for every request; ``Retry-After`` is honoured.
+        """
+        headers = dict(self._headers)
+        content: bytes | None = None
+        if body is not None:
+            content = dumps(body)
+            headers["content-type"] = "application/json"
+        if idempotency_key is not None:
+            headers["idempotency-key"] = idempotency_key
+        query = {k: _param(v) for k, v in (params or {}).items() if v is not None}
+        request = httpx.Request(
+            method, self.config.base_url + path, params=query, content=content, headers=headers
+        )
+        retry = self.config.retry
+        repeatable = method != "POST" or idempotency_key is not None
+        attempt = 0
+        while True:
+            outcome = yield request
+            if isinstance(outcome, httpx.Response):
+                status = outcome.status_code
+                if status < 400:
+                    return _json(outcome)
+                wait = retry_after(outcome)
+                retryable = status == 429 or (repeatable and status in RETRY_STATUSES)
+                if not retryable or attempt >= retry.max_retries:
+                    raise error_from_response(
+                        status,
+                        _json(outcome),
+                        context_id=context_id,
+                        idempotency_key=idempotency_key,
+                        retry_after=wait,
+                    )
+                delay = retry.delay(attempt) if wait is None else wait
+            else:
+                if outcome is None:
+                    raise RuntimeError("the driver sent no outcome for a request")
+                if not repeatable or attempt >= retry.max_retries:
+                    raise ConnectionFailed(
+                        f"{method} {request.url.path}: {type(outcome).__name__}: {outcome}"
+                    ) from outcome
+                delay = retry.delay(attempt)
+            attempt += 1
+            yield delay
+
+    # -- contexts ---------------------------------------------------------------
+
+    def put_context(
+        self,
+        context_id: str,
+        *,
+        budget: int | None = None,
+        trigger: float | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Op[ContextInfo]:
+        body = _present(
+            token_budget=budget,
+            trigger_ratio=trigger,
+            policy=None if policy is None else dict(policy),
+            metadata=None if metadata is None else dict(metadata),
+        )
+        data = yield from self.call(
+            "PUT", context_path(context_id), body=body, context_id=context_id
+        )
+        return ContextInfo.from_json(data)
+
+    def get_context(self, context_id: str) -> Op[ContextInfo]:
+        data = yield from self.call("GET", context_path(context_id), context_id=context_id)
+        return ContextInfo.from_json(data)
+
+    def delete_context(self, context_id: str) -> Op[None]:
+        yield from self.call("DELETE", context_path(context_id), context_id=context_id)
+
+    def update_metadata(self, context_id: str, metadata: Mapping[str, Any]) -> Op[ContextInfo]:
+        path = f"{context_path(context_id)}/metadata"
+        body = {"metadata": dict(metadata)}
+        data = yield from self.call("PATCH", path, body=body, context_id=context_id)
+        return ContextInfo.from_json(data)
+
+    def list_contexts(self, limit: int | None, cursor: str | None) -> Op[ContextPage]:
+        params = {"limit": limit, "cursor": cursor}
+        data = yield from self.call("GET", "/v1/contexts", params=params)
+        return ContextPage.from_json(data)
+
+    # -- the log ------------------------------------------------------------------
+
+    def append(
+        self,
+        context_id: str,
+        message: Mapping[str, Any],
+        *,
+        if_version: int | None = None,
+        token_count: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Op[AppendResult]:
+        body = _present(message=_message(message, token_count), if_version=if_version)
+        data = yield from self.call(
+            "POST",
+            f"{context_path(context_id)}/messages",
+            body=body,
+            context_id=context_id,
+            idempotency_key=idempotency_key or new_key(),
+        )
+        return AppendResult.from_json(data)
+
+    def append_batch(
+        self,
+        context_id: str,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        if_version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Op[BatchAppendResult]:
+        body = _present(messages=[dict(m) for m in messages], if_version=if_version)
+        data = yield from self.call(
+            "POST",
+            f"{context_path(context_id)}/messages",
+            body=body,
+            context_id=context_id,
+            idempotency_key=idempotency_key or new_key(),
+        )
+        return BatchAppendResult.from_json(data)
+
+    def tail(self, context_id: str, offset: int | None, limit: int | None) -> Op[list[MessageDict]]:
+        params = {"offset": offset, "limit": limit}
+        path = f"{context_path(context_id)}/tail"
+        data = yield from self.call("GET", path, params=params, context_id=context_id)
+        return list(data["messages"])
+
+    def messages(
+        self, context_id: str, after_seq: int | None, limit: int | None
+    ) -> Op[list[MessageDict]]:
+        params = {"after_seq": after_seq, "limit": limit}
+        path = f"{context_path(context_id)}/messages"
+        data = yield from self.call("GET", path, params=params, context_id=context_id)
+        return list(data["messages"])
+
+    # -- the LLM context ------------------------------------------------------------
+
+    def window(
+        self,
+        context_id: str,
+        *,
+        budget_tokens: int | None = None,
+        if_version: int | None = None,
+        format: WindowFormat | None = None,
+    ) -> Op[ContextWindow]:
+        params = {"budget_tokens": budget_tokens, "if_version": if_version, "format": format}
+        path = f"{context_path(context_id)}/context"
+        data = yield from self.call("GET", path, params=params, context_id=context_id)
+        return ContextWindow.from_json(data)
+
+    def compact(
+        self,
+        context_id: str,
+        replacement: Sequence[Mapping[str, Any]],
+        *,
+        if_version: int | None = None,
+        up_to_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Op[CompactResult]:
+        body = _present(
+            replacement=[dict(m) for m in replacement], if_version=if_version, up_to_seq=up_to_seq
+        )
+        data = yield from self.call(
+            "POST",
+            f"{context_path(context_id)}/compact",
+            body=body,
+            context_id=context_id,
+            idempotency_key=idempotency_key or new_key(),
+        )
+        return CompactResult.from_json(data)
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
