@@ -1,0 +1,95 @@
+"""Which messages of a proxied request are new: aligning a request with the log.
+
+Clients differ: some resend the whole history every time, some send only the
+newest message, some send their own trimmed window, and some edit or
+regenerate an earlier turn. The request's last message is always new. Of the
+ones before it, the longest run that matches consecutive log messages is
+history we already hold; the messages after that run are the new turn.
+
+When the matched run ends before the end of the log, the request has diverged
+from the log (an edited or regenerated turn): the new turn is appended with
+``rewind_to_seq`` at the first log message the request left out, so the LLM
+context forgets the abandoned branch while the log keeps it.
+
+Messages are compared by their content (text, tool calls, tool results,
+files), not by ids or token counts, so an assistant reply we stored matches
+the same reply when the client sends it back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastpaca_core.jsonutil import dumps_str
+from fastpaca_core.model import Message, StoredMessage
+from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, part_call_id
+
+__all__ = ["Alignment", "align", "fingerprint", "window_sizes"]
+
+_TEXT_TYPES = frozenset({"text", "refusal"})
+
+
+def _part_key(part: dict[str, Any]) -> Any:
+    kind = part.get("type")
+    if kind in _TEXT_TYPES:
+        text = part.get("text")
+        return ("text", text) if isinstance(text, str) and text else None
+    if kind == RESULT_TYPE:
+        return ("result", part_call_id(part), dumps_str(part.get("output")))
+    if is_call_part(part) and part_call_id(part) is not None:
+        name = part.get("toolName") if kind == "dynamic-tool" else str(kind)[5:]
+        key: tuple[Any, ...] = ("call", part_call_id(part), name, dumps_str(part.get("input")))
+        if part.get("state") in ("output-available", "output-error"):
+            key += (dumps_str(part.get("output")),)
+        return key
+    if kind == "file":
+        return ("file", part.get("url"))
+    return None  # reasoning, step markers, data parts: not compared
+
+
+def fingerprint(message: Message | StoredMessage) -> str:
+    """The content of a message that a client echoes back unchanged."""
+    keys = [k for k in (_part_key(p) for p in message.parts) if k is not None]
+    return dumps_str([message.role, keys])
+
+
+@dataclass(frozen=True, slots=True)
+class Alignment:
+    new: list[Message]
+    matched: int  # how many request messages the log already holds
+    rewind_to_seq: int | None  # set when the request diverged from the log
+
+
+def window_sizes(request_len: int) -> tuple[int, int]:
+    """How many log messages to read from the end and from the start."""
+    return 2 * request_len + 16, request_len
+
+
+def align(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: int) -> Alignment:
+    """Split ``request`` into held history and the new turn.
+
+    ``log`` is any set of log rows (typically the newest ``2m + 16`` and the
+    first ``m``, for a request of ``m`` messages), in seq order.
+    """
+    if not request:
+        return Alignment([], 0, None)
+    wanted = [fingerprint(m) for m in request[:-1]]
+    if not wanted or not log:
+        return Alignment(list(request), 0, None)
+    by_seq = {row.seq: fingerprint(row) for row in log}
+    best_len, best_end = 0, 0
+    for row in log:
+        if by_seq[row.seq] != wanted[0]:
+            continue
+        length = 1
+        while length < len(wanted) and by_seq.get(row.seq + length) == wanted[length]:
+            length += 1
+        end = row.seq + length  # first seq after the matched run
+        if (length, end) > (best_len, best_end):
+            best_len, best_end = length, end
+    if best_len == 0:
+        return Alignment(list(request), 0, None)
+    rewind = None if best_end > last_seq else best_end
+    return Alignment(list(request[best_len:]), best_len, rewind)
