@@ -1,0 +1,131 @@
+"""Anthropic Messages: ``POST .../v1/messages``.
+
+The request's ``system`` is its preamble and stays as sent; system messages of
+the stored window (a pinned prompt, a summary) follow it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastpaca_core.errors import ValidationError
+from fastpaca_core.formats import ChatInput, from_anthropic, reply_from_anthropic, to_anthropic
+from fastpaca_core.jsonutil import JSONError, loads
+from fastpaca_core.model import Message
+
+from ..sse import SSEEvent
+from .base import Adapter, Assembler, Usage, anthropic_error
+
+__all__ = ["AnthropicMessages"]
+
+
+def _usage(body: Mapping[str, Any]) -> Usage:
+    usage = body.get("usage")
+    if not isinstance(usage, Mapping):
+        return Usage(None, None)
+    prompt = usage.get("input_tokens")
+    if isinstance(prompt, int):
+        for extra in ("cache_creation_input_tokens", "cache_read_input_tokens"):
+            if isinstance(usage.get(extra), int):
+                prompt += usage[extra]
+    return Usage(prompt, usage.get("output_tokens"))
+
+
+class _MessagesAssembler(Assembler):
+    def __init__(self) -> None:
+        self.message: dict[str, Any] = {}
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.partial_json: dict[int, list[str]] = {}
+        self.usage: dict[str, Any] = {}
+
+    def feed(self, event: SSEEvent) -> None:
+        try:
+            data = loads(event.data)
+        except JSONError:
+            return
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if kind == "message_start":
+            self.message = dict(data.get("message") or {})
+            self.usage.update(self.message.get("usage") or {})
+        elif kind == "content_block_start":
+            index = int(data.get("index", len(self.blocks)))
+            self.blocks[index] = dict(data.get("content_block") or {})
+        elif kind == "content_block_delta":
+            self._delta(int(data.get("index", 0)), data.get("delta") or {})
+        elif kind == "content_block_stop":
+            index = int(data.get("index", 0))
+            pieces = self.partial_json.pop(index, None)
+            if pieces is not None and index in self.blocks:
+                text = "".join(pieces)
+                try:
+                    self.blocks[index]["input"] = loads(text) if text else {}
+                except JSONError:
+                    self.blocks[index]["input"] = text
+        elif kind == "message_delta":
+            delta = data.get("delta") or {}
+            self.message.update({k: v for k, v in delta.items() if v is not None})
+            self.usage.update(data.get("usage") or {})
+        elif kind == "message_stop":
+            self.complete = True
+        elif kind == "error":
+            self.failed = True
+
+    def _delta(self, index: int, delta: Mapping[str, Any]) -> None:
+        block = self.blocks.setdefault(index, {})
+        kind = delta.get("type")
+        if kind == "text_delta":
+            block["text"] = block.get("text", "") + str(delta.get("text", ""))
+        elif kind == "input_json_delta":
+            self.partial_json.setdefault(index, []).append(str(delta.get("partial_json", "")))
+        elif kind == "thinking_delta":
+            block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+        elif kind == "signature_delta":
+            block["signature"] = delta.get("signature")
+        elif kind == "citations_delta":
+            block.setdefault("citations", []).append(delta.get("citation"))
+
+    def reply(self) -> tuple[Message, Usage]:
+        body = {
+            **self.message,
+            "content": [self.blocks[i] for i in sorted(self.blocks)],
+            "usage": self.usage,
+        }
+        return reply_from_anthropic(body), _usage(body)
+
+
+class AnthropicMessages(Adapter):
+    provider = "anthropic"
+    path = "v1/messages"
+
+    def split(self, body: Mapping[str, Any]) -> ChatInput:
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+            raise ValidationError("messages", "must be a list of message objects")
+        return from_anthropic(messages)
+
+    def build(
+        self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
+    ) -> dict[str, Any]:
+        payload = to_anthropic(window)
+        out = {**body, "messages": payload.messages}
+        if payload.system:
+            system = body.get("system")
+            if isinstance(system, list):
+                out["system"] = [*system, {"type": "text", "text": payload.system}]
+            elif isinstance(system, str) and system:
+                out["system"] = f"{system}\n\n{payload.system}"
+            else:
+                out["system"] = payload.system
+        return out
+
+    def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
+        return reply_from_anthropic(body), _usage(body)
+
+    def assembler(self) -> Assembler:
+        return _MessagesAssembler()
+
+    def error_body(self, status: int, kind: str, message: str) -> bytes:
+        return anthropic_error(kind, message)

@@ -1,0 +1,88 @@
+"""OpenAI Responses: ``POST .../responses``.
+
+With a context, ``previous_response_id`` is dropped: the conversation comes
+from the log, so the upstream must not add its own stored copy of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastpaca_core.errors import ValidationError
+from fastpaca_core.formats import (
+    ChatInput,
+    from_responses_input,
+    reply_from_response,
+    to_responses_input,
+)
+from fastpaca_core.jsonutil import JSONError, loads
+from fastpaca_core.model import Message
+
+from ..sse import SSEEvent
+from .base import Adapter, Assembler, Usage, openai_error
+
+__all__ = ["OpenAIResponses"]
+
+_DONE = frozenset({"response.completed", "response.incomplete"})
+_FAILED = frozenset({"response.failed", "error"})
+
+
+def _usage(body: Mapping[str, Any]) -> Usage:
+    usage = body.get("usage")
+    if not isinstance(usage, Mapping):
+        return Usage(None, None)
+    return Usage(usage.get("input_tokens"), usage.get("output_tokens"))
+
+
+class _ResponsesAssembler(Assembler):
+    def __init__(self) -> None:
+        self.response: dict[str, Any] | None = None
+
+    def feed(self, event: SSEEvent) -> None:
+        try:
+            data = loads(event.data)
+        except JSONError:
+            return
+        if not isinstance(data, dict):
+            return
+        kind = data.get("type") or event.event
+        if kind in _DONE and isinstance(data.get("response"), dict):
+            self.response = data["response"]
+            self.complete = True
+        elif kind in _FAILED:
+            self.failed = True
+
+    def reply(self) -> tuple[Message, Usage]:
+        assert self.response is not None
+        return reply_from_response(self.response), _usage(self.response)
+
+
+class OpenAIResponses(Adapter):
+    provider = "openai"
+    path = "responses"
+    conversation_key = "input"
+
+    def split(self, body: Mapping[str, Any]) -> ChatInput:
+        items = body.get("input")
+        if isinstance(items, str):
+            return from_responses_input(items)
+        if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+            raise ValidationError("input", "must be a string or a list of input items")
+        return from_responses_input(items)
+
+    def build(
+        self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
+    ) -> dict[str, Any]:
+        out = {k: v for k, v in body.items() if k != "previous_response_id"}
+        out["input"] = [*preamble, *to_responses_input(window)]
+        return out
+
+    def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
+        return reply_from_response(body), _usage(body)
+
+    def assembler(self) -> Assembler:
+        return _ResponsesAssembler()
+
+    def error_body(self, status: int, kind: str, message: str) -> bytes:
+        return openai_error(kind, message)

@@ -1,0 +1,308 @@
+"""One proxied call: align the request with the log, send the compacted context
+upstream, pass the reply through, and store the turn once the call succeeded.
+
+- No context id: pure pass-through; nothing is read or stored.
+- With one: the request's system/developer messages are its preamble (sent,
+  never logged); its other messages that the log does not hold yet are the new
+  turn (see ``turns.align``). The upstream receives the preamble, the LLM
+  context and the new turn, within the context's budget minus what the rest
+  of the request (preamble, tools, parameters) takes.
+- The new turn and the reply are appended together, atomically, once the
+  upstream answered 2xx and, for streams, finished its stream. A failed call
+  stores nothing, so the client's retry is clean.
+- Streams are passed through event by event as they arrive. A client that
+  goes away mid-stream does not stop the reply: it is read to the end and
+  stored, so the log holds what the model said (and was paid for).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from fastpaca_core.engine import AppendResult, Engine
+from fastpaca_core.errors import (
+    ContextNotFound,
+    ContextTombstoned,
+    FastpacaError,
+    ValidationError,
+)
+from fastpaca_core.http import ENGINE
+from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
+from fastpaca_core.model import ContextRecord, Message, validate_context_id
+
+from .adapters import Adapter, Usage
+from .sse import SSEParser
+from .turns import align, window_sizes
+from .upstream import UPSTREAM, Upstream
+
+__all__ = ["proxy_call"]
+
+log = logging.getLogger("fastpaca.proxy")
+
+_ERROR_KINDS = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    409: "conflict_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    502: "api_error",
+    503: "overloaded_error",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    ctx: ContextRecord
+    preamble: list[dict[str, Any]]
+    new: list[Message]
+    rewind_to_seq: int | None
+    window: list[Message]
+    used_tokens: int
+
+
+def _error(adapter: Adapter, status: int, message: str) -> web.Response:
+    body = adapter.error_body(status, _ERROR_KINDS.get(status, "api_error"), message)
+    return web.Response(status=status, body=body, content_type="application/json")
+
+
+async def _context(engine: Engine, context_id: str) -> ContextRecord:
+    """The context, created with the server's defaults when it does not exist yet."""
+    try:
+        return await engine.get_context(context_id)
+    except ContextNotFound:
+        return await engine.put_context(context_id)
+
+
+async def _history(engine: Engine, ctx: ContextRecord, size: int) -> list[Any]:
+    """The log rows a request of ``size`` messages is aligned against."""
+    if ctx.last_seq == 0:
+        return []
+    newest, oldest = window_sizes(size)
+    rows = await engine.tail(ctx.id, limit=newest)
+    if rows and rows[0].seq > 1:
+        head = await engine.messages(ctx.id, after_seq=0, limit=min(oldest, rows[0].seq - 1))
+        rows = head + rows
+    return rows
+
+
+async def _prepare(
+    engine: Engine, adapter: Adapter, context_id: str, body: Mapping[str, Any]
+) -> _Turn:
+    validate_context_id(context_id, "context")
+    ctx = await _context(engine, context_id)
+    if ctx.tombstoned:
+        raise ContextTombstoned(context_id)
+    chat = adapter.split(body)
+    if not chat.messages:
+        raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
+    rows = await _history(engine, ctx, len(chat.messages))
+    alignment = align(chat.messages, rows, ctx.last_seq)
+    rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
+    reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
+    window = await engine.window(
+        context_id,
+        budget_tokens=max(1, ctx.token_budget - reserved),
+        pending=alignment.new,
+        rewind_to_seq=alignment.rewind_to_seq,
+    )
+    return _Turn(
+        ctx,
+        chat.preamble,
+        alignment.new,
+        alignment.rewind_to_seq,
+        window.messages,
+        window.used_tokens,
+    )
+
+
+async def _store(
+    engine: Engine, context_id: str, turn: _Turn, reply: Message, usage: Usage
+) -> AppendResult | None:
+    if isinstance(usage.completion_tokens, int) and usage.completion_tokens >= 0:
+        reply = reply.with_tokens(usage.completion_tokens)
+    try:
+        return await engine.append_batch(
+            context_id, [*turn.new, reply], rewind_to_seq=turn.rewind_to_seq
+        )
+    except FastpacaError as exc:
+        # The client has its answer; losing the turn is logged, not turned into an error
+        # that would make the client pay for the same call again.
+        log.warning(
+            "turn not stored", extra={"fields": {"context_id": context_id, "error": exc.code}}
+        )
+        return None
+
+
+def _headers(context_id: str, version: int, used_tokens: int) -> dict[str, str]:
+    return {
+        "X-Fastpaca-Context": context_id,
+        "X-Fastpaca-Version": str(version),
+        "X-Fastpaca-Used-Tokens": str(used_tokens),
+    }
+
+
+async def proxy_call(
+    request: web.Request, adapter: Adapter, context_id: str | None
+) -> web.StreamResponse:
+    raw = await request.read()
+    try:
+        body = loads(raw) if raw else None
+    except JSONError:
+        body = None
+    if not isinstance(body, dict):
+        return _error(adapter, 400, "The request body must be a JSON object")
+    upstream = request.app[UPSTREAM]
+    if context_id is None:
+        return await _pass_through(request, upstream, adapter, raw, adapter.is_stream(body))
+    engine = request.app[ENGINE]
+    try:
+        turn = await _prepare(engine, adapter, context_id, body)
+    except FastpacaError as exc:
+        return _error(adapter, exc.status, str(exc))
+    upstream_body = adapter.build(body, turn.preamble, turn.window)
+    stream = adapter.is_stream(body)
+    hide = adapter.prepare_stream(upstream_body) if stream else False
+    headers = upstream.request_headers(adapter.provider, request.headers)
+    headers["Content-Type"] = "application/json"
+    url = upstream.url(adapter.provider, adapter.path)
+    try:
+        async with upstream.session.post(
+            url, data=dumps(upstream_body), headers=headers, allow_redirects=False
+        ) as resp:
+            if stream and resp.status < 300 and _is_sse(resp):
+                return await _relay_stream(request, engine, adapter, context_id, turn, resp, hide)
+            data = await resp.read()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return _error(adapter, 502, f"The upstream could not be reached: {type(exc).__name__}")
+    version, used = turn.ctx.version, turn.used_tokens
+    if 200 <= resp.status < 300:
+        try:
+            reply, usage = adapter.reply(loads(data))
+        except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
+            log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
+        else:
+            stored = await _store(engine, context_id, turn, reply, usage)
+            if stored is not None:
+                version, used = stored.version, stored.used_tokens or used
+    out_headers = upstream.response_headers(resp.headers)
+    out_headers.update(_headers(context_id, version, used))
+    return web.Response(status=resp.status, body=data, headers=out_headers)
+
+
+def _is_sse(resp: aiohttp.ClientResponse) -> bool:
+    return resp.headers.get("Content-Type", "").startswith("text/event-stream")
+
+
+async def _relay_stream(
+    request: web.Request,
+    engine: Engine,
+    adapter: Adapter,
+    context_id: str,
+    turn: _Turn,
+    resp: aiohttp.ClientResponse,
+    hide: bool,
+) -> web.StreamResponse:
+    upstream = request.app[UPSTREAM]
+    out_headers = upstream.response_headers(resp.headers)
+    out_headers.update(_headers(context_id, turn.ctx.version, turn.used_tokens))
+    out = web.StreamResponse(status=resp.status, headers=out_headers)
+    await out.prepare(request)
+    parser = SSEParser()
+    assembler = adapter.assembler()
+    client_gone = dropped = stored = False
+    try:
+        async for chunk in resp.content.iter_any():
+            for event in parser.feed(chunk):
+                assembler.feed(event)
+                if assembler.complete and not (stored or assembler.failed):
+                    # store before the final event reaches the client, so a client
+                    # that reads the log right after the stream finds the turn
+                    stored = True
+                    reply, usage = assembler.reply()
+                    await asyncio.shield(_store(engine, context_id, turn, reply, usage))
+                if client_gone or (hide and adapter.hide(event)):
+                    continue
+                try:
+                    await out.write(event.raw)
+                except ConnectionError:
+                    client_gone = True  # keep reading: the reply is still stored
+        rest = parser.rest()
+        if rest and not client_gone:
+            await out.write(rest)
+    except (TimeoutError, aiohttp.ClientError):
+        dropped = True  # the upstream broke off: store nothing
+    except ConnectionError:
+        client_gone = True
+    assembler.end()
+    if assembler.complete and not (stored or assembler.failed or dropped):
+        reply, usage = assembler.reply()
+        await asyncio.shield(_store(engine, context_id, turn, reply, usage))
+    await _finish(request, out, dropped, client_gone)
+    return out
+
+
+async def _finish(
+    request: web.Request, out: web.StreamResponse, dropped: bool, client_gone: bool
+) -> None:
+    """End a relayed stream; when the upstream cut it off, cut the client's too."""
+    if client_gone:
+        return
+    if dropped:
+        if request.transport is not None:
+            request.transport.close()
+        return
+    try:
+        await out.write_eof()
+    except ConnectionError:
+        pass  # the client left at the very end; anything stored stays stored
+
+
+async def _pass_through(
+    request: web.Request, upstream: Upstream, adapter: Adapter, raw: bytes, stream: bool
+) -> web.StreamResponse:
+    """No context: forward the request as it came, and the answer as it comes."""
+    headers = upstream.request_headers(adapter.provider, request.headers)
+    headers["Content-Type"] = "application/json"
+    url = upstream.url(adapter.provider, adapter.path)
+    return await relay(request, upstream, "POST", url, headers, raw, adapter)
+
+
+async def relay(
+    request: web.Request,
+    upstream: Upstream,
+    method: str,
+    url: str,
+    headers: dict[str, str],
+    raw: bytes | None,
+    adapter: Adapter,
+) -> web.StreamResponse:
+    """Send one request upstream and copy the answer back, streaming when it streams."""
+    try:
+        async with upstream.session.request(
+            method, url, data=raw, headers=headers, allow_redirects=False
+        ) as resp:
+            out_headers = upstream.response_headers(resp.headers)
+            if not _is_sse(resp):
+                data = await resp.read()
+                return web.Response(status=resp.status, body=data, headers=out_headers)
+            out = web.StreamResponse(status=resp.status, headers=out_headers)
+            await out.prepare(request)
+            dropped = client_gone = False
+            try:
+                async for chunk in resp.content.iter_any():
+                    await out.write(chunk)
+            except (TimeoutError, aiohttp.ClientError):
+                dropped = True
+            except ConnectionError:
+                client_gone = True
+            await _finish(request, out, dropped, client_gone)
+            return out
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        return _error(adapter, 502, f"The upstream could not be reached: {type(exc).__name__}")

@@ -1,0 +1,92 @@
+"""The proxy's routes, mounted into the canonical API's application.
+
+Context in the path (an SDK's ``base_url``)::
+
+    /v1/contexts/{id}/openai/chat/completions | responses | models
+    /v1/contexts/{id}/anthropic/v1/messages
+
+or in the ``X-Fastpaca-Context`` header on ``/v1/chat/completions``,
+``/v1/responses`` and ``/v1/messages``. Without a context: pure pass-through.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from aiohttp import web
+
+from .adapters import Adapter, AnthropicMessages, OpenAIChat, OpenAIResponses
+from .flow import proxy_call, relay
+from .upstream import UPSTREAM, upstream_ctx
+
+__all__ = ["install_proxy", "routes"]
+
+CONTEXT_HEADER = "X-Fastpaca-Context"
+
+routes = web.RouteTableDef()
+_CHAT = OpenAIChat()
+_RESPONSES = OpenAIResponses()
+_MESSAGES = AnthropicMessages()
+
+
+def _from_header(request: web.Request) -> str | None:
+    return request.headers.get(CONTEXT_HEADER) or None
+
+
+async def _call(request: web.Request, adapter: Adapter, in_path: bool) -> web.StreamResponse:
+    context_id = request.match_info["id"] if in_path else _from_header(request)
+    return await proxy_call(request, adapter, context_id)
+
+
+@routes.post("/v1/contexts/{id}/openai/chat/completions")
+async def chat_in_path(request: web.Request) -> web.StreamResponse:
+    return await _call(request, _CHAT, True)
+
+
+@routes.post("/v1/chat/completions")
+async def chat(request: web.Request) -> web.StreamResponse:
+    return await _call(request, _CHAT, False)
+
+
+@routes.post("/v1/contexts/{id}/openai/responses")
+async def responses_in_path(request: web.Request) -> web.StreamResponse:
+    return await _call(request, _RESPONSES, True)
+
+
+@routes.post("/v1/responses")
+async def responses(request: web.Request) -> web.StreamResponse:
+    return await _call(request, _RESPONSES, False)
+
+
+@routes.post("/v1/contexts/{id}/anthropic/v1/messages")
+async def messages_in_path(request: web.Request) -> web.StreamResponse:
+    return await _call(request, _MESSAGES, True)
+
+
+@routes.post("/v1/messages")
+async def messages(request: web.Request) -> web.StreamResponse:
+    return await _call(request, _MESSAGES, False)
+
+
+async def _models(request: web.Request) -> web.StreamResponse:
+    upstream = request.app[UPSTREAM]
+    model = request.match_info.get("model")
+    path = "models" if model is None else f"models/{quote(model, safe='')}"
+    headers = upstream.request_headers("openai", request.headers)
+    return await relay(request, upstream, "GET", upstream.url("openai", path), headers, None, _CHAT)
+
+
+for _path in (
+    "/v1/models",
+    "/v1/models/{model}",
+    "/v1/contexts/{id}/openai/models",
+    "/v1/contexts/{id}/openai/models/{model}",
+):
+    routes.get(_path)(_models)
+
+
+def install_proxy(app: web.Application) -> web.Application:
+    """Add the proxy's routes and its upstream session to a canonical API app."""
+    app.cleanup_ctx.append(upstream_ctx)
+    app.add_routes(routes)
+    return app
