@@ -1,7 +1,14 @@
 """Fastpaca's OpenAI- and Anthropic-compatible LLM proxy.
 
+Point an OpenAI or Anthropic SDK's base URL at ``/v1/contexts/{id}/openai`` or
+``/v1/contexts/{id}/anthropic`` and every conversation is stored, compacted to
+its budget and fed back to the model. :func:`install_proxy` mounts the routes
+into the canonical API's aiohttp application.
+
 ``fastpaca_proxy.fake_upstream`` is a scriptable fake of the OpenAI and
 Anthropic APIs for tests, examples and benchmarks.
 """
 
-__all__: list[str] = []
+from .routes import install_proxy
+
+__all__ = ["install_proxy"]
