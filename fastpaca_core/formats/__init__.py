@@ -1,14 +1,36 @@
-"""Conversions from our message shape (ai-sdk UIMessage parts) to model APIs.
+"""Conversions between our message shape (ai-sdk UIMessage parts) and model APIs.
 
-- :func:`to_openai_chat`: OpenAI Chat Completions ``messages``;
-- :func:`to_anthropic`: Anthropic Messages ``{system, messages}``.
+- OpenAI Chat Completions: :func:`from_openai_chat`, :func:`to_openai_chat`,
+  :func:`reply_from_chat_completion`;
+- OpenAI Responses: :func:`from_responses_input`, :func:`to_responses_input`,
+  :func:`reply_from_response`;
+- Anthropic Messages: :func:`from_anthropic`, :func:`to_anthropic`,
+  :func:`reply_from_anthropic`.
 
-Text, images given by URL, tool calls and tool results are converted; parts a
-model API has no place for (``reasoning``, ``step-start``, ``data-*``, source
-parts) are left out.
+``from_*`` split a request's conversation into its preamble (system /
+developer messages, verbatim) and our messages; ``to_*`` give them back, so
+``to_x(from_x(m).messages)`` is ``m`` without its preamble, for requests in
+normalized form (see docs/formats.md). Provider extras are kept on the parts
+under ``providerMetadata`` / ``callProviderMetadata``; what one provider
+cannot replay from another (reasoning, file ids) is left out when converting
+across providers, while text, files, tool calls and results always convert.
 """
 
-from .anthropic import AnthropicPayload, to_anthropic
-from .openai_chat import to_openai_chat
+from ._parts import ChatInput
+from .anthropic import AnthropicPayload, from_anthropic, reply_from_anthropic, to_anthropic
+from .openai_chat import from_openai_chat, reply_from_chat_completion, to_openai_chat
+from .openai_responses import from_responses_input, reply_from_response, to_responses_input
 
-__all__ = ["AnthropicPayload", "to_anthropic", "to_openai_chat"]
+__all__ = [
+    "AnthropicPayload",
+    "ChatInput",
+    "from_anthropic",
+    "from_openai_chat",
+    "from_responses_input",
+    "reply_from_anthropic",
+    "reply_from_chat_completion",
+    "reply_from_response",
+    "to_anthropic",
+    "to_openai_chat",
+    "to_responses_input",
+]

@@ -1,89 +1,439 @@
-"""Our messages as OpenAI Chat Completions ``messages``.
+"""OpenAI Chat Completions ``messages`` <-> our messages.
 
-- ``system`` / ``user``: text (a string, or content parts when images come
-  along; images are ``file`` parts with an ``image/*`` media type and a URL);
-- ``assistant``: text as ``content`` and tool calls as ``tool_calls``; a part
-  holding a call and its result (state ``output-available``) also yields the
-  ``tool`` message answering it, right after;
-- ``tool``: one ``tool`` message per ``tool-result`` part.
+In (:func:`from_openai_chat`, :func:`reply_from_chat_completion`):
+
+- ``system`` / ``developer`` messages are the preamble, kept verbatim;
+- ``user``: content as a string (one ``text`` part) or content parts: ``text``,
+  ``image_url`` (a ``file`` part: ``mediaType`` from the data URL, else
+  ``image/*``; ``detail`` in ``providerMetadata.openai.detail``),
+  ``input_audio`` (a ``file`` part holding a data URL), ``file`` (``file_data``
+  is the ``url``; ``file_id`` is the ``url`` with ``openai.fileId``);
+- ``assistant``: ``reasoning_content`` (a ``reasoning`` part with
+  ``openai.reasoningContent``), ``content`` (``text`` / ``refusal`` items),
+  ``refusal`` (a ``text`` part with ``openai.refusal``; a refusal item of a
+  content list also has ``openai.contentPart``), ``tool_calls`` (``tool-<name>``
+  parts; ``arguments`` parsed into ``input``, see ``_openai``);
+- ``tool``: one ``tool`` message per OpenAI message, with one ``tool-result``
+  part (``toolName`` from the calls earlier in the list, else ``""``; a
+  content list becomes a list of our parts as ``output``).
+
+Keys we do not map (``name``, ``audio``, ...) are kept verbatim, per message
+in ``metadata.providerMetadata.openai.chat``, per content item / tool call in
+the part's ``openai.chat``. A message, content item or call we cannot read is
+kept whole in a ``data-openai-chat-message`` / ``-part`` / ``-call`` part and
+sent back as it came. Top-level ``null`` values count as absent.
+
+Out (:func:`to_openai_chat`): the reverse. Content is a string exactly when it
+is one plain text part (a stored ``system`` message, which never comes from a
+request, is its texts joined by blank lines); an assistant message without text has no ``content``
+key. Parts the API has no place for are left out: reasoning that did not come
+from ``reasoning_content``, ``step-start``, other ``data-*`` parts, files in
+assistant or system messages, another provider's file ids, non-image files
+given by URL (the API takes files only as ids or data). A settled tool part
+(``output-available``) yields its call and, right after, the ``tool`` message.
+
+Replies: ``choices[0].message`` becomes one assistant message whose
+``token_count`` is ``usage.completion_tokens``. Converting it back gives the
+message minus ``null`` fields, minus ``annotations`` (kept in metadata, not a
+request field) and with ``audio`` reduced to ``{"id"}`` as requests take it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..jsonutil import dumps_str
 from ..model import Message
-from ._parts import image_url, result_text, tool_call, tool_result
+from ._openai import (
+    OPENAI,
+    arguments_of,
+    audio_part,
+    audio_payload,
+    custom_input,
+    file_part,
+    foreign_file,
+    parse_arguments,
+    part_kind,
+)
+from ._parts import (
+    ChatInput,
+    ToolCall,
+    ToolResult,
+    call_part,
+    clean,
+    is_part_list,
+    meta,
+    reasoning_part,
+    rest,
+    result_part,
+    result_text,
+    text_part,
+    tool_call,
+    tool_result,
+    with_meta,
+)
 
-__all__ = ["to_openai_chat"]
+__all__ = ["from_openai_chat", "reply_from_chat_completion", "to_openai_chat"]
+
+RAW_MESSAGE = "data-openai-chat-message"
+RAW_PART = "data-openai-chat-part"
+RAW_CALL = "data-openai-chat-call"
+_PREAMBLE = frozenset({"system", "developer"})
+_KNOWN = frozenset(
+    {"role", "content", "tool_calls", "refusal", "reasoning_content", "tool_call_id"}
+)
+_REPLY_ONLY = frozenset({"annotations"})
+_UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-def _text(message: Message) -> str:
-    return "\n\n".join(
-        str(p.get("text", "")) for p in message.parts if p.get("type") == "text" and p.get("text")
-    )
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
 
 
-def _user_content(message: Message) -> str | list[dict[str, Any]]:
-    items: list[dict[str, Any]] = []
-    for part in message.parts:
-        if part.get("type") == "text" and part.get("text"):
-            items.append({"type": "text", "text": str(part["text"])})
-        elif (url := image_url(part)) is not None:
-            items.append({"type": "image_url", "image_url": {"url": url}})
-    if all(item["type"] == "text" for item in items):
-        return "\n\n".join(item["text"] for item in items)
-    return items
+def _chat(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {"chat": dict(values)} if values else {}
 
 
-def _tool_message(call_id: str, output: Any) -> dict[str, Any]:
-    return {"role": "tool", "tool_call_id": call_id, "content": result_text(output)}
+# -- in ----------------------------------------------------------------------
 
 
-def _assistant(message: Message) -> list[dict[str, Any]]:
-    calls: list[dict[str, Any]] = []
+def _content_part(raw: Mapping[str, Any]) -> dict[str, Any]:
+    item = clean(raw)
+    kind = item.get("type")
+    try:
+        if kind == "text":
+            extras = _chat(rest(item, ("type", "text")))
+            return with_meta(text_part(_str(item["text"])), OPENAI, extras)
+        if kind == "refusal":
+            extras = _chat(rest(item, ("type", "refusal")))
+            extras.update(refusal=True, contentPart=True)
+            return with_meta(text_part(_str(item["refusal"])), OPENAI, extras)
+        if kind == "image_url":
+            image = clean(item["image_url"])
+            extras = _chat(rest(item, ("type", "image_url")))
+            if "detail" in image:
+                extras["detail"] = image["detail"]
+            return file_part(_str(image["url"]), "image", extras=extras)
+        if kind == "input_audio":
+            audio = clean(item["input_audio"])
+            _str(audio["data"])
+            return audio_part(audio, _chat(rest(item, ("type", "input_audio"))))
+        if kind == "file":
+            file = clean(item["file"])
+            extras = _chat(rest(item, ("type", "file")))
+            name = file.get("filename")
+            file_id = "file_id" in file
+            url = _str(file["file_id"] if file_id else file["file_data"])
+            return file_part(url, "file", file_id=file_id, filename=name, extras=extras)
+    except _UNREADABLE:
+        pass
+    return {"type": RAW_PART, "data": dict(raw)}
+
+
+def _content_parts(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [text_part(content)]
+    if isinstance(content, list):
+        return [_content_part(item) for item in content]
+    raise TypeError("content must be a string or a list")
+
+
+def _message_meta(message: Mapping[str, Any]) -> dict[str, Any]:
+    extras = rest(message, _KNOWN)
+    return {"providerMetadata": {OPENAI: {"chat": extras}}} if extras else {}
+
+
+def _call_part(raw: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    call = clean(raw)
+    kind = call.get("type", "function")
+    if kind == "custom":
+        body = clean(call["custom"])
+        name, value, extras = _str(body["name"]), body["input"], {"custom": True}
+    elif kind == "function":
+        body = clean(call["function"])
+        name = _str(body["name"])
+        value, extras = parse_arguments(_str(body["arguments"]))
+    else:
+        return {"type": RAW_CALL, "data": dict(raw)}
+    call_id = _str(call["id"])
+    names[call_id] = name
+    leftovers = rest(call, ("id", "type", kind))
+    return call_part(call_id, name, value, OPENAI, {**extras, **_chat(leftovers)})
+
+
+def _assistant(message: Mapping[str, Any], names: dict[str, str]) -> Message:
+    parts: list[dict[str, Any]] = []
+    if "reasoning_content" in message:
+        text = _str(message["reasoning_content"])
+        parts.append(with_meta(reasoning_part(text), OPENAI, {"reasoningContent": True}))
+    if "content" in message:
+        parts.extend(_content_parts(message["content"]))
+    if "refusal" in message:
+        parts.append(with_meta(text_part(_str(message["refusal"])), OPENAI, {"refusal": True}))
+    calls = message.get("tool_calls") or []
+    if not isinstance(calls, list):
+        raise TypeError("tool_calls must be a list")
+    parts.extend(_call_part(call, names) for call in calls)
+    return Message("assistant", parts, _message_meta(message))
+
+
+def _tool(message: Mapping[str, Any], names: dict[str, str]) -> Message:
+    call_id = _str(message["tool_call_id"])
+    content = message.get("content")
+    output = _content_parts(content) if isinstance(content, list) else content
+    part = result_part(call_id, names.get(call_id, ""), output, False, OPENAI, {})
+    return Message("tool", [part], _message_meta(message))
+
+
+def _message(message: Mapping[str, Any], names: dict[str, str]) -> Message:
+    role = message["role"]
+    if role == "user":
+        return Message("user", _content_parts(message["content"]), _message_meta(message))
+    if role == "assistant":
+        return _assistant(message, names)
+    if role == "tool":
+        return _tool(message, names)
+    raise ValueError(f"unknown role {role!r}")
+
+
+def from_openai_chat(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
+    preamble: list[dict[str, Any]] = []
+    out: list[Message] = []
+    names: dict[str, str] = {}
+    for raw in messages:
+        role = raw.get("role")
+        if role in _PREAMBLE:
+            preamble.append(dict(raw))
+            continue
+        try:
+            out.append(_message(clean(raw), names))
+        except _UNREADABLE:
+            kept = "assistant" if role == "assistant" else "user"  # a tool message holds results
+            out.append(Message(kept, [{"type": RAW_MESSAGE, "data": dict(raw)}]))
+    return ChatInput(preamble, out)
+
+
+def reply_from_chat_completion(body: Mapping[str, Any]) -> Message:
+    """``choices[0].message`` as an assistant message; tokens from ``usage``."""
+    choices = body.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else {}
+    raw = first.get("message") if isinstance(first, Mapping) else None
+    message = clean(raw) if isinstance(raw, Mapping) else {}
+    if message.get("annotations") == []:
+        del message["annotations"]
+    try:
+        reply = _assistant(message, {})
+    except _UNREADABLE:
+        reply = Message("assistant", [{"type": RAW_MESSAGE, "data": message}])
+    usage = body.get("usage")
+    tokens = usage.get("completion_tokens") if isinstance(usage, Mapping) else None
+    count = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    return Message("assistant", reply.parts, reply.metadata, count)
+
+
+# -- out ---------------------------------------------------------------------
+
+
+def _content_item(part: Mapping[str, Any]) -> dict[str, Any] | None:
+    kind = part.get("type")
+    extras = meta(part, OPENAI)
+    chat = dict(extras.get("chat") or {})
+    if kind == "text":
+        text = str(part.get("text", ""))
+        if extras.get("refusal") and extras.get("contentPart"):
+            return {"type": "refusal", "refusal": text, **chat}
+        return {"type": "text", "text": text, **chat}
+    if kind == "file" and not foreign_file(part):
+        url = str(part.get("url", ""))
+        if extras.get("fileId"):
+            return {"type": "file", "file": {"file_id": url, **_filename(part)}, **chat}
+        file_kind = part_kind(part)
+        if file_kind == "image":
+            image: dict[str, Any] = {"url": url}
+            if "detail" in extras:
+                image["detail"] = extras["detail"]
+            return {"type": "image_url", "image_url": image, **chat}
+        audio = audio_payload(part) if file_kind == "audio" else None
+        if audio is not None:
+            return {"type": "input_audio", "input_audio": audio, **chat}
+        if url.startswith(("http://", "https://")):
+            return None  # a file by URL: Chat Completions takes only ids and data
+        return {"type": "file", "file": {"file_data": url, **_filename(part)}, **chat}
+    if kind == RAW_PART and isinstance(part.get("data"), Mapping):
+        return dict(part["data"])
+    return None
+
+
+def _filename(part: Mapping[str, Any]) -> dict[str, Any]:
+    name = part.get("filename")
+    return {"filename": name} if isinstance(name, str) else {}
+
+
+def _plain(part: Mapping[str, Any]) -> bool:
+    extras = meta(part, OPENAI)
+    return part.get("type") == "text" and not extras.get("refusal") and not extras.get("chat")
+
+
+def _content(parts: Sequence[Mapping[str, Any]], kinds: frozenset[str]) -> Any:
+    """A message's ``content``: a string, a list of items, or ``None`` (nothing)."""
+    pairs = [(p, item) for p in parts if p.get("type") in kinds and (item := _content_item(p))]
+    if not pairs:
+        return None
+    if len(pairs) == 1 and _plain(pairs[0][0]):
+        return pairs[0][1]["text"]
+    return [item for _, item in pairs]
+
+
+_USER_KINDS = frozenset({"text", "file", RAW_PART})
+_TEXT_KINDS = frozenset({"text", RAW_PART})
+
+
+def _system_text(message: Message) -> str:
+    """A stored system message (a preamble never is one) as one string."""
+    texts = [p.get("text") for p in message.parts if p.get("type") == "text"]
+    return "\n\n".join(t for t in texts if isinstance(t, str) and t)
+
+
+def _message_extras(message: Message) -> dict[str, Any]:
+    holder = message.metadata.get("providerMetadata")
+    openai = holder.get(OPENAI) if isinstance(holder, Mapping) else None
+    chat = openai.get("chat") if isinstance(openai, Mapping) else None
+    if not isinstance(chat, Mapping):
+        return {}
+    extras = {k: v for k, v in chat.items() if k not in _REPLY_ONLY and k not in _KNOWN}
+    audio = extras.get("audio")
+    if isinstance(audio, Mapping) and "id" in audio:
+        extras["audio"] = {"id": audio["id"]}
+    return extras
+
+
+def _output(output: Any) -> Any:
+    if is_part_list(output):
+        parts = [p for p in output if p.get("type") in _TEXT_KINDS]
+        items = [item for p in parts if (item := _content_item(p)) is not None]
+        return items if items or not output else result_text(output)
+    return result_text(output)
+
+
+def _tool_message(result: ToolResult, extras: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "role": "tool",
+        "tool_call_id": result.call_id,
+        "content": _output(result.output),
+        **extras,
+    }
+
+
+def _call(call: ToolCall, part: Mapping[str, Any]) -> dict[str, Any]:
+    extras = meta(part, OPENAI)
+    chat = dict(extras.get("chat") or {})
+    if extras.get("custom"):
+        custom = {"name": call.name, "input": custom_input(call)}
+        return {"id": call.call_id, "type": "custom", "custom": custom, **chat}
+    function = {"name": call.name, "arguments": arguments_of(call, extras)}
+    return {"id": call.call_id, "type": "function", "function": function, **chat}
+
+
+class _Turn:
+    """One Chat Completions assistant message being filled, fields in wire order."""
+
+    def __init__(self) -> None:
+        self.reasoning: list[str] = []
+        self.content: list[dict[str, Any]] = []
+        self.refusal: str | None = None
+        self.calls: list[dict[str, Any]] = []
+
+    def fits(self, stage: str) -> bool:
+        """Whether a part of ``stage`` can follow what is here without reordering.
+
+        After a call everything fits: a message with ``tool_calls`` must be
+        followed by its ``tool`` messages, so later text joins the content.
+        """
+        if self.calls or stage == "call":
+            return True
+        if stage == "reasoning":
+            return not self.content and self.refusal is None
+        return self.refusal is None
+
+    def message(self, extras: Mapping[str, Any]) -> dict[str, Any] | None:
+        out: dict[str, Any] = {"role": "assistant"}
+        if self.reasoning:
+            out["reasoning_content"] = "\n\n".join(self.reasoning)
+        text = _content(self.content, _TEXT_KINDS)
+        if text is not None:
+            out["content"] = text
+        if self.refusal is not None:
+            out["refusal"] = self.refusal
+        if self.calls:
+            out["tool_calls"] = self.calls
+        out.update(extras)  # e.g. ``audio`` of a spoken reply
+        return out if len(out) > 1 else None
+
+
+def _assistant_out(message: Message) -> list[dict[str, Any]]:
+    """One assistant message, or several when the parts' order needs them."""
+    turns = [_Turn()]
     answers: list[dict[str, Any]] = []
     for part in message.parts:
+        kind = part.get("type")
+        extras = meta(part, OPENAI)
         call = tool_call(part)
-        if call is not None:
-            calls.append(
-                {
-                    "id": call.call_id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": dumps_str(call.input)},
-                }
-            )
-        result = tool_result(part)
-        if result is not None:
-            answers.append(_tool_message(result.call_id, result.output))
-    text = _text(message)
-    out: list[dict[str, Any]] = []
-    if text or calls:
-        reply: dict[str, Any] = {"role": "assistant", "content": text or None}
-        if calls:
-            reply["tool_calls"] = calls
-        out.append(reply)
+        if kind == "reasoning" and extras.get("reasoningContent"):
+            stage = "reasoning"
+        elif kind == "text" and extras.get("refusal") and not extras.get("contentPart"):
+            stage = "refusal"
+        elif kind in _TEXT_KINDS:
+            stage = "content"
+        elif call is not None or (kind == RAW_CALL and isinstance(part.get("data"), Mapping)):
+            stage = "call"
+        else:
+            if (result := tool_result(part)) is not None:
+                answers.append(_tool_message(result, {}))
+            continue
+        if not turns[-1].fits(stage):
+            turns.append(_Turn())
+        turn = turns[-1]
+        if stage == "reasoning":
+            turn.reasoning.append(str(part.get("text", "")))
+        elif stage == "refusal":
+            turn.refusal = str(part.get("text", ""))
+        elif stage == "content":
+            turn.content.append(part)
+        elif call is None:
+            turn.calls.append(dict(part["data"]))
+        else:
+            turn.calls.append(_call(call, part))
+            if (result := tool_result(part)) is not None:
+                answers.append(_tool_message(result, {}))
+    extras = _message_extras(message)
+    out = [m for turn in turns if (m := turn.message(extras)) is not None]
     return out + answers
 
 
 def to_openai_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for message in messages:
+        parts = message.parts
+        if len(parts) == 1 and parts[0].get("type") == RAW_MESSAGE:
+            data = parts[0].get("data")
+            if isinstance(data, Mapping):
+                out.append(dict(data))
+            continue
         if message.role == "assistant":
-            out.extend(_assistant(message))
+            out.extend(_assistant_out(message))
         elif message.role == "tool":
-            for part in message.parts:
+            extras = _message_extras(message)
+            for part in parts:
                 result = tool_result(part)
                 if result is not None:
-                    out.append(_tool_message(result.call_id, result.output))
+                    out.append(_tool_message(result, extras))
         elif message.role == "system":
-            text = _text(message)
-            if text:
+            if text := _system_text(message):
                 out.append({"role": "system", "content": text})
         else:
-            content = _user_content(message)
-            if content:
-                out.append({"role": "user", "content": content})
+            content = _content(parts, _USER_KINDS)
+            if content is not None:
+                out.append({"role": "user", "content": content, **_message_extras(message)})
     return out
