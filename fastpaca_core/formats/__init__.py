@@ -3,7 +3,7 @@
 - OpenAI Chat Completions: :func:`from_openai_chat`, :func:`to_openai_chat`,
   :func:`reply_from_chat_completion`;
 - OpenAI Responses: :func:`from_responses_input`, :func:`to_responses_input`,
-  :func:`reply_from_response`;
+  :func:`reply_from_response`, :func:`resolve_item_references`;
 - Anthropic Messages: :func:`from_anthropic`, :func:`to_anthropic`,
   :func:`reply_from_anthropic`.
 
@@ -19,7 +19,12 @@ across providers, while text, files, tool calls and results always convert.
 from ._parts import ChatInput
 from .anthropic import AnthropicPayload, from_anthropic, reply_from_anthropic, to_anthropic
 from .openai_chat import from_openai_chat, reply_from_chat_completion, to_openai_chat
-from .openai_responses import from_responses_input, reply_from_response, to_responses_input
+from .openai_responses import (
+    from_responses_input,
+    reply_from_response,
+    resolve_item_references,
+    to_responses_input,
+)
 
 __all__ = [
     "AnthropicPayload",
@@ -30,6 +35,7 @@ __all__ = [
     "reply_from_anthropic",
     "reply_from_chat_completion",
     "reply_from_response",
+    "resolve_item_references",
     "to_anthropic",
     "to_openai_chat",
     "to_responses_input",

@@ -78,7 +78,12 @@ from ._parts import (
     with_meta,
 )
 
-__all__ = ["from_responses_input", "reply_from_response", "to_responses_input"]
+__all__ = [
+    "from_responses_input",
+    "reply_from_response",
+    "resolve_item_references",
+    "to_responses_input",
+]
 
 RAW_ITEM = "data-openai-item"
 RAW_CONTENT = "data-openai-content"
@@ -422,4 +427,55 @@ def to_responses_input(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 out.append({"role": "system", "content": text})
         elif (item := _message_item(message, "user")) is not None:
             out.append(item)
+    return out
+
+
+def _items_by_id(messages: Sequence[Message]) -> dict[str, list[dict[str, Any]]]:
+    """The parts of every output item the messages hold, by item id."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for message in messages:
+        current: list[dict[str, Any]] | None = None
+        for part in message.parts:
+            extras = meta(part, OPENAI)
+            envelope = extras.get("item")
+            if isinstance(envelope, Mapping) and isinstance(envelope.get("id"), str):
+                current = found[envelope["id"]] = [part]
+            elif isinstance(extras.get("itemId"), str):
+                current = None
+                found[extras["itemId"]] = [part]
+            elif current is not None and part.get("type") in _CONTENT_KINDS:
+                current.append(part)
+            else:
+                current = None
+    return found
+
+
+def resolve_item_references(messages: Sequence[Message], known: Sequence[Message]) -> list[Message]:
+    """Replace ``item_reference`` items by the stored items they name.
+
+    A client that lets the upstream store responses (ai-sdk's default) sends
+    earlier output items back as ``{"type": "item_reference", "id"}``; the
+    items themselves are in ``known`` (the log), with their ids. References to
+    items not found stay as they are.
+    """
+    index = _items_by_id(known)
+    out: list[Message] = []
+    for message in messages:
+        parts: list[dict[str, Any]] = []
+        changed = False
+        for part in message.parts:
+            data = part.get("data")
+            if (
+                part.get("type") == RAW_ITEM
+                and isinstance(data, Mapping)
+                and data.get("type") == "item_reference"
+                and data.get("id") in index
+            ):
+                parts.extend(index[data["id"]])
+                changed = True
+            else:
+                parts.append(part)
+        if changed:
+            message = Message(message.role, parts, message.metadata, message.token_count)
+        out.append(message)
     return out

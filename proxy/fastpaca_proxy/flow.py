@@ -35,9 +35,10 @@ from fastpaca_core.errors import (
 )
 from fastpaca_core.http import ENGINE
 from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
-from fastpaca_core.model import ContextRecord, Message, validate_context_id
+from fastpaca_core.model import ContextRecord, Message, calibrated, validate_context_id
 
 from .adapters import Adapter, Usage
+from .calibration import CALIBRATOR
 from .sse import SSEParser
 from .turns import align, window_sizes
 from .upstream import UPSTREAM, Upstream
@@ -103,9 +104,11 @@ async def _prepare(
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
     rows = await _history(engine, ctx, len(chat.messages))
-    alignment = align(chat.messages, rows, ctx.last_seq)
+    messages = adapter.resolve(chat.messages, [row.as_message() for row in rows])
+    alignment = align(messages, rows, ctx.last_seq)
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
     reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
+    reserved = calibrated(reserved, ctx.calibration)  # budgets are in the provider's tokens
     window = await engine.window(
         context_id,
         budget_tokens=max(1, ctx.token_budget - reserved),
@@ -177,7 +180,9 @@ async def proxy_call(
             url, data=dumps(upstream_body), headers=headers, allow_redirects=False
         ) as resp:
             if stream and resp.status < 300 and _is_sse(resp):
-                return await _relay_stream(request, engine, adapter, context_id, turn, resp, hide)
+                return await _relay_stream(
+                    request, engine, adapter, context_id, turn, resp, hide, upstream_body
+                )
             data = await resp.read()
     except (TimeoutError, aiohttp.ClientError) as exc:
         return _error(adapter, 502, f"The upstream could not be reached: {type(exc).__name__}")
@@ -191,9 +196,24 @@ async def proxy_call(
             stored = await _store(engine, context_id, turn, reply, usage)
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
+            _calibrate(request, engine, adapter, context_id, upstream_body, usage)
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(context_id, version, used))
     return web.Response(status=resp.status, body=data, headers=out_headers)
+
+
+def _calibrate(
+    request: web.Request,
+    engine: Engine,
+    adapter: Adapter,
+    context_id: str,
+    upstream_body: dict[str, Any],
+    usage: Usage,
+) -> None:
+    """Learn from the provider's prompt count, in the background (calibration.py)."""
+    calibrator = request.app.get(CALIBRATOR)
+    if calibrator is not None:
+        calibrator.observe(engine, context_id, adapter, upstream_body, usage.prompt_tokens)
 
 
 def _is_sse(resp: aiohttp.ClientResponse) -> bool:
@@ -208,6 +228,7 @@ async def _relay_stream(
     turn: _Turn,
     resp: aiohttp.ClientResponse,
     hide: bool,
+    upstream_body: dict[str, Any],
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     out_headers = upstream.response_headers(resp.headers)
@@ -227,6 +248,7 @@ async def _relay_stream(
                     stored = True
                     reply, usage = assembler.reply()
                     await asyncio.shield(_store(engine, context_id, turn, reply, usage))
+                    _calibrate(request, engine, adapter, context_id, upstream_body, usage)
                 if client_gone or (hide and adapter.hide(event)):
                     continue
                 try:
@@ -244,6 +266,7 @@ async def _relay_stream(
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
         await asyncio.shield(_store(engine, context_id, turn, reply, usage))
+        _calibrate(request, engine, adapter, context_id, upstream_body, usage)
     await _finish(request, out, dropped, client_gone)
     return out
 

@@ -10,8 +10,8 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import httpx
 from aiohttp import web
@@ -68,11 +68,24 @@ def serve_in_thread(make_app: Callable[[], web.Application]) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+
+
 @dataclass
 class Stack:
     base: str
     fake: FakeUpstream
     api: httpx.Client
+    clients: list[_Closable] = field(default_factory=list)
+
+    def track(self, client: C) -> C:
+        """Close ``client`` (an SDK client) when the stack stops."""
+        self.clients.append(client)
+        return client
 
     def openai_url(self, context_id: str) -> str:
         return f"{self.base}/v1/contexts/{context_id}/openai"
@@ -112,4 +125,9 @@ def run_stack(store: str, **settings: Any) -> Iterator[Stack]:
         with serve_in_thread(lambda: install_proxy(create_app(config))) as base:
             headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
             with httpx.Client(base_url=base, headers=headers, timeout=30) as api:
-                yield Stack(base, fake, api)
+                stack = Stack(base, fake, api)
+                try:
+                    yield stack
+                finally:
+                    for client in stack.clients:
+                        client.close()

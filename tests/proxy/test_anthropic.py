@@ -11,8 +11,10 @@ from .support import ANTHROPIC_MODEL, Stack
 
 
 def client(stack: Stack, context_id: str) -> anthropic.Anthropic:
-    return anthropic.Anthropic(
-        base_url=stack.anthropic_url(context_id), api_key="sk-ant-client", max_retries=0
+    return stack.track(
+        anthropic.Anthropic(
+            base_url=stack.anthropic_url(context_id), api_key="sk-ant-client", max_retries=0
+        )
     )
 
 

@@ -26,7 +26,7 @@ def wait_for(check: object, timeout: float = 10.0) -> None:
 
 def test_long_conversation_stays_within_budget(stack: Stack) -> None:
     stack.api.put("/v1/contexts/tight", json={"token_budget": 200, "trigger_ratio": 0.6})
-    sdk = openai.OpenAI(base_url=stack.openai_url("tight"), api_key="k", max_retries=0)
+    sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("tight"), api_key="k", max_retries=0))
     history: list[dict[str, object]] = [{"role": "system", "content": "sys"}]
     sizes = []
     for turn in range(15):
@@ -47,7 +47,7 @@ def test_long_conversation_stays_within_budget(stack: Stack) -> None:
 
 
 def test_regenerated_turn_leaves_the_window_but_not_the_log(stack: Stack) -> None:
-    sdk = openai.OpenAI(base_url=stack.openai_url("regen"), api_key="k", max_retries=0)
+    sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("regen"), api_key="k", max_retries=0))
     q1 = {"role": "user", "content": "q1"}
     q2 = {"role": "user", "content": "q2"}
     stack.fake.script("a1", "a2", "a2 again")
@@ -107,7 +107,7 @@ def test_conversation_begun_in_openai_continues_in_anthropic(stack: Stack) -> No
     stack.fake.script(
         Reply(tool_calls=[ToolCall("weather", {"city": "Oslo"}, id="call_x")]), "Cold."
     )
-    oai = openai.OpenAI(base_url=stack.openai_url("cross"), api_key="k", max_retries=0)
+    oai = stack.track(openai.OpenAI(base_url=stack.openai_url("cross"), api_key="k", max_retries=0))
     first = oai.chat.completions.create(
         model=OPENAI_MODEL, messages=[{"role": "user", "content": "weather?"}]
     )
@@ -120,7 +120,9 @@ def test_conversation_begun_in_openai_continues_in_anthropic(stack: Stack) -> No
             {"role": "tool", "tool_call_id": call.id, "content": "3 degrees"},
         ],
     )
-    ant = anthropic.Anthropic(base_url=stack.anthropic_url("cross"), api_key="k", max_retries=0)
+    ant = stack.track(
+        anthropic.Anthropic(base_url=stack.anthropic_url("cross"), api_key="k", max_retries=0)
+    )
     ant.messages.create(
         model=ANTHROPIC_MODEL, max_tokens=20, messages=[{"role": "user", "content": "and now?"}]
     )
@@ -144,7 +146,7 @@ def test_request_fields_cannot_redirect_the_upstream(stack: Stack) -> None:
         "base_url": "http://127.0.0.1:9/v1",
         "api_base": "http://127.0.0.1:9/v1",
     }
-    reply = httpx.post(
+    reply = stack.api.post(
         f"{stack.openai_url('ssrf')}/chat/completions",
         json=body,
         headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example"},

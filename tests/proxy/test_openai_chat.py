@@ -15,7 +15,9 @@ SYSTEM = {"role": "system", "content": "You are terse."}
 
 
 def client(stack: Stack, context_id: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.openai_url(context_id), api_key="sk-client", max_retries=0)
+    return stack.track(
+        openai.OpenAI(base_url=stack.openai_url(context_id), api_key="sk-client", max_retries=0)
+    )
 
 
 def test_resent_history_is_stored_once_and_the_model_sees_the_context(stack: Stack) -> None:

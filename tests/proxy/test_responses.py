@@ -10,7 +10,9 @@ from .support import OPENAI_MODEL, Stack
 
 
 def client(stack: Stack, context_id: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=stack.openai_url(context_id), api_key="sk", max_retries=0)
+    return stack.track(
+        openai.OpenAI(base_url=stack.openai_url(context_id), api_key="sk", max_retries=0)
+    )
 
 
 def test_responses_with_function_calls(stack: Stack) -> None:

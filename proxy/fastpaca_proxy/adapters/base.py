@@ -51,6 +51,10 @@ class Adapter(abc.ABC):
     def split(self, body: Mapping[str, Any]) -> ChatInput:
         """The request's preamble (kept verbatim) and its conversation (ours)."""
 
+    def resolve(self, messages: list[Message], log: Sequence[Message]) -> list[Message]:
+        """Replace what the request only refers to by what the log holds."""
+        return messages
+
     @abc.abstractmethod
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]

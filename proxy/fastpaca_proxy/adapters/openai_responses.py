@@ -1,7 +1,9 @@
 """OpenAI Responses: ``POST .../responses``.
 
 With a context, ``previous_response_id`` is dropped: the conversation comes
-from the log, so the upstream must not add its own stored copy of it.
+from the log, so the upstream must not add its own stored copy of it. Items a
+client sends only by reference (``item_reference``, ai-sdk's default when the
+upstream stores responses) are resolved against the log before alignment.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastpaca_core.formats import (
     ChatInput,
     from_responses_input,
     reply_from_response,
+    resolve_item_references,
     to_responses_input,
 )
 from fastpaca_core.jsonutil import JSONError, loads
@@ -70,6 +73,10 @@ class OpenAIResponses(Adapter):
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise ValidationError("input", "must be a string or a list of input items")
         return from_responses_input(items)
+
+    def resolve(self, messages: list[Message], log: Sequence[Message]) -> list[Message]:
+        """``item_reference`` items (sent when the upstream stores responses) -> the items."""
+        return resolve_item_references(messages, log)
 
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
