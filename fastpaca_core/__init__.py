@@ -9,12 +9,14 @@ from .errors import (
     IdempotencyKeyReused,
     StoreError,
     StoreUnavailable,
+    SummaryUpstreamError,
     ValidationError,
     VersionConflict,
 )
 from .events import Event, EventBus
-from .model import ContextRecord, Message, PolicySpec, StoredMessage
+from .model import ContextRecord, Message, PolicySpec, StoredMessage, SummaryRecord
 from .stores.base import Store, open_store
+from .summarizer import Summarizer, SummarizerOptions
 from .tokens import TokenCounter
 
 __version__ = "0.1.0"
@@ -37,6 +39,10 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "StoredMessage",
+    "Summarizer",
+    "SummarizerOptions",
+    "SummaryRecord",
+    "SummaryUpstreamError",
     "TokenCounter",
     "ValidationError",
     "VersionConflict",

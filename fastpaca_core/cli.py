@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import logging
 import os
+import signal
+import socket
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -50,27 +54,198 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def serve(settings: Settings) -> int:
+    """Run the server: in this process, or in ``--workers`` processes sharing the port."""
+    workers = settings.workers or os.cpu_count() or 1
+    if workers == 1:
+        return _serve_app(settings)
+    return _supervise(settings, workers)
+
+
+def _serve_app(settings: Settings, worker: int | None = None, parent: int = 0) -> int:
+    """Run the app here until SIGTERM / SIGINT; ``worker``: a child of pid ``parent``."""
     from aiohttp import web
+
+    from fastpaca_proxy import install_proxy
 
     from .http import create_app
     from .http.logs import configure_logging
 
     configure_logging(settings.log_level_number)
+    if worker is not None:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_WorkerTag(worker))
     log = logging.getLogger("fastpaca")
     log.info(
         "starting",
         extra={"fields": {"host": settings.host, "port": settings.port, "version": __version__}},
     )
+    app = install_proxy(create_app(settings))
+    if worker is not None:
+        app.on_startup.append(functools.partial(_exit_with_parent, parent))
     web.run_app(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         shutdown_timeout=settings.shutdown_timeout,
         access_log=None,
         print=lambda text: log.info(str(text).strip()),
+        reuse_port=True if worker is not None else None,
     )
     log.info("stopped")
     return 0
+
+
+# -- several worker processes ---------------------------------------------------
+#
+# The parent reserves the port with a bound (not listening) SO_REUSEPORT socket,
+# so port 0 resolves once and a restarted worker gets the same port; each worker
+# listens on its own SO_REUSEPORT socket and the kernel spreads connections over
+# them. Workers run in their own process group, so a terminal's Ctrl-C reaches
+# the parent only, which sends each worker exactly one SIGTERM (a second signal
+# would cut aiohttp's graceful shutdown short).
+
+_MIN_UPTIME = 10.0  # a worker that dies sooner is not restarted: the parent gives up
+_POLL = 0.25
+
+
+class _WorkerTag(logging.Filter):
+    """Adds ``worker`` (index) and ``pid`` to every log line of a worker."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self._fields = {"worker": worker, "pid": os.getpid()}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = getattr(record, "fields", None)
+        record.fields = {**fields, **self._fields} if isinstance(fields, dict) else self._fields
+        return True
+
+
+async def _exit_with_parent(parent: int, app: Any) -> None:
+    """A worker whose parent died (SIGKILL, say) shuts itself down gracefully."""
+    import asyncio
+
+    async def watch() -> None:
+        while os.getppid() == parent:
+            await asyncio.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    task = asyncio.get_running_loop().create_task(watch())
+
+    async def stop(app: Any) -> None:
+        task.cancel()
+
+    app.on_cleanup.append(stop)
+
+
+def _worker_main(settings: Settings, worker: int, parent: int) -> None:
+    os.setpgid(0, 0)
+    sys.exit(_serve_app(settings, worker, parent))
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    if not hasattr(socket, "SO_REUSEPORT"):
+        raise ValidationError("workers", "more than one worker needs SO_REUSEPORT (Linux, BSD)")
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(address)
+    return sock
+
+
+def _supervise(settings: Settings, count: int) -> int:
+    """Start ``count`` workers, restart one that dies, forward SIGTERM / SIGINT."""
+    import multiprocessing
+    import multiprocessing.connection
+    import time
+    from multiprocessing.process import BaseProcess
+
+    from .http.logs import configure_logging
+    from .tokens import load_encoding
+
+    configure_logging(settings.log_level_number)
+    log = logging.getLogger("fastpaca")
+    # import the server and load the token encoding once: forked workers share the pages
+    import fastpaca_proxy  # noqa: F401
+
+    from . import http  # noqa: F401
+
+    load_encoding()
+    reserved = _reserve_port(settings.host, settings.port)
+    settings = dataclasses.replace(settings, port=reserved.getsockname()[1], workers=1)
+    context = (  # fork shares the imported code and the encoding with the workers
+        multiprocessing.get_context("fork")
+        if sys.platform == "linux"
+        else multiprocessing.get_context("spawn")
+    )
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    workers: dict[int, tuple[BaseProcess, float]] = {}
+
+    def start(index: int) -> None:
+        process = context.Process(
+            target=_worker_main,
+            args=(settings, index, os.getpid()),
+            name=f"fastpaca-worker-{index}",
+        )
+        process.start()
+        workers[index] = (process, time.monotonic())
+
+    log.info(
+        "starting workers",
+        extra={"fields": {"host": settings.host, "port": settings.port, "workers": count}},
+    )
+    failed = False
+    try:
+        for index in range(count):
+            start(index)
+        while not stopping and not failed:
+            sentinels = [process.sentinel for process, _ in workers.values()]
+            multiprocessing.connection.wait(sentinels, timeout=_POLL)
+            for index, (process, started) in list(workers.items()):
+                if process.is_alive() or stopping:
+                    continue
+                process.join()
+                uptime = time.monotonic() - started
+                fields = {"worker": index, "exitcode": process.exitcode, "uptime_s": uptime}
+                if uptime < _MIN_UPTIME:
+                    log.error("worker failed at start; stopping", extra={"fields": fields})
+                    failed = True
+                    break
+                log.error("worker died; restarting it", extra={"fields": fields})
+                start(index)
+    finally:
+        clean = _stop_workers([p for p, _ in workers.values()], settings.shutdown_timeout + 10)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        reserved.close()
+    log.info("stopped")
+    return 0 if clean and not failed else 1
+
+
+def _stop_workers(processes: Sequence[Any], grace: float) -> bool:
+    """SIGTERM each live worker, wait ``grace`` seconds, then SIGKILL; True if all exit 0."""
+    import time
+
+    for process in processes:
+        if process.is_alive() and process.pid is not None:
+            os.kill(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    clean = True
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
+        clean = clean and process.exitcode == 0
+    return clean
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,19 +2,22 @@
 
 Appends and context reads cost the same whatever the length of the history:
 an append is one insert and one update of the context row; a read is one
-range scan of the live window; ``used_tokens`` is arithmetic on running totals.
+range scan of the live window; ``used_tokens`` is arithmetic on running totals
+(times the context's calibration factor).
+
+Besides the wire operations: ``apply_summary`` (the summariser's swap),
+``list_summaries``, ``take_lease`` / ``drop_lease`` (one summariser per
+context) and ``record_usage`` (token calibration); ``on_summary_due`` is how
+the summariser hears that a context is over its trigger.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from .compaction import rewind, run_policy
 from .errors import (
     ContextNotFound,
     ContextTombstoned,
@@ -23,16 +26,16 @@ from .errors import (
     VersionConflict,
 )
 from .events import Event, EventBus
-from .jsonutil import dumps
+from .folding import FoldPlan, summary_message, swap_items
 from .model import (
     DEFAULT_POLICY,
     DEFAULT_TOKEN_BUDGET,
     DEFAULT_TRIGGER_RATIO,
-    MAX_INT,
     ContextRecord,
     Message,
     StoredMessage,
-    format_time,
+    SummaryRecord,
+    calibrated,
     parse_messages,
     utcnow,
     validate_context_id,
@@ -40,112 +43,32 @@ from .model import (
     validate_token_budget,
     validate_trigger_ratio,
 )
-from .policies import get_policy, parse_policy
+from .policies import parse_policy
+from .policies.summarize import Summarize, wants_summary
+from .results import (
+    AppendResult,
+    ContextPage,
+    SummaryPage,
+    Window,
+    check_int,
+    check_key,
+    check_totals,
+    decode_cursor,
+    decode_version_cursor,
+    encode_cursor,
+    encode_version_cursor,
+    request_hash,
+)
 from .stores.base import IdempotencyRecord, Store, Tx
 from .tokens import TokenCounter
-from .toolcalls import tool_refs
-from .window import WindowItem, apply_items, fit, items_of, segments_of, valid_cuts
+from .window import WindowItem, apply_items, fit, items_of, valid_cuts
 
-__all__ = ["AppendResult", "ContextPage", "Engine", "Window"]
+__all__ = ["AppendResult", "ContextPage", "Engine", "SummaryPage", "Window"]
 
-MAX_KEY_LENGTH = 255
-
-
-@dataclass(frozen=True, slots=True)
-class AppendResult:
-    version: int
-    seqs: list[int]
-    token_estimates: list[int]
-    replayed: bool = False  # True when an idempotent retry returned the first result
-
-    def to_json(self, batch: bool = False) -> dict[str, Any]:
-        if batch:
-            return {
-                "version": self.version,
-                "messages": [
-                    {"seq": s, "token_estimate": t}
-                    for s, t in zip(self.seqs, self.token_estimates, strict=True)
-                ],
-            }
-        return {
-            "seq": self.seqs[0],
-            "version": self.version,
-            "token_estimate": self.token_estimates[0],
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """The LLM context of one context at one version."""
-
-    version: int
-    items: list[WindowItem]
-    used_tokens: int
-    needs_compaction: bool
-
-    @property
-    def messages(self) -> list[Message]:
-        return [item.message for item in self.items]
-
-    @property
-    def segments(self) -> list[dict[str, Any]]:
-        return segments_of(self.items)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "messages": [item.to_json() for item in self.items],
-            "used_tokens": self.used_tokens,
-            "needs_compaction": self.needs_compaction,
-            "segments": self.segments,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ContextPage:
-    contexts: list[ContextRecord]
-    next_cursor: str | None
-
-
-def _check_int(value: object, field_name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValidationError(field_name, "must be an integer")
-    if value < minimum or value > 2**63 - 1:
-        raise ValidationError(field_name, f"must be an integer >= {minimum}")
-    return value
-
-
-def _check_totals(ctx: ContextRecord, field_name: str) -> None:
-    """Token totals are stored as 64-bit integers: refuse what would overflow them."""
-    if ctx.total_tokens > MAX_INT or ctx.used_tokens > MAX_INT:
-        raise ValidationError(field_name, "would take the context's token total past 2**63-1")
-
-
-def _check_key(key: object) -> str | None:
-    if key is None:
-        return None
-    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
-        raise ValidationError("idempotency_key", f"must be 1-{MAX_KEY_LENGTH} characters")
-    return key
-
-
-def _request_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(dumps(payload)).hexdigest()
-
-
-def _encode_cursor(ctx: ContextRecord) -> str:
-    raw = f"{format_time(ctx.updated_at)}|{ctx.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, str]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, context_id = raw.split("|", 1)
-        when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=utcnow().tzinfo)
-    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise ValidationError("cursor", "is not a cursor this server issued") from exc
-    return when, validate_context_id(context_id, "cursor")
+# calibration: provider prompt tokens per estimated token
+CALIBRATION_RANGE = (0.5, 2.0)  # a sample or factor outside this is clamped
+CALIBRATION_ALPHA = 0.3  # EMA weight of a new sample (the first samples average)
+CALIBRATION_MIN_ESTIMATE = 16  # prompts smaller than this teach nothing
 
 
 class Engine:
@@ -163,6 +86,23 @@ class Engine:
         self.tokens = tokens or TokenCounter()
         self.bus = bus or EventBus()
         self._clock = clock
+        self._summary_hooks: list[Callable[[str], None]] = []
+
+    def on_summary_due(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(context_id)`` after a commit that leaves a ``summarize``
+        context over its trigger (how the summariser wakes). It must not block.
+        Returns the function that removes the hook."""
+        self._summary_hooks.append(callback)
+
+        def remove() -> None:
+            if callback in self._summary_hooks:
+                self._summary_hooks.remove(callback)
+
+        return remove
+
+    def _wake(self, context_id: str) -> None:
+        for callback in tuple(self._summary_hooks):
+            callback(context_id)
 
     # -- contexts ---------------------------------------------------------
 
@@ -273,11 +213,11 @@ class Engine:
 
     async def list_contexts(self, limit: int = 100, cursor: str | None = None) -> ContextPage:
         """Contexts, most recently updated first."""
-        limit = _check_int(limit, "limit", 1)
-        after = _decode_cursor(cursor) if cursor else None
+        limit = check_int(limit, "limit", 1)
+        after = decode_cursor(cursor) if cursor else None
         rows = await self.store.list_contexts(limit + 1, after)
         page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
         return ContextPage(page, next_cursor)
 
     # -- the log ------------------------------------------------------------
@@ -310,7 +250,7 @@ class Engine:
         them; only the window forgets them.
         """
         parsed = parse_messages(messages, "messages")
-        rewind = None if rewind_to_seq is None else _check_int(rewind_to_seq, "rewind_to_seq", 1)
+        rewind = None if rewind_to_seq is None else check_int(rewind_to_seq, "rewind_to_seq", 1)
         return await self._append(context_id, parsed, True, if_version, idempotency_key, rewind)
 
     async def _append(
@@ -323,12 +263,12 @@ class Engine:
         rewind_to_seq: int | None = None,
     ) -> AppendResult:
         validate_context_id(context_id)
-        expected = None if if_version is None else _check_int(if_version, "if_version", 0)
-        key = _check_key(idempotency_key)
+        expected = None if if_version is None else check_int(if_version, "if_version", 0)
+        key = check_key(idempotency_key)
         counts = await self.tokens.count_messages(messages)
-        request_hash = ""
+        digest = ""
         if key is not None:
-            request_hash = _request_hash(
+            digest = request_hash(
                 {
                     "op": "append_batch" if batch else "append",
                     "messages": [m.to_json() for m in messages],
@@ -338,15 +278,19 @@ class Engine:
             )
         now = self._clock()
 
-        async def op(tx: Tx) -> tuple[AppendResult, list[Event]]:
+        async def op(tx: Tx) -> tuple[AppendResult, list[Event], bool]:
             ctx = await self._writable(tx, context_id)
             if key is not None:
-                replay = await self._replay(tx, key, request_hash)
+                replay = await self._replay(tx, key, digest)
                 if replay is not None:
                     stored = replay["result"]
-                    return AppendResult(
-                        stored["version"], stored["seqs"], stored["token_estimates"], True
-                    ), []
+                    return (
+                        AppendResult(
+                            stored["version"], stored["seqs"], stored["token_estimates"], True
+                        ),
+                        [],
+                        False,
+                    )
             if expected is not None and expected != ctx.version:
                 raise VersionConflict(expected, ctx.version)
             if rewind_to_seq is not None and rewind_to_seq > ctx.last_seq + 1:
@@ -370,7 +314,7 @@ class Engine:
                         inserted_at=now,
                     )
                 )
-            _check_totals(ctx, "message.token_count")
+            check_totals(ctx, "message.token_count")
             ctx.updated_at = max(now, ctx.updated_at)
             await tx.insert_messages(rows)
             events = [
@@ -380,24 +324,28 @@ class Engine:
                 for row in rows
             ]
             if rewind_to_seq is not None and rewind_to_seq <= rows[0].seq - 1:
-                events.append(await self._rewind(tx, ctx, rows, rewind_to_seq))
-            compaction = await self._run_policy(tx, ctx, rows)
+                events.append(await rewind(tx, ctx, rows, rewind_to_seq))
+            compaction = await run_policy(tx, ctx, rows)
             if compaction is not None:
                 events.append(compaction)
             await tx.save_context(ctx, created=False)
-            result = AppendResult(ctx.version, [r.seq for r in rows], counts)
+            result = AppendResult(
+                ctx.version, [r.seq for r in rows], counts, used_tokens=ctx.used_tokens
+            )
             if key is not None:
-                await self._remember(tx, key, request_hash, now, result)
-            return result, events
+                await self._remember(tx, key, digest, now, result)
+            return result, events, wants_summary(ctx)
 
-        result, events = await self.store.run(context_id, op)
+        result, events, wake = await self.store.run(context_id, op)
         self.bus.publish(events)
+        if wake:
+            self._wake(context_id)
         return result
 
     async def tail(self, context_id: str, offset: int = 0, limit: int = 100) -> list[StoredMessage]:
         """The page ending ``offset`` messages before the newest, oldest first."""
-        offset = _check_int(offset, "offset", 0)
-        limit = _check_int(limit, "limit", 1)
+        offset = check_int(offset, "offset", 0)
+        limit = check_int(limit, "limit", 1)
         ctx = await self.get_context(context_id)
         to_seq = ctx.last_seq - offset
         if to_seq < 1:
@@ -408,8 +356,8 @@ class Engine:
         self, context_id: str, after_seq: int = 0, limit: int = 100
     ) -> list[StoredMessage]:
         """Forward paging: up to ``limit`` messages with ``seq > after_seq``."""
-        after_seq = _check_int(after_seq, "after_seq", 0)
-        limit = _check_int(limit, "limit", 1)
+        after_seq = check_int(after_seq, "after_seq", 0)
+        limit = check_int(limit, "limit", 1)
         ctx = await self.get_context(context_id)
         if after_seq >= ctx.last_seq:
             return []
@@ -425,15 +373,18 @@ class Engine:
         budget_tokens: int | None = None,
         if_version: int | None = None,
         pending: Sequence[object] = (),
+        rewind_to_seq: int | None = None,
     ) -> Window:
         """The LLM context; ``budget_tokens`` cuts it to another budget for this call.
 
         ``pending`` messages (a turn about to be sent, not yet appended) join
         the end of the window and are never cut; older messages make room for
-        them, with every guarantee kept. Nothing is stored.
+        them, with every guarantee kept. ``rewind_to_seq`` leaves out log
+        messages from that seq on, as ``append_batch(rewind_to_seq=)`` will
+        once the pending turn is appended. Nothing is stored.
         """
-        budget = None if budget_tokens is None else _check_int(budget_tokens, "budget_tokens", 1)
-        expected = None if if_version is None else _check_int(if_version, "if_version", 0)
+        budget = None if budget_tokens is None else check_int(budget_tokens, "budget_tokens", 1)
+        expected = None if if_version is None else check_int(if_version, "if_version", 0)
         validate_context_id(context_id)
         extra = [Message.parse(m, f"pending[{i}]") for i, m in enumerate(pending)]
         counts = await self.tokens.count_messages(extra)
@@ -443,16 +394,20 @@ class Engine:
         if expected is not None and expected != ctx.version:
             raise VersionConflict(expected, ctx.version)
         items = items_of(ctx, rows)
+        used = ctx.used_tokens_estimate + sum(counts)
+        if rewind_to_seq is not None:
+            items = [item for item in items if item.from_seq < rewind_to_seq]
+            used = sum(item.tokens for item in items) + sum(counts)
         items.extend(
             WindowItem(m.with_tokens(c), "live", ctx.last_seq + i, ctx.last_seq + i, False)
             for i, (m, c) in enumerate(zip(extra, counts, strict=True), start=1)
         )
-        used = ctx.used_tokens + sum(counts)
         limit = budget if budget is not None else ctx.token_budget
-        if used > limit and (budget is not None or extra):
-            items = fit(items, limit, keep_last=len(extra))
+        if calibrated(used, ctx.calibration) > limit and (budget is not None or extra):
+            items = fit(items, ctx.estimate_limit(limit), keep_last=len(extra))
             used = sum(item.tokens for item in items)
-        return Window(ctx.version, items, used, used > limit * ctx.trigger_ratio)
+        shown = calibrated(used, ctx.calibration)
+        return Window(ctx.version, items, shown, shown > limit * ctx.trigger_ratio, used)
 
     async def compact(
         self,
@@ -471,14 +426,14 @@ class Engine:
         if not isinstance(replacement, list):
             raise ValidationError("replacement", "must be a list of messages")
         messages = [Message.parse(m, f"replacement[{i}]") for i, m in enumerate(replacement)]
-        expected = None if if_version is None else _check_int(if_version, "if_version", 0)
-        upto = None if up_to_seq is None else _check_int(up_to_seq, "up_to_seq", 1)
-        key = _check_key(idempotency_key)
+        expected = None if if_version is None else check_int(if_version, "if_version", 0)
+        upto = None if up_to_seq is None else check_int(up_to_seq, "up_to_seq", 1)
+        key = check_key(idempotency_key)
         counts = await self.tokens.count_messages(messages)
         messages = [m.with_tokens(c) for m, c in zip(messages, counts, strict=True)]
-        request_hash = ""
+        digest = ""
         if key is not None:
-            request_hash = _request_hash(
+            digest = request_hash(
                 {
                     "op": "compact",
                     "replacement": [m.to_json() for m in messages],
@@ -491,7 +446,7 @@ class Engine:
         async def op(tx: Tx) -> tuple[int, Event | None]:
             ctx = await self._writable(tx, context_id)
             if key is not None:
-                replay = await self._replay(tx, key, request_hash)
+                replay = await self._replay(tx, key, digest)
                 if replay is not None:
                     return int(replay["result"]["version"]), None
             if expected is not None and expected != ctx.version:
@@ -518,7 +473,7 @@ class Engine:
             cover_from = min((item.from_seq for item in replaced), default=min(1, cover_to))
             summary = [WindowItem(m, "summary", cover_from, cover_to, False) for m in messages]
             apply_items(ctx, summary + kept)
-            _check_totals(ctx, "replacement")
+            check_totals(ctx, "replacement")
             ctx.version += 1
             ctx.updated_at = max(now, ctx.updated_at)
             event = Event(
@@ -530,13 +485,140 @@ class Engine:
             await tx.insert_event(event)
             await tx.save_context(ctx, created=False)
             if key is not None:
-                await self._remember(tx, key, request_hash, now, {"version": ctx.version})
+                await self._remember(tx, key, digest, now, {"version": ctx.version})
             return ctx.version, event
 
         version, event = await self.store.run(context_id, op)
         if event is not None:
             self.bus.publish([event])
         return version
+
+    # -- summaries, leases, calibration ----------------------------------------
+
+    async def apply_summary(
+        self,
+        plan: FoldPlan,
+        text: str,
+        *,
+        provider: str,
+        model: str,
+        prompt_sha256: str,
+        token_count: int | None = None,
+        lease: tuple[str, float] | None = None,
+    ) -> SummaryRecord | None:
+        """Swap a summary of what ``plan`` folded into the window, and record it.
+
+        Like a compaction with ``up_to_seq = plan.up_to_seq``: pinned system
+        messages and everything newer stay. None when the window moved on in a
+        way that makes the plan stale (see ``folding.swap_items``), the context
+        is gone or no longer ``summarize``, or ``lease = (holder, ttl)`` is no
+        longer held (it is renewed otherwise).
+        """
+        message = summary_message(plan, text, provider, model)
+        counted = (await self.tokens.count_messages([message]))[0]
+        message = message.with_tokens(counted)
+        now = self._clock()
+
+        async def op(tx: Tx) -> tuple[SummaryRecord | None, list[Event]]:
+            ctx = await tx.load_context()
+            if ctx is None or ctx.tombstoned or ctx.policy.strategy != Summarize.name:
+                return None, []
+            if lease is not None and not await tx.take_lease(*lease):
+                return None, []
+            rows = await tx.read_messages(ctx.live_from_seq, ctx.last_seq)
+            items = swap_items(plan, items_of(ctx, rows), message)
+            if items is None:
+                return None, []
+            apply_items(ctx, items)
+            check_totals(ctx, "summary")
+            ctx.version += 1
+            ctx.updated_at = max(now, ctx.updated_at)
+            covered = {"from_seq": plan.cover_from, "to_seq": plan.up_to_seq}
+            events = [Event(ctx.id, "compaction", ctx.version, {"range": covered})]
+            await tx.insert_event(events[0])
+            record = SummaryRecord(
+                version=ctx.version,
+                from_seq=plan.cover_from,
+                to_seq=plan.up_to_seq,
+                provider=provider,
+                model=model,
+                prompt_sha256=prompt_sha256,
+                token_count=counted if token_count is None else token_count,
+                created_at=now,
+                message=message,
+            )
+            await tx.insert_summary(record)
+            trimmed = await run_policy(tx, ctx, [])  # the budget still holds
+            if trimmed is not None:
+                events.append(trimmed)
+            await tx.save_context(ctx, created=False)
+            return record, events
+
+        record, events = await self.store.run(plan.context_id, op)
+        self.bus.publish(events)
+        return record
+
+    async def list_summaries(
+        self, context_id: str, limit: int = 100, cursor: str | None = None
+    ) -> SummaryPage:
+        """The context's summary records, newest first."""
+        limit = check_int(limit, "limit", 1)
+        before = decode_version_cursor(cursor) if cursor else None
+        await self.get_context(context_id)
+        records = await self.store.list_summaries(context_id, limit + 1, before)
+        page = records[:limit]
+        next_cursor = encode_version_cursor(page[-1].version) if len(records) > limit else None
+        return SummaryPage(page, next_cursor)
+
+    async def take_lease(self, context_id: str, holder: str, ttl: float) -> bool:
+        """Take or renew the context's lease for ``ttl`` seconds; False while another holds it."""
+        validate_context_id(context_id)
+
+        async def op(tx: Tx) -> bool:
+            return await tx.take_lease(holder, ttl)
+
+        return await self.store.run(context_id, op)
+
+    async def drop_lease(self, context_id: str, holder: str) -> None:
+        async def op(tx: Tx) -> None:
+            await tx.drop_lease(holder)
+
+        await self.store.run(context_id, op)
+
+    async def record_usage(self, context_id: str, estimate: int, actual: int) -> float | None:
+        """Learn from a provider's prompt token count: ``actual`` for a prompt we
+        estimated at ``estimate``. Returns the context's new calibration factor.
+
+        The factor is an EMA of ``actual / estimate`` (the first samples average,
+        later ones weigh ``CALIBRATION_ALPHA``), clamped to ``CALIBRATION_RANGE``;
+        ``used_tokens`` is the estimate times the factor. The policy then runs,
+        so the budget holds against the corrected count.
+        """
+        validate_context_id(context_id)
+        estimate = check_int(estimate, "estimate", 0)
+        actual = check_int(actual, "actual", 0)
+        if estimate < CALIBRATION_MIN_ESTIMATE or actual <= 0:
+            return None
+        low, high = CALIBRATION_RANGE
+        sample = min(high, max(low, actual / estimate))
+
+        async def op(tx: Tx) -> tuple[float | None, list[Event], bool]:
+            ctx = await tx.load_context()
+            if ctx is None or ctx.tombstoned:
+                return None, [], False
+            weight = max(CALIBRATION_ALPHA, 1.0 / (ctx.calibration_samples + 1))
+            factor = ctx.calibration + weight * (sample - ctx.calibration)
+            ctx.calibration = min(high, max(low, factor))
+            ctx.calibration_samples += 1
+            compaction = await run_policy(tx, ctx, [])
+            await tx.save_context(ctx, created=False)
+            return ctx.calibration, [] if compaction is None else [compaction], wants_summary(ctx)
+
+        factor, events, wake = await self.store.run(context_id, op)
+        self.bus.publish(events)
+        if wake:
+            self._wake(context_id)
+        return factor
 
     # -- helpers run inside an operation ---------------------------------------
 
@@ -571,77 +653,3 @@ class Engine:
         else:
             body = result
         await tx.put_idempotency(IdempotencyRecord(key, request_hash, {"result": body}, now))
-
-    @staticmethod
-    async def _rewind(
-        tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage], rewind_to: int
-    ) -> Event:
-        """Drop log messages ``rewind_to..`` (before ``new_rows``) from the window."""
-        old_last = new_rows[0].seq - 1
-        rows = await tx.read_messages(ctx.live_from_seq, old_last)
-        items = items_of(ctx, [*rows, *new_rows])
-        cut = sum(1 for item in items if item.from_seq < rewind_to)
-        if not valid_cuts(items[: len(items) - len(new_rows)])[cut]:
-            raise ValidationError(
-                "rewind_to_seq", f"would separate a tool call from its result at seq {rewind_to}"
-            )
-        kept = items[:cut] + items[len(items) - len(new_rows) :]
-        apply_items(ctx, kept)
-        ctx.version += 1
-        event = Event(
-            ctx.id,
-            "compaction",
-            ctx.version,
-            {"range": {"from_seq": rewind_to, "to_seq": old_last}},
-        )
-        await tx.insert_event(event)
-        return event
-
-    async def _run_policy(
-        self, tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage]
-    ) -> Event | None:
-        policy = get_policy(ctx.policy.strategy)
-        due = policy.should_run(ctx, ctx.policy.config)
-        # A result whose call an earlier compaction cut away (a call bigger than the
-        # budget, say) would sit in the window as an orphan: repair that too.
-        answered: set[str] = set()
-        if policy.compacts and (ctx.prefix or ctx.live_from_seq > 1):
-            for row in new_rows:
-                answered |= tool_refs(row.as_message())[1]
-        if not due and not answered:
-            return None
-        first_new = new_rows[0].seq if new_rows else ctx.last_seq + 1
-        rows: list[StoredMessage] = []
-        if ctx.live_from_seq < first_new:
-            rows = await tx.read_messages(ctx.live_from_seq, first_new - 1)
-        rows.extend(row for row in new_rows if row.seq >= ctx.live_from_seq)
-        items = items_of(ctx, rows)
-        if not due:
-            calls: set[str] = set()
-            for item in items:
-                calls |= tool_refs(item.message)[0]
-            if answered <= calls:
-                return None
-        result = policy.compact(items, ctx, ctx.policy.config)
-        kept = {id(item) for item in result}
-        original = {id(item) for item in items}
-        gone = [item for item in items if id(item) not in kept]
-        rewritten = [item for item in result if id(item) not in original]
-        if not gone and not rewritten:
-            return None
-        touched = gone + rewritten
-        apply_items(ctx, result)
-        ctx.version += 1
-        event = Event(
-            ctx.id,
-            "compaction",
-            ctx.version,
-            {
-                "range": {
-                    "from_seq": min(item.from_seq for item in touched),
-                    "to_seq": max(item.to_seq for item in touched),
-                }
-            },
-        )
-        await tx.insert_event(event)
-        return event

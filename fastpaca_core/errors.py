@@ -11,11 +11,13 @@ maps any of them to ``{"error": code, "message": str(exc)}`` in one place::
     │   ├── VersionConflict            409 conflict            (expected, found)
     │   └── ContextTombstoned          409 context_tombstoned
     ├── IdempotencyKeyReused           422 idempotency_key_reused
+    ├── SummaryUpstreamError           502 summary_upstream_error (retryable?)
     └── StoreError                     500 store_error
         └── StoreUnavailable           503 store_unavailable   (retry with backoff)
 
 Driver errors (sqlite3, asyncpg) are translated into ``StoreError`` /
-``StoreUnavailable`` at the store boundary with ``raise ... from exc``.
+``StoreUnavailable`` at the store boundary with ``raise ... from exc``; LLM SDK
+errors (openai, anthropic) into ``SummaryUpstreamError`` in ``summary_llm``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "StoreError",
     "StoreUnavailable",
+    "SummaryUpstreamError",
     "ValidationError",
     "VersionConflict",
 ]
@@ -92,6 +95,21 @@ class IdempotencyKeyReused(FastpacaError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"Idempotency key {key!r} was already used for a different request")
+
+
+class SummaryUpstreamError(FastpacaError):
+    """The LLM asked for a summary failed; ``retryable`` when trying later may help.
+
+    Raised only in the background summariser, never to an API caller.
+    """
+
+    code = "summary_upstream_error"
+    status = 502
+
+    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+        self.retryable = retryable
+        self.upstream_status = status
+        super().__init__(message)
 
 
 class StoreError(FastpacaError):

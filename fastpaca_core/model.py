@@ -28,8 +28,11 @@ __all__ = [
     "PolicySpec",
     "PrefixEntry",
     "StoredMessage",
+    "SummaryRecord",
+    "calibrated",
     "format_time",
     "parse_messages",
+    "uncalibrated",
     "utcnow",
     "validate_context_id",
     "validate_metadata",
@@ -42,8 +45,23 @@ CONTEXT_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,256}")
 DEFAULT_TOKEN_BUDGET = 8000
 DEFAULT_TRIGGER_RATIO = 0.7
 MAX_INT = 2**63 - 1
+_EPSILON = 1e-6  # float error absorbed when (un)calibrating token counts
 
 SegmentKind = Literal["summary", "live"]
+
+
+def calibrated(tokens: int, factor: float) -> int:
+    """Our estimate ``tokens`` as the provider counts it (``factor``: actual / estimate).
+
+    Rounded down (after absorbing float error), so a window cut to
+    ``uncalibrated(budget)`` is within ``budget``.
+    """
+    return tokens if factor == 1.0 else int(tokens * factor + _EPSILON)
+
+
+def uncalibrated(tokens: float, factor: float) -> int:
+    """The estimate that corresponds to ``tokens`` provider tokens (rounded down)."""
+    return int(tokens) if factor == 1.0 else int(tokens / factor + _EPSILON)
 
 
 def utcnow() -> datetime:
@@ -259,6 +277,9 @@ class ContextRecord:
     live_base_tokens: int  # cum_tokens through live_from_seq - 1
     created_at: datetime
     updated_at: datetime
+    # provider tokens per estimated token, learnt from provider usage (1.0: none yet)
+    calibration: float = 1.0
+    calibration_samples: int = 0
 
     @property
     def tombstoned(self) -> bool:
@@ -269,8 +290,21 @@ class ContextRecord:
         return sum(entry.tokens for entry in self.prefix)
 
     @property
-    def used_tokens(self) -> int:
+    def used_tokens_estimate(self) -> int:
+        """The window's tokens by our own count (given ``token_count``s or tiktoken)."""
         return self.prefix_tokens + self.total_tokens - self.live_base_tokens
+
+    @property
+    def used_tokens(self) -> int:
+        """The window's tokens as the provider counts them: the estimate, calibrated.
+
+        Budgets and triggers are compared with this figure.
+        """
+        return calibrated(self.used_tokens_estimate, self.calibration)
+
+    def estimate_limit(self, tokens: float) -> int:
+        """The estimate that ``tokens`` provider tokens allow (what ``fit`` is given)."""
+        return uncalibrated(tokens, self.calibration)
 
     def needs_compaction(self, budget: int | None = None) -> bool:
         limit = (budget if budget is not None else self.token_budget) * self.trigger_ratio
@@ -288,4 +322,36 @@ class ContextRecord:
             "last_seq": self.last_seq,
             "created_at": format_time(self.created_at),
             "updated_at": format_time(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SummaryRecord:
+    """One LLM summary swapped into a context's window; records are never rewritten.
+
+    ``version`` (the context version the swap produced) identifies it;
+    ``token_count`` is the provider's completion tokens when it reported them.
+    """
+
+    version: int
+    from_seq: int
+    to_seq: int
+    provider: str
+    model: str
+    prompt_sha256: str
+    token_count: int
+    created_at: datetime
+    message: Message
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "from_seq": self.from_seq,
+            "to_seq": self.to_seq,
+            "provider": self.provider,
+            "model": self.model,
+            "prompt_sha256": self.prompt_sha256,
+            "token_count": self.token_count,
+            "created_at": format_time(self.created_at),
+            "message": self.message.to_json(),
         }

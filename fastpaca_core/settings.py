@@ -66,23 +66,137 @@ class Settings:
         default=10.0,
         metadata=_opt("FASTPACA_SHUTDOWN_TIMEOUT", "seconds in-flight requests get on shutdown"),
     )
+    openai_base_url: str = field(
+        default="https://api.openai.com/v1",
+        metadata=_opt("FASTPACA_OPENAI_BASE_URL", "the OpenAI API the proxy forwards to"),
+    )
+    anthropic_base_url: str = field(
+        default="https://api.anthropic.com",
+        metadata=_opt("FASTPACA_ANTHROPIC_BASE_URL", "the Anthropic API the proxy forwards to"),
+    )
+    openai_api_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_opt(
+            "FASTPACA_OPENAI_API_KEY",
+            "OpenAI key the proxy injects (unset: the client's own key is forwarded)",
+        ),
+    )
+    anthropic_api_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_opt(
+            "FASTPACA_ANTHROPIC_API_KEY",
+            "Anthropic key the proxy injects (unset: the client's own key is forwarded)",
+        ),
+    )
+    upstream_timeout: float = field(
+        default=600.0,
+        metadata=_opt(
+            "FASTPACA_UPSTREAM_TIMEOUT", "seconds an upstream call may take, streams included"
+        ),
+    )
+    upstream_connect_timeout: float = field(
+        default=10.0,
+        metadata=_opt("FASTPACA_UPSTREAM_CONNECT_TIMEOUT", "seconds to connect to an upstream"),
+    )
+    summarizer_timeout: float = field(
+        default=120.0,
+        metadata=_opt("FASTPACA_SUMMARIZER_TIMEOUT", "seconds one summary request may take"),
+    )
+    summarizer_lease_ttl: float = field(
+        default=60.0,
+        metadata=_opt(
+            "FASTPACA_SUMMARIZER_LEASE_TTL",
+            "seconds a summariser's per-context lease lasts unless renewed (crash takeover)",
+        ),
+    )
+    summarizer_retry_initial: float = field(
+        default=1.0,
+        metadata=_opt(
+            "FASTPACA_SUMMARIZER_RETRY_INITIAL", "first backoff after a failed summary request (s)"
+        ),
+    )
+    summarizer_retry_max: float = field(
+        default=60.0,
+        metadata=_opt(
+            "FASTPACA_SUMMARIZER_RETRY_MAX", "longest backoff between summary retries (s)"
+        ),
+    )
+    summarizer_max_attempts: int = field(
+        default=6,
+        metadata=_opt(
+            "FASTPACA_SUMMARIZER_MAX_ATTEMPTS",
+            "summary requests tried per wake-up before trimming is left in charge",
+        ),
+    )
+    summarizer_workers: int = field(
+        default=4,
+        metadata=_opt("FASTPACA_SUMMARIZER_WORKERS", "contexts summarised at once per process"),
+    )
+    summarizer_max_input_tokens: int = field(
+        default=24000,
+        metadata=_opt(
+            "FASTPACA_SUMMARIZER_MAX_INPUT_TOKENS",
+            "most transcript tokens sent in one summary request (a backlog takes several)",
+        ),
+    )
     log_level: str = field(
         default="INFO", metadata=_opt("FASTPACA_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
+    )
+    workers: int = field(
+        default=1,
+        metadata=_opt(
+            "FASTPACA_WORKERS",
+            "server processes sharing the port (0: one per CPU); more than 1 needs PostgreSQL",
+        ),
     )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValidationError("port", "must be 0-65535")
-        for name in ("max_body_bytes", "max_page_size", "max_streams"):
+        for name in (
+            "max_body_bytes",
+            "max_page_size",
+            "max_streams",
+            "summarizer_max_attempts",
+            "summarizer_workers",
+            "summarizer_max_input_tokens",
+        ):
             if getattr(self, name) < 1:
                 raise ValidationError(name, "must be at least 1")
-        for name in ("ws_ping_interval", "ws_idle_timeout", "shutdown_timeout"):
+        for name in (
+            "ws_ping_interval",
+            "ws_idle_timeout",
+            "shutdown_timeout",
+            "upstream_timeout",
+            "upstream_connect_timeout",
+            "summarizer_timeout",
+            "summarizer_lease_ttl",
+            "summarizer_retry_initial",
+            "summarizer_retry_max",
+        ):
             if not getattr(self, name) > 0:
                 raise ValidationError(name, "must be greater than 0")
+        if self.workers < 0:
+            raise ValidationError("workers", "must be 0 (one per CPU) or more")
+        if self.workers != 1 and not self.store.startswith(("postgresql://", "postgres://")):
+            raise ValidationError(
+                "workers",
+                "more than one worker needs a PostgreSQL store: SQLite has one writer per "
+                "process and memory:// is private to a process, so workers would not see "
+                "each other's writes",
+            )
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ValidationError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
-        if self.api_key == "":
-            object.__setattr__(self, "api_key", None)
+        for name in ("api_key", "openai_api_key", "anthropic_api_key"):
+            if getattr(self, name) == "":
+                object.__setattr__(self, name, None)
+        for name in ("openai_base_url", "anthropic_base_url"):
+            url = getattr(self, name)
+            if not url.startswith(("http://", "https://")):
+                raise ValidationError(name, "must be an http:// or https:// URL")
+            object.__setattr__(self, name, url.rstrip("/"))
 
     @property
     def log_level_number(self) -> int:

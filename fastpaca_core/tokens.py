@@ -125,6 +125,12 @@ class TokenCounter:
             return message.token_count
         return self._count_pieces(self._pieces(message))
 
+    async def acount_text(self, text: str) -> int:
+        """``count_text``, off the event loop when the text is large."""
+        if len(text) > _INLINE_CHARS:
+            return await asyncio.to_thread(self.count_text, text)
+        return self.count_text(text)
+
     async def count_messages(self, messages: Sequence[Message]) -> list[int]:
         """Count many messages; large ones are counted off the event loop."""
         counts: list[int] = []

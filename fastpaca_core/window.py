@@ -147,6 +147,33 @@ def _drop_orphan_results(items: Sequence[WindowItem]) -> list[WindowItem]:
     return out
 
 
+def _start(
+    rest: Sequence[WindowItem],
+    cuts: Sequence[bool],
+    used: int,
+    budget: int,
+    limit: int | None,
+    target: int | None,
+) -> int:
+    """Where the kept run of ``rest`` starts, beside ``used`` pinned tokens."""
+    n = len(rest)
+    suffix = [0] * (n + 1)
+    for index in range(n - 1, -1, -1):
+        suffix[index] = suffix[index + 1] + rest[index].tokens
+    start = 0
+    if limit is not None and n > limit:
+        start = next(k for k in range(n - limit, n + 1) if cuts[k])
+        if start == n and n > 0:  # the newest group alone exceeds the limit: keep it
+            start = max(k for k in range(n) if cuts[k])
+    goal = min(budget, target if target is not None else budget)
+    if used + suffix[start] > goal:
+        fits = [k for k in range(start, n + 1) if cuts[k] and used + suffix[k] <= budget]
+        start = next((k for k in fits if used + suffix[k] <= goal), n)
+        if start == n and len(fits) > 1:  # the target would drop the newest turn: keep it
+            start = fits[-2]
+    return start
+
+
 def fit(
     items: Sequence[WindowItem],
     budget: int,
@@ -162,8 +189,9 @@ def fit(
     from its results, at most ``limit`` messages remain (unless the newest
     call/result group alone is larger), and the tokens stay within ``target``
     (default: the budget) -- or within ``budget`` when only that keeps the
-    newest group. The last ``keep_last`` items are never cut (a turn about to
-    be sent), even when the budget cannot then be kept.
+    newest group. A summary among the pinned messages gives way when only
+    that keeps the newest group. The last ``keep_last`` items are never cut (a
+    turn about to be sent), even when the budget cannot then be kept.
     """
     work = _drop_orphan_results(items)
     pinned_end = 0
@@ -179,21 +207,13 @@ def fit(
     rest = work[pinned_end:]
     n = len(rest)
     cuts = valid_cuts(rest)
-    suffix = [0] * (n + 1)
-    for index in range(n - 1, -1, -1):
-        suffix[index] = suffix[index + 1] + rest[index].tokens
-
-    start = 0
-    if limit is not None and n > limit:
-        start = next(k for k in range(n - limit, n + 1) if cuts[k])
-        if start == n and n > 0:  # the newest group alone exceeds the limit: keep it
-            start = max(k for k in range(n) if cuts[k])
-    goal = min(budget, target if target is not None else budget)
-    if used + suffix[start] > goal:
-        fits = [k for k in range(start, n + 1) if cuts[k] and used + suffix[k] <= budget]
-        start = next((k for k in fits if used + suffix[k] <= goal), n)
-        if start == n and len(fits) > 1:  # the target would drop the newest turn: keep it
-            start = fits[-2]
+    start = _start(rest, cuts, used, budget, limit, target)
+    if start == n and n > 0 and any(item.kind == "summary" for item in pinned):
+        lean = [item for item in pinned if item.kind != "summary"]
+        lean_used = sum(item.tokens for item in lean)
+        lean_start = _start(rest, cuts, lean_used, budget, limit, target)
+        if lean_start < n:
+            pinned, start = lean, lean_start
     if keep_last and start > n - keep_last:
         start = max(k for k in range(n - keep_last + 1) if cuts[k])
     return pinned + rest[start:]

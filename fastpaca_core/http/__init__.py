@@ -5,6 +5,6 @@
 
 from .app import create_app
 from .errors import HttpError
-from .state import ENGINE, METRICS, SETTINGS, STREAMS
+from .state import ENGINE, METRICS, SETTINGS, STREAMS, SUMMARIZER
 
-__all__ = ["ENGINE", "METRICS", "SETTINGS", "STREAMS", "HttpError", "create_app"]
+__all__ = ["ENGINE", "METRICS", "SETTINGS", "STREAMS", "SUMMARIZER", "HttpError", "create_app"]

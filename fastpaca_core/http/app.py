@@ -12,12 +12,13 @@ from ..engine import Engine
 from ..events import Event
 from ..settings import Settings
 from ..stores.base import open_store
+from ..summarizer import Summarizer
 from ..tokens import load_encoding
-from . import contexts, messages, ops, stream
+from . import contexts, messages, ops, stream, summaries
 from .errors import error_middleware
 from .metrics import MeteredBus, Metrics, TimedStore
 from .middleware import access_middleware, auth_middleware
-from .state import ENGINE, METRICS, SETTINGS, STREAMS, Streams
+from .state import ENGINE, METRICS, SETTINGS, STREAMS, SUMMARIZER, Streams
 
 __all__ = ["create_app"]
 
@@ -61,6 +62,21 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _summarizer_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The background summariser of ``summarize`` contexts, hooked to the engine.
+
+    It calls the upstreams configured in the settings (``openai_base_url``,
+    ``anthropic_base_url``) with the server-held keys; see docs/summarization.md.
+    """
+    summarizer = Summarizer.from_settings(app[ENGINE], app[SETTINGS])
+    await summarizer.start()
+    app[SUMMARIZER] = summarizer
+    try:
+        yield
+    finally:
+        await summarizer.stop()
+
+
 async def _close_streams(app: web.Application) -> None:
     """On shutdown: refuse new streams, close open ones with 1001 (going away)."""
     streams = app[STREAMS]
@@ -80,9 +96,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS] = metrics
     app[STREAMS] = Streams(settings.max_streams, metrics)
     app.cleanup_ctx.append(_engine_ctx)
+    app.cleanup_ctx.append(_summarizer_ctx)
     app.on_shutdown.append(_close_streams)
     app.add_routes(contexts.routes)
     app.add_routes(messages.routes)
+    app.add_routes(summaries.routes)
     app.add_routes(stream.routes)
     app.add_routes(ops.routes)
     return app

@@ -19,7 +19,7 @@ from typing import TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ..events import Event, EventBus
-from ..model import ContextRecord, StoredMessage
+from ..model import ContextRecord, StoredMessage, SummaryRecord
 from ..stores.base import Op, Store
 
 __all__ = ["MeteredBus", "Metrics", "TimedStore"]
@@ -171,3 +171,12 @@ class TimedStore(Store):
             return await self.inner.read_events(context_id, after_version, limit)
         finally:
             self._observe("read_events", started)
+
+    async def list_summaries(
+        self, context_id: str, limit: int, before_version: int | None
+    ) -> list[SummaryRecord]:
+        started = time.perf_counter()
+        try:
+            return await self.inner.list_summaries(context_id, limit, before_version)
+        finally:
+            self._observe("list_summaries", started)

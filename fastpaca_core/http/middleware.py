@@ -16,9 +16,11 @@ from .errors import HttpError
 from .state import METRICS, SETTINGS
 from .types import Handler
 
-__all__ = ["access_middleware", "auth_middleware", "route_of"]
+__all__ = ["KEY_HEADER", "access_middleware", "auth_middleware", "route_of"]
 
 access_log = logging.getLogger("fastpaca.access")
+
+KEY_HEADER = "X-Fastpaca-Key"
 
 
 def route_of(request: web.Request) -> str:
@@ -58,12 +60,18 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With an API key configured, every ``/v1`` request needs ``Bearer <key>``."""
+    """With an API key configured, every ``/v1`` request needs the key.
+
+    It comes as ``Authorization: Bearer <key>``, or as ``X-Fastpaca-Key: <key>``
+    (for proxy clients whose ``Authorization`` carries their provider key).
+    """
     key = request.app[SETTINGS].api_key
     if key is not None and (request.path == "/v1" or request.path.startswith("/v1/")):
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
         expected = key.encode()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), expected):
+        given = request.headers.get(KEY_HEADER)
+        if given is None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            given = token if scheme.lower() == "bearer" else ""
+        if not hmac.compare_digest(given.strip().encode(), expected):
             raise HttpError(401, "unauthorized", "Missing or invalid API key")
     return await handler(request)

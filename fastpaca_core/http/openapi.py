@@ -121,16 +121,22 @@ def _schemas(max_page: int) -> dict[str, Any]:
     window_common: dict[str, Any] = {
         "version": _int(),
         "used_tokens": _int(),
+        "used_tokens_estimate": _int(),
         "needs_compaction": {"type": "boolean"},
         "segments": {"type": "array", "items": _ref("Segment")},
     }
     policy_input = _obj(
         ["strategy"],
-        strategy={"type": "string", "enum": ["last_n", "skip_parts", "manual"]},
+        strategy={"type": "string", "enum": ["last_n", "skip_parts", "manual", "summarize"]},
         config=_obj(
             [],
             limit=_int(1),
             skip_kinds={"type": "array", "items": {"type": "string", "minLength": 1}},
+            model={"type": "string", "minLength": 1, "maxLength": 256},
+            provider={"type": "string", "enum": ["openai", "anthropic"]},
+            keep_last=_int(1),
+            instructions={"type": "string", "minLength": 1, "maxLength": 8000},
+            max_summary_tokens=_int(1, 100_000),
         ),
     )
     return {
@@ -225,6 +231,33 @@ def _schemas(max_page: int) -> dict[str, Any]:
             replacement={"type": "array", "items": _ref("Message")},
             if_version=_int(),
             up_to_seq=_int(1),
+        ),
+        "Summary": _obj(
+            [
+                "version",
+                "from_seq",
+                "to_seq",
+                "provider",
+                "model",
+                "prompt_sha256",
+                "token_count",
+                "created_at",
+                "message",
+            ],
+            version=_int(1),
+            from_seq=_int(),
+            to_seq=_int(),
+            provider={"type": "string"},
+            model={"type": "string"},
+            prompt_sha256={"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            token_count=_int(),
+            created_at={"type": "string", "format": "date-time"},
+            message=_ref("Message"),
+        ),
+        "SummaryList": _obj(
+            ["summaries", "next_cursor"],
+            summaries={"type": "array", "items": _ref("Summary"), "maxItems": max_page},
+            next_cursor={"type": "string", "nullable": True},
         ),
         "Version": _obj(["version"], version=_int()),
         "Status": _obj(["status"], status={"type": "string"}),
@@ -337,6 +370,19 @@ def _paths(max_page: int) -> dict[str, Any]:
                 "requestBody": _body(_ref("CompactRequest")),
                 "responses": _responses(
                     {"200": _json(_ref("Version"), "Compacted")}, 404, 409, 413, 422
+                ),
+            },
+        },
+        "/v1/contexts/{id}/summaries": {
+            "parameters": [_ID],
+            "get": {
+                "summary": "Summary records of the summarize policy, newest first",
+                "parameters": [
+                    _query("limit", limit, "Page size (default 100)"),
+                    _query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+                ],
+                "responses": _responses(
+                    {"200": _json(_ref("SummaryList"), "A page of summaries")}, 404
                 ),
             },
         },

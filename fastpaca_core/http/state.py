@@ -6,9 +6,10 @@ from aiohttp import web
 
 from ..engine import Engine
 from ..settings import Settings
+from ..summarizer import Summarizer
 from .metrics import Metrics
 
-__all__ = ["ENGINE", "METRICS", "SETTINGS", "STREAMS", "Streams"]
+__all__ = ["ENGINE", "METRICS", "SETTINGS", "STREAMS", "SUMMARIZER", "Streams"]
 
 
 class Streams:
@@ -36,3 +37,4 @@ SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", Engine)
 METRICS = web.AppKey("metrics", Metrics)
 STREAMS = web.AppKey("streams", Streams)
+SUMMARIZER = web.AppKey("summarizer", Summarizer)

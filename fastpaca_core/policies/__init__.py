@@ -10,10 +10,11 @@ from .base import Policy
 from .last_n import LastN
 from .manual import Manual
 from .skip_parts import SkipParts
+from .summarize import Summarize
 
 __all__ = ["POLICIES", "Policy", "get_policy", "parse_policy"]
 
-POLICIES: dict[str, Policy] = {p.name: p for p in (LastN(), SkipParts(), Manual())}
+POLICIES: dict[str, Policy] = {p.name: p for p in (LastN(), SkipParts(), Manual(), Summarize())}
 
 
 def get_policy(name: str) -> Policy:

@@ -9,7 +9,15 @@ from ..errors import ValidationError
 from ..model import ContextRecord
 from ..window import WindowItem
 
-__all__ = ["Policy", "due", "hysteresis_target", "over_trigger", "positive_int", "window_count"]
+__all__ = [
+    "Policy",
+    "budget_limit",
+    "due",
+    "hysteresis_target",
+    "over_trigger",
+    "positive_int",
+    "window_count",
+]
 
 
 class Policy(Protocol):
@@ -45,6 +53,7 @@ def window_count(ctx: ContextRecord) -> int:
 
 
 def over_trigger(ctx: ContextRecord) -> bool:
+    """``used_tokens`` (calibrated) over ``token_budget * trigger_ratio``."""
     return ctx.used_tokens > ctx.token_budget * ctx.trigger_ratio
 
 
@@ -55,6 +64,11 @@ def due(ctx: ContextRecord, limit: int) -> bool:
     return ctx.used_tokens > ctx.token_budget or window_count(ctx) > limit
 
 
+def budget_limit(ctx: ContextRecord) -> int:
+    """The budget in estimated tokens (what ``fit`` compares item tokens with)."""
+    return ctx.estimate_limit(ctx.token_budget)
+
+
 def hysteresis_target(ctx: ContextRecord) -> int:
-    """Where a compaction cuts down to: the trigger level."""
-    return int(ctx.token_budget * ctx.trigger_ratio)
+    """Where a compaction cuts down to: the trigger level, in estimated tokens."""
+    return ctx.estimate_limit(ctx.token_budget * ctx.trigger_ratio)

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..model import ContextRecord
 from ..window import WindowItem, fit
-from .base import due, hysteresis_target, positive_int
+from .base import budget_limit, due, hysteresis_target, positive_int
 
 __all__ = ["LastN"]
 
@@ -30,4 +30,4 @@ class LastN:
     def compact(
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]
     ) -> list[WindowItem]:
-        return fit(items, ctx.token_budget, limit=config["limit"], target=hysteresis_target(ctx))
+        return fit(items, budget_limit(ctx), limit=config["limit"], target=hysteresis_target(ctx))

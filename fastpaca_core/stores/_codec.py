@@ -6,22 +6,29 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from ..jsonutil import dumps_str, loads
-from ..model import ContextRecord, PolicySpec, PrefixEntry, StoredMessage
+from ..model import ContextRecord, Message, PolicySpec, PrefixEntry, StoredMessage, SummaryRecord
 
 __all__ = [
     "CONTEXT_COLUMNS",
     "MESSAGE_COLUMNS",
+    "SUMMARY_COLUMNS",
     "context_from_row",
     "context_values",
     "message_from_row",
     "parse_time",
+    "summary_from_row",
+    "summary_values",
 ]
 
 CONTEXT_COLUMNS = (
     "id, token_budget, trigger_ratio, policy, metadata, status, version, last_seq, "
-    "total_tokens, prefix, live_from_seq, live_base_tokens, created_at, updated_at"
+    "total_tokens, prefix, live_from_seq, live_base_tokens, created_at, updated_at, "
+    "calibration, calibration_samples"
 )
 MESSAGE_COLUMNS = "seq, role, parts, metadata, token_count, cum_tokens, version, inserted_at"
+SUMMARY_COLUMNS = (
+    "version, from_seq, to_seq, provider, model, prompt_sha256, token_count, created_at, message"
+)
 
 
 class Row(Protocol):
@@ -53,6 +60,8 @@ def context_values(ctx: ContextRecord) -> tuple[Any, ...]:
         ctx.live_base_tokens,
         ctx.created_at,
         ctx.updated_at,
+        ctx.calibration,
+        ctx.calibration_samples,
     )
 
 
@@ -73,6 +82,8 @@ def context_from_row(row: Row) -> ContextRecord:
         live_base_tokens=int(row[11]),
         created_at=parse_time(row[12]),
         updated_at=parse_time(row[13]),
+        calibration=float(row[14]),
+        calibration_samples=int(row[15]),
     )
 
 
@@ -86,4 +97,34 @@ def message_from_row(row: Row) -> StoredMessage:
         cum_tokens=int(row[5]),
         version=int(row[6]),
         inserted_at=parse_time(row[7]),
+    )
+
+
+def summary_values(record: SummaryRecord) -> tuple[Any, ...]:
+    """Column values in ``SUMMARY_COLUMNS`` order; times stay datetimes."""
+    return (
+        record.version,
+        record.from_seq,
+        record.to_seq,
+        record.provider,
+        record.model,
+        record.prompt_sha256,
+        record.token_count,
+        record.created_at,
+        dumps_str(record.message.to_json()),
+    )
+
+
+def summary_from_row(row: Row) -> SummaryRecord:
+    m = loads(row[8])
+    return SummaryRecord(
+        version=int(row[0]),
+        from_seq=int(row[1]),
+        to_seq=int(row[2]),
+        provider=row[3],
+        model=row[4],
+        prompt_sha256=row[5],
+        token_count=int(row[6]),
+        created_at=parse_time(row[7]),
+        message=Message(m["role"], m["parts"], m.get("metadata") or {}, m.get("token_count")),
     )

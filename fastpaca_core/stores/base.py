@@ -9,6 +9,10 @@ conflict, so they must not have side effects outside it.
 
 Order comes from the store (row locks and the ``(context_id, seq)`` key), so
 several processes may share one database.
+
+Leases (one summariser per context across processes) are taken and dropped by
+operations too (:meth:`Tx.take_lease`), so they are as atomic as any write; a
+lease whose holder stopped renewing it expires after its TTL.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ValidationError
 from ..events import Event
-from ..model import ContextRecord, StoredMessage
+from ..model import ContextRecord, StoredMessage, SummaryRecord
 
 __all__ = ["IdempotencyRecord", "Op", "Store", "Tx", "open_store"]
 
@@ -57,6 +61,20 @@ class Tx(Protocol):
     async def put_idempotency(self, record: IdempotencyRecord) -> None: ...
 
     async def insert_event(self, event: Event) -> None: ...
+
+    async def insert_summary(self, record: SummaryRecord) -> None: ...
+
+    async def take_lease(self, holder: str, ttl: float) -> bool:
+        """Hold this context's lease for ``ttl`` seconds from now.
+
+        True when the lease was free, expired, or already ``holder``'s (renewal);
+        False while another holder's lease is live.
+        """
+        ...
+
+    async def drop_lease(self, holder: str) -> None:
+        """Release the lease if ``holder`` holds it."""
+        ...
 
 
 Op = Callable[[Tx], Awaitable[T]]
@@ -112,6 +130,12 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
         """Stored non-message events with ``version > after_version``, oldest first."""
+
+    @abc.abstractmethod
+    async def list_summaries(
+        self, context_id: str, limit: int, before_version: int | None
+    ) -> list[SummaryRecord]:
+        """Summary records, newest first, with ``version < before_version`` when given."""
 
     async def __aenter__(self) -> Store:
         await self.open()

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import bisect
 import copy
+import time
 from datetime import datetime
 
 from ..events import Event
-from ..model import ContextRecord, StoredMessage
+from ..model import ContextRecord, StoredMessage, SummaryRecord
 from .base import IdempotencyRecord, Op, Store, T
 
 __all__ = ["MemoryStore"]
@@ -24,6 +25,9 @@ class _MemoryTx:
         self.rows: list[StoredMessage] = []
         self.keys: list[IdempotencyRecord] = []
         self.events: list[Event] = []
+        self.summaries: list[SummaryRecord] = []
+        self.lease: tuple[str, float] | None = None  # (holder, expires_at); "" drops
+        self.lease_set = False
 
     async def load_context(self) -> ContextRecord | None:
         ctx = self._store._contexts.get(self.context_id)
@@ -54,6 +58,27 @@ class _MemoryTx:
     async def insert_event(self, event: Event) -> None:
         self.events.append(event)
 
+    async def insert_summary(self, record: SummaryRecord) -> None:
+        self.summaries.append(record)
+
+    def _current_lease(self) -> tuple[str, float] | None:
+        if self.lease_set:
+            return self.lease
+        return self._store._leases.get(self.context_id)
+
+    async def take_lease(self, holder: str, ttl: float) -> bool:
+        now = time.time()
+        current = self._current_lease()
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self.lease, self.lease_set = (holder, now + ttl), True
+        return True
+
+    async def drop_lease(self, holder: str) -> None:
+        current = self._current_lease()
+        if current is not None and current[0] == holder:
+            self.lease, self.lease_set = None, True
+
     def commit(self) -> None:
         store = self._store
         if self.ctx is not None:
@@ -62,6 +87,12 @@ class _MemoryTx:
         for record in self.keys:
             store._keys[(self.context_id, record.key)] = record
         store._events.setdefault(self.context_id, []).extend(self.events)
+        store._summaries.setdefault(self.context_id, []).extend(self.summaries)
+        if self.lease_set:
+            if self.lease is None:
+                store._leases.pop(self.context_id, None)
+            else:
+                store._leases[self.context_id] = self.lease
 
 
 class MemoryStore(Store):
@@ -71,6 +102,8 @@ class MemoryStore(Store):
         self._logs: dict[str, list[StoredMessage]] = {}
         self._keys: dict[tuple[str, str], IdempotencyRecord] = {}
         self._events: dict[str, list[Event]] = {}
+        self._summaries: dict[str, list[SummaryRecord]] = {}
+        self._leases: dict[str, tuple[str, float]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def open(self) -> None:
@@ -111,3 +144,11 @@ class MemoryStore(Store):
         events = self._events.get(context_id, [])
         start = bisect.bisect_right([e.version for e in events], after_version)
         return events[start : start + limit]
+
+    async def list_summaries(
+        self, context_id: str, limit: int, before_version: int | None
+    ) -> list[SummaryRecord]:
+        records = self._summaries.get(context_id, [])
+        if before_version is not None:
+            records = [r for r in records if r.version < before_version]
+        return sorted(records, key=lambda r: r.version, reverse=True)[:limit]

@@ -35,13 +35,16 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from ..errors import StoreError, StoreUnavailable, ValidationError
 from ..events import Event
 from ..jsonutil import dumps_str, loads
-from ..model import ContextRecord, StoredMessage
+from ..model import ContextRecord, StoredMessage, SummaryRecord
 from ._codec import (
     CONTEXT_COLUMNS,
     MESSAGE_COLUMNS,
+    SUMMARY_COLUMNS,
     context_from_row,
     context_values,
     message_from_row,
+    summary_from_row,
+    summary_values,
 )
 from .base import IdempotencyRecord, Op, Store
 
@@ -99,6 +102,29 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (context_id, version)
     );
     """,
+    # 2: token calibration, summary records, summariser leases
+    """
+    ALTER TABLE contexts ADD COLUMN calibration double precision NOT NULL DEFAULT 1.0;
+    ALTER TABLE contexts ADD COLUMN calibration_samples bigint NOT NULL DEFAULT 0;
+    CREATE TABLE summaries (
+        context_id text NOT NULL,
+        version bigint NOT NULL,
+        from_seq bigint NOT NULL,
+        to_seq bigint NOT NULL,
+        provider text NOT NULL,
+        model text NOT NULL,
+        prompt_sha256 text NOT NULL,
+        token_count bigint NOT NULL,
+        created_at timestamptz NOT NULL,
+        message text NOT NULL,
+        PRIMARY KEY (context_id, version)
+    );
+    CREATE TABLE leases (
+        context_id text PRIMARY KEY,
+        holder text NOT NULL,
+        expires_at timestamptz NOT NULL
+    );
+    """,
 ]
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
@@ -128,6 +154,19 @@ _INSERT_MESSAGES_SQL = (
     f"INSERT INTO messages (context_id, {MESSAGE_COLUMNS}) "
     "SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], "
     "$6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[])"
+)
+_INSERT_SUMMARY_SQL = (
+    f"INSERT INTO summaries (context_id, {SUMMARY_COLUMNS}) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+)
+# the database's clock decides expiry, so processes with skewed clocks agree
+_TAKE_LEASE_SQL = (
+    "INSERT INTO leases (context_id, holder, expires_at) "
+    "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) "
+    "ON CONFLICT (context_id) DO UPDATE SET holder = EXCLUDED.holder, "
+    "expires_at = EXCLUDED.expires_at "
+    "WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= clock_timestamp() "
+    "RETURNING holder"
 )
 _READ_MESSAGES_SQL = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages "
@@ -211,6 +250,18 @@ class _PgTx:
             event.version,
             event.type,
             dumps_str(event.data),
+        )
+
+    async def insert_summary(self, record: SummaryRecord) -> None:
+        await self._conn.execute(_INSERT_SUMMARY_SQL, self.context_id, *summary_values(record))
+
+    async def take_lease(self, holder: str, ttl: float) -> bool:
+        taken = await self._conn.fetchval(_TAKE_LEASE_SQL, self.context_id, holder, float(ttl))
+        return taken is not None
+
+    async def drop_lease(self, holder: str) -> None:
+        await self._conn.execute(
+            "DELETE FROM leases WHERE context_id = $1 AND holder = $2", self.context_id, holder
         )
 
 
@@ -358,6 +409,21 @@ class PostgresStore(Store):
                 limit,
             )
             return [Event(context_id, r[1], int(r[0]), loads(r[2])) for r in rows]
+
+        return await self._guard(read)
+
+    async def list_summaries(
+        self, context_id: str, limit: int, before_version: int | None
+    ) -> list[SummaryRecord]:
+        async def read(conn: Conn) -> list[SummaryRecord]:
+            rows = await conn.fetch(
+                f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE context_id = $1 "
+                "AND ($2::bigint IS NULL OR version < $2) ORDER BY version DESC LIMIT $3",
+                context_id,
+                before_version,
+                limit,
+            )
+            return [summary_from_row(r) for r in rows]
 
         return await self._guard(read)
 

@@ -20,6 +20,7 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -29,14 +30,17 @@ from typing import Any, TypeVar
 from ..errors import StoreError, StoreUnavailable, ValidationError
 from ..events import Event
 from ..jsonutil import dumps_str, loads
-from ..model import ContextRecord, StoredMessage, format_time
+from ..model import ContextRecord, StoredMessage, SummaryRecord, format_time
 from ._codec import (
     CONTEXT_COLUMNS,
     MESSAGE_COLUMNS,
+    SUMMARY_COLUMNS,
     context_from_row,
     context_values,
     message_from_row,
     parse_time,
+    summary_from_row,
+    summary_values,
 )
 from .base import IdempotencyRecord, Op, Store
 
@@ -91,6 +95,29 @@ MIGRATIONS: list[str] = [
         type TEXT NOT NULL,
         data TEXT NOT NULL,
         PRIMARY KEY (context_id, version)
+    ) WITHOUT ROWID;
+    """,
+    # 2: token calibration, summary records, summariser leases
+    """
+    ALTER TABLE contexts ADD COLUMN calibration REAL NOT NULL DEFAULT 1.0;
+    ALTER TABLE contexts ADD COLUMN calibration_samples INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE summaries (
+        context_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        from_seq INTEGER NOT NULL,
+        to_seq INTEGER NOT NULL,
+        provider TEXT NOT NULL,
+        model TEXT NOT NULL,
+        prompt_sha256 TEXT NOT NULL,
+        token_count INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        message TEXT NOT NULL,
+        PRIMARY KEY (context_id, version)
+    ) WITHOUT ROWID;
+    CREATE TABLE leases (
+        context_id TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
 ]
@@ -189,6 +216,29 @@ class _SQLiteTx:
         self._conn.execute(
             "INSERT INTO events (context_id, version, type, data) VALUES (?, ?, ?, ?)",
             (self.context_id, event.version, event.type, dumps_str(event.data)),
+        )
+
+    async def insert_summary(self, record: SummaryRecord) -> None:
+        self._conn.execute(
+            f"INSERT INTO summaries (context_id, {SUMMARY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (self.context_id, *_times(summary_values(record))),
+        )
+
+    async def take_lease(self, holder: str, ttl: float) -> bool:
+        now = time.time()
+        row = self._conn.execute(
+            "INSERT INTO leases (context_id, holder, expires_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (context_id) DO UPDATE SET holder = excluded.holder, "
+            "expires_at = excluded.expires_at "
+            "WHERE leases.holder = excluded.holder OR leases.expires_at <= ? "
+            "RETURNING holder",
+            (self.context_id, holder, now + ttl, now),
+        ).fetchone()
+        return row is not None
+
+    async def drop_lease(self, holder: str) -> None:
+        self._conn.execute(
+            "DELETE FROM leases WHERE context_id = ? AND holder = ?", (self.context_id, holder)
         )
 
 
@@ -447,5 +497,18 @@ class SQLiteStore(Store):
                 (context_id, after_version, limit),
             ).fetchall()
             return [Event(context_id, r[1], int(r[0]), loads(r[2])) for r in rows]
+
+        return await self._read(read)
+
+    async def list_summaries(
+        self, context_id: str, limit: int, before_version: int | None
+    ) -> list[SummaryRecord]:
+        def read(conn: sqlite3.Connection) -> list[SummaryRecord]:
+            rows = conn.execute(
+                f"SELECT {SUMMARY_COLUMNS} FROM summaries WHERE context_id = ? AND version < ? "
+                "ORDER BY version DESC LIMIT ?",
+                (context_id, 2**63 - 1 if before_version is None else before_version, limit),
+            ).fetchall()
+            return [summary_from_row(r) for r in rows]
 
         return await self._read(read)

@@ -7,8 +7,11 @@ into the canonical API's aiohttp application.
 
 ``fastpaca_proxy.fake_upstream`` is a scriptable fake of the OpenAI and
 Anthropic APIs for tests, examples and benchmarks.
+:func:`estimate_prompt_tokens` is the proxy's own token estimate of a request
+body, which provider usage calibrates (docs/summarization.md).
 """
 
+from .calibration import estimate_prompt_tokens
 from .routes import install_proxy
 
-__all__ = ["install_proxy"]
+__all__ = ["estimate_prompt_tokens", "install_proxy"]

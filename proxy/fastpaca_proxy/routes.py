@@ -16,6 +16,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .adapters import Adapter, AnthropicMessages, OpenAIChat, OpenAIResponses
+from .calibration import calibrator_ctx
 from .flow import proxy_call, relay
 from .upstream import UPSTREAM, upstream_ctx
 
@@ -88,5 +89,6 @@ for _path in (
 def install_proxy(app: web.Application) -> web.Application:
     """Add the proxy's routes and its upstream session to a canonical API app."""
     app.cleanup_ctx.append(upstream_ctx)
+    app.cleanup_ctx.append(calibrator_ctx)
     app.add_routes(routes)
     return app

@@ -8,7 +8,8 @@ multi-step call (``stopWhen: stepCountIs(3)``). It runs once per provider:
 ai-sdk's default ``store: true`` (earlier replies go back as ``item_reference``
 items, which the proxy resolves against the log) and with ``store: false``.
 The test then checks what reached the fake upstream, what the log holds, and
-what ai-sdk returned. Versions: ai 6.0.324, @ai-sdk/openai 3.0.141, @ai-sdk/anthropic 3.0.139 (ai 7 needs node >= 22).
+what ai-sdk returned. Versions: ai 6.0.324, @ai-sdk/openai 3.0.141,
+@ai-sdk/anthropic 3.0.139 (ai 7 needs node >= 22).
 
 The npm packages (pinned by ``package.json`` + ``package-lock.json``) are
 installed with ``npm ci`` into ``$XDG_CACHE_HOME/fastpaca/aisdk-<hash>``

@@ -235,6 +235,7 @@ async def test_window_no_compaction_is_one_live_segment(engine: Engine) -> None:
         "version": 0,
         "messages": [],
         "used_tokens": 0,
+        "used_tokens_estimate": 0,
         "needs_compaction": False,
         "segments": [],
     }

@@ -23,7 +23,7 @@ async def test_wal_and_full_sync(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     with sqlite3.connect(path) as check:
-        assert check.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 1
+        assert check.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 2
 
 
 async def test_group_commit_isolates_a_failing_operation(tmp_path: Path) -> None:

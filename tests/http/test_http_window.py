@@ -27,6 +27,7 @@ async def test_window_shape(any_api: Api, cid: str) -> None:
         "version": 0,
         "messages": [],
         "used_tokens": 0,
+        "used_tokens_estimate": 0,
         "needs_compaction": False,
         "segments": [],
     }

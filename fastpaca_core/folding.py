@@ -1,0 +1,201 @@
+"""Folding the older part of a window into a summary: the plan, and the swap check.
+
+The summariser plans on a snapshot of the window, with no lock held while the
+LLM writes; the engine swaps the summary in later, in one operation, after
+checking that the window still agrees with the snapshot where it matters
+(:func:`swap_items`).
+
+What is folded (:func:`plan_fold`): everything but the pinned leading system
+messages and the newest ``keep_last`` messages, the boundary moved earlier to
+a valid cut so that no tool call is separated from its result. A previous
+summary in that part is folded in as text, and log messages that trimming
+dropped between it and the live messages (while the summariser was slow or
+down) are read back from the log, so the new summary's ``from_seq..to_seq``
+has no holes. One fold takes at most ``max_tokens`` of input; a longer
+backlog is folded oldest first over several rounds (``FoldPlan.partial``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from .model import ContextRecord, Message, StoredMessage
+from .window import WindowItem, items_of, valid_cuts
+
+__all__ = [
+    "SUMMARY_METADATA_KEY",
+    "Entry",
+    "FoldPlan",
+    "item_key",
+    "message_text",
+    "plan_fold",
+    "summary_message",
+    "swap_items",
+]
+
+Key = tuple[str, int, int]
+ReadLog = Callable[[int, int], Awaitable[list[StoredMessage]]]
+SUMMARY_METADATA_KEY = "fastpaca_summary"
+
+
+def item_key(item: WindowItem) -> Key:
+    return (item.kind, item.from_seq, item.to_seq)
+
+
+_HEADING = "Summary of the earlier conversation"
+
+
+def message_text(message: Message) -> str:
+    """The text of a message; for a summary of ours, without its heading line."""
+    text = "\n".join(
+        p["text"]
+        for p in message.parts
+        if p.get("type") == "text" and isinstance(p.get("text"), str)
+    )
+    if SUMMARY_METADATA_KEY in message.metadata and text.startswith(_HEADING):
+        text = text.partition("\n")[2]
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One message of the transcript: its log seq and content."""
+
+    seq: int
+    message: Message
+
+
+@dataclass(frozen=True, slots=True)
+class FoldPlan:
+    """What one summarisation folds, and the snapshot it was planned on."""
+
+    context_id: str
+    version: int  # the snapshot's version
+    last_seq: int  # the snapshot's last_seq
+    cover_from: int  # the new summary stands for cover_from..up_to_seq
+    up_to_seq: int
+    previous: tuple[str, ...]  # texts of the summaries folded in
+    entries: tuple[Entry, ...]  # messages folded in, oldest first
+    snapshot: tuple[Key, ...]  # the snapshot's items after the pinned ones
+    partial: bool  # a backlog remains for another round
+
+
+def _pinned(items: Sequence[WindowItem], before: int | None = None) -> int:
+    """How many leading items are pinned system messages (log copies, not summaries)."""
+    count = 0
+    for item in items:
+        if item.kind != "live" or item.message.role != "system":
+            break
+        if before is not None and item.from_seq >= before:
+            break
+        count += 1
+    return count
+
+
+def _pick(units: Sequence[WindowItem], budget: int) -> int:
+    """How many of ``units`` one fold takes: all, or the most that fit at a valid cut."""
+    if sum(unit.tokens for unit in units) <= budget:
+        return len(units)
+    cuts = valid_cuts(units)
+    best = 0
+    total = 0
+    for k in range(1, len(units) + 1):
+        total += units[k - 1].tokens
+        if total > budget:
+            break
+        if cuts[k]:
+            best = k
+    if best == 0:  # the oldest group alone is larger: take it (the transcript is clipped)
+        best = next(k for k in range(1, len(units) + 1) if cuts[k])
+    return best
+
+
+async def plan_fold(
+    ctx: ContextRecord,
+    rows: Sequence[StoredMessage],
+    *,
+    keep_last: int,
+    max_tokens: int,
+    read_log: ReadLog,
+) -> FoldPlan | None:
+    """The fold for the window ``ctx`` + ``rows``, or None when there is nothing to fold."""
+    items = items_of(ctx, rows)
+    rest = items[_pinned(items) :]
+    if len(rest) <= keep_last:
+        return None
+    cuts = valid_cuts(rest)
+    cut = max(k for k in range(len(rest) - keep_last + 1) if cuts[k])
+    fold = rest[:cut]
+    summaries = [item for item in fold if item.kind == "summary"]
+    previous_to = max((item.to_seq for item in summaries), default=None)
+    lives = [item for item in fold if item.kind == "live"]
+    # live messages older than the previous summary (unusual), then the newer ones
+    early = [i for i in lives if previous_to is not None and i.to_seq <= previous_to]
+    later = [i for i in lives if previous_to is None or i.to_seq > previous_to]
+    units: list[WindowItem] = list(early)
+    if previous_to is not None:
+        # messages trimmed away between the previous summary and the live ones
+        resume = later[0].from_seq if later else rest[cut].from_seq
+        if resume > previous_to + 1:
+            gap = await read_log(previous_to + 1, resume - 1)
+            units.extend(WindowItem(r.as_message(), "live", r.seq, r.seq, True, r) for r in gap)
+    units.extend(later)
+    if not units:
+        return None
+    budget = max(max_tokens - sum(item.tokens for item in summaries), max_tokens // 4, 1)
+    taken = units[: _pick(units, budget)]
+    return FoldPlan(
+        context_id=ctx.id,
+        version=ctx.version,
+        last_seq=ctx.last_seq,
+        cover_from=min(item.from_seq for item in [*summaries, *taken]),
+        up_to_seq=taken[-1].to_seq,
+        previous=tuple(message_text(item.message) for item in summaries),
+        entries=tuple(Entry(item.from_seq, item.message) for item in taken),
+        snapshot=tuple(item_key(item) for item in rest),
+        partial=len(taken) < len(units),
+    )
+
+
+def summary_message(plan: FoldPlan, text: str, provider: str, model: str) -> Message:
+    """The window message a summary becomes: a system message, pinned like one."""
+    heading = f"{_HEADING} (messages {plan.cover_from}-{plan.up_to_seq}):"
+    return Message(
+        "system",
+        [{"type": "text", "text": f"{heading}\n{text.strip()}"}],
+        {
+            SUMMARY_METADATA_KEY: {
+                "from_seq": plan.cover_from,
+                "to_seq": plan.up_to_seq,
+                "provider": provider,
+                "model": model,
+            }
+        },
+    )
+
+
+def swap_items(
+    plan: FoldPlan, items: Sequence[WindowItem], summary: Message
+) -> list[WindowItem] | None:
+    """The window with ``summary`` in place of what ``plan`` folded; None when stale.
+
+    Since the snapshot, appends may have added messages and trimming may have
+    cut the oldest ones: both are fine. The plan is stale when anything else
+    happened before the snapshot's newest message: another summary or a manual
+    compaction put something new there, or a rewind took messages off its end.
+    Precisely: the window's items that existed at the snapshot (besides the
+    pinned system messages) must be a non-empty suffix of the snapshot's.
+    """
+    pinned = _pinned(items, before=plan.cover_from)
+    rest = items[pinned:]
+    old = tuple(item_key(i) for i in rest if i.kind == "summary" or i.from_seq <= plan.last_seq)
+    snap = plan.snapshot
+    if not old or len(old) > len(snap) or old != snap[len(snap) - len(old) :]:
+        return None
+    replaced = [item for item in rest if item.from_seq <= plan.up_to_seq]
+    if any(item.to_seq > plan.up_to_seq for item in replaced):
+        return None
+    kept = [item for item in rest if item.from_seq > plan.up_to_seq]
+    folded = WindowItem(summary, "summary", plan.cover_from, plan.up_to_seq, False)
+    return [*items[:pinned], folded, *kept]
