@@ -374,6 +374,7 @@ class Engine:
         if_version: int | None = None,
         pending: Sequence[object] = (),
         rewind_to_seq: int | None = None,
+        snapshot: tuple[ContextRecord, Sequence[StoredMessage]] | None = None,
     ) -> Window:
         """The LLM context; ``budget_tokens`` cuts it to another budget for this call.
 
@@ -381,16 +382,18 @@ class Engine:
         the end of the window and are never cut; older messages make room for
         them, with every guarantee kept. ``rewind_to_seq`` leaves out log
         messages from that seq on, as ``append_batch(rewind_to_seq=)`` will
-        once the pending turn is appended. Nothing is stored.
+        once the pending turn is appended. ``snapshot``: the context row and its
+        live rows, already read (see :meth:`read_turn`). Nothing is stored.
         """
         budget = None if budget_tokens is None else check_int(budget_tokens, "budget_tokens", 1)
         expected = None if if_version is None else check_int(if_version, "if_version", 0)
         validate_context_id(context_id)
         extra = [Message.parse(m, f"pending[{i}]") for i, m in enumerate(pending)]
         counts = await self.tokens.count_messages(extra)
-        ctx, rows = await self.store.read_window(context_id)
-        if ctx is None:
+        found, rows = snapshot if snapshot is not None else await self.store.read_window(context_id)
+        if found is None:
             raise ContextNotFound(context_id)
+        ctx = found
         if expected is not None and expected != ctx.version:
             raise VersionConflict(expected, ctx.version)
         items = items_of(ctx, rows)
@@ -408,6 +411,32 @@ class Engine:
             used = sum(item.tokens for item in items)
         shown = calibrated(used, ctx.calibration)
         return Window(ctx.version, items, shown, shown > limit * ctx.trigger_ratio, used)
+
+    async def read_turn(
+        self, context_id: str, newest: int, oldest: int
+    ) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
+        """The context, its live rows, and the newest ``newest`` plus first
+        ``oldest`` log rows, in as few store reads as possible (typically two).
+
+        For a caller that aligns a request with the log and then builds the
+        window from the same snapshot (``window(snapshot=...)``).
+        """
+        ctx = await self.get_context(context_id)
+        if ctx.last_seq == 0:
+            return ctx, [], []
+        tail_from = max(1, ctx.last_seq - newest + 1)
+        start = min(ctx.live_from_seq, tail_from)
+        rows = await self.store.read_messages(context_id, start, ctx.last_seq)
+        live = [row for row in rows if row.seq >= ctx.live_from_seq]
+        history = [row for row in rows if row.seq >= tail_from]
+        head_to = min(oldest, tail_from - 1)
+        if head_to >= 1:
+            if start == 1:
+                head = [row for row in rows if row.seq <= head_to]
+            else:
+                head = await self.store.read_messages(context_id, 1, head_to)
+            history = head + history
+        return ctx, live, history
 
     async def compact(
         self,

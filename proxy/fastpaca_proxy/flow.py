@@ -35,7 +35,13 @@ from fastpaca_core.errors import (
 )
 from fastpaca_core.http import ENGINE
 from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
-from fastpaca_core.model import ContextRecord, Message, calibrated, validate_context_id
+from fastpaca_core.model import (
+    ContextRecord,
+    Message,
+    StoredMessage,
+    calibrated,
+    validate_context_id,
+)
 
 from .adapters import Adapter, Usage
 from .calibration import CALIBRATOR
@@ -73,37 +79,29 @@ def _error(adapter: Adapter, status: int, message: str) -> web.Response:
     return web.Response(status=status, body=body, content_type="application/json")
 
 
-async def _context(engine: Engine, context_id: str) -> ContextRecord:
-    """The context, created with the server's defaults when it does not exist yet."""
-    try:
-        return await engine.get_context(context_id)
-    except ContextNotFound:
-        return await engine.put_context(context_id)
-
-
-async def _history(engine: Engine, ctx: ContextRecord, size: int) -> list[Any]:
-    """The log rows a request of ``size`` messages is aligned against."""
-    if ctx.last_seq == 0:
-        return []
+async def _snapshot(
+    engine: Engine, context_id: str, size: int
+) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
+    """The context (created with the server's defaults when it does not exist
+    yet), its live rows, and the log rows a request of ``size`` messages is
+    aligned against: one snapshot, two store reads in the common case."""
     newest, oldest = window_sizes(size)
-    rows = await engine.tail(ctx.id, limit=newest)
-    if rows and rows[0].seq > 1:
-        head = await engine.messages(ctx.id, after_seq=0, limit=min(oldest, rows[0].seq - 1))
-        rows = head + rows
-    return rows
+    try:
+        return await engine.read_turn(context_id, newest, oldest)
+    except ContextNotFound:
+        return await engine.put_context(context_id), [], []
 
 
 async def _prepare(
     engine: Engine, adapter: Adapter, context_id: str, body: Mapping[str, Any]
 ) -> _Turn:
     validate_context_id(context_id, "context")
-    ctx = await _context(engine, context_id)
-    if ctx.tombstoned:
-        raise ContextTombstoned(context_id)
     chat = adapter.split(body)
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
-    rows = await _history(engine, ctx, len(chat.messages))
+    ctx, live, rows = await _snapshot(engine, context_id, len(chat.messages))
+    if ctx.tombstoned:
+        raise ContextTombstoned(context_id)
     messages = adapter.resolve(chat.messages, [row.as_message() for row in rows])
     alignment = align(messages, rows, ctx.last_seq)
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
@@ -114,6 +112,7 @@ async def _prepare(
         budget_tokens=max(1, ctx.token_budget - reserved),
         pending=alignment.new,
         rewind_to_seq=alignment.rewind_to_seq,
+        snapshot=(ctx, live),
     )
     return _Turn(
         ctx,

@@ -513,3 +513,16 @@ async def test_append_with_rewind_forgets_the_abandoned_branch(engine: Engine) -
     assert len(await engine.messages("c")) == 6  # the log keeps everything
     with pytest.raises(ValidationError):
         await engine.append_batch("c", [text("user", "x")], rewind_to_seq=99)
+
+
+async def test_read_turn_snapshot(engine: Engine) -> None:
+    await engine.put_context("c", token_budget=50, trigger_ratio=0.5)
+    await engine.append_batch("c", [text("user", str(i), token_count=10) for i in range(10)])
+    await engine.append("c", text("user", "newest", token_count=10))
+    ctx, live, history = await engine.read_turn("c", newest=3, oldest=2)
+    assert [r.seq for r in live] == list(range(ctx.live_from_seq, ctx.last_seq + 1))
+    assert [r.seq for r in history] == [1, 2, 9, 10, 11]
+    window = await engine.window("c", snapshot=(ctx, live))
+    assert window.to_json() == (await engine.window("c")).to_json()
+    with pytest.raises(ContextNotFound):
+        await engine.read_turn("missing", 3, 2)
