@@ -61,8 +61,14 @@ def serve(settings: Settings) -> int:
     return _supervise(settings, workers)
 
 
-def _serve_app(settings: Settings, worker: int | None = None, parent: int = 0) -> int:
-    """Run the app here until SIGTERM / SIGINT; ``worker``: a child of pid ``parent``."""
+def _serve_app(
+    settings: Settings, worker: int | None = None, parent: int = 0, opened: Any = None
+) -> int:
+    """Run the app here until SIGTERM / SIGINT.
+
+    A worker (``worker`` set) is a child of pid ``parent``; it sets the event
+    ``opened``, if given, once its store is open (migrated).
+    """
     from aiohttp import web
 
     from fastpaca_proxy import install_proxy
@@ -82,6 +88,8 @@ def _serve_app(settings: Settings, worker: int | None = None, parent: int = 0) -
     app = install_proxy(create_app(settings))
     if worker is not None:
         app.on_startup.append(functools.partial(_exit_with_parent, parent))
+    if opened is not None:  # after the store's startup: on_startup runs in order
+        app.on_startup.append(functools.partial(_set_event, opened))
     web.run_app(
         app,
         host=settings.host,
@@ -138,9 +146,13 @@ async def _exit_with_parent(parent: int, app: Any) -> None:
     app.on_cleanup.append(stop)
 
 
-def _worker_main(settings: Settings, worker: int, parent: int) -> None:
+async def _set_event(event: Any, app: Any) -> None:
+    event.set()
+
+
+def _worker_main(settings: Settings, worker: int, parent: int, opened: Any) -> None:
     os.setpgid(0, 0)
-    sys.exit(_serve_app(settings, worker, parent))
+    sys.exit(_serve_app(settings, worker, parent, opened))
 
 
 def _reserve_port(host: str, port: int) -> socket.socket:
@@ -189,10 +201,10 @@ def _supervise(settings: Settings, count: int) -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     workers: dict[int, tuple[BaseProcess, float]] = {}
 
-    def start(index: int) -> None:
+    def start(index: int, opened: Any = None) -> None:
         process = context.Process(
             target=_worker_main,
-            args=(settings, index, os.getpid()),
+            args=(settings, index, os.getpid(), opened),
             name=f"fastpaca-worker-{index}",
         )
         process.start()
@@ -204,8 +216,15 @@ def _supervise(settings: Settings, count: int) -> int:
     )
     failed = False
     try:
-        for index in range(count):
-            start(index)
+        # the first worker opens (creates, migrates) the store alone, then the rest start
+        first_opened = context.Event()
+        start(0, first_opened)
+        while not first_opened.wait(_POLL):
+            if stopping or not workers[0][0].is_alive():
+                break
+        for index in range(1, count):
+            if first_opened.is_set() and not stopping:
+                start(index)
         while not stopping and not failed:
             sentinels = [process.sentinel for process, _ in workers.values()]
             multiprocessing.connection.wait(sentinels, timeout=_POLL)
