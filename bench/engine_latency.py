@@ -24,7 +24,6 @@ import os
 import platform
 import secrets
 import sqlite3
-import statistics
 import sys
 import tempfile
 import time
@@ -36,6 +35,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastpaca_core import Engine, Store, StoreUnavailable, open_store
+
+from . import _support
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "engine_latency.json"
@@ -107,26 +108,8 @@ def message(seq: int, *, with_tokens: bool) -> dict[str, Any]:
 # -- statistics -----------------------------------------------------------------
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile, ``q`` in [0, 100]."""
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q / 100
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def summary(samples_ns: Sequence[int]) -> dict[str, float]:
-    ms = sorted(s / 1e6 for s in samples_ns)
-    return {
-        "n": len(ms),
-        "p50": percentile(ms, 50),
-        "p95": percentile(ms, 95),
-        "p99": percentile(ms, 99),
-        "mean": statistics.fmean(ms),
-        "max": ms[-1],
-    }
+    return _support.summary([sample / 1e6 for sample in samples_ns])
 
 
 # -- one store per (backend, size) --------------------------------------------

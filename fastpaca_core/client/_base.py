@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
@@ -15,7 +16,7 @@ C = TypeVar("C", bound="ClientBase[Any]")
 TransportT = TypeVar("TransportT")
 
 
-class ClientBase(Generic[TransportT]):
+class ClientBase(abc.ABC, Generic[TransportT]):
     """Settings shared by :class:`Client` and :class:`AsyncClient`.
 
     ``base_url`` is the server root (``http://127.0.0.1:4000``); a trailing
@@ -41,8 +42,9 @@ class ClientBase(Generic[TransportT]):
         self._api = Api(Config.make(base_url, api_key, retry))
         self._open(transport, timeout)
 
+    @abc.abstractmethod
     def _open(self, transport: TransportT | None, timeout: float) -> None:
-        raise NotImplementedError
+        """Create the transport-specific HTTP client (sync or async)."""
 
     @property
     def base_url(self) -> str:
