@@ -60,12 +60,17 @@ def _text(index: int, words: int) -> str:
     return " ".join(_WORDS[(start + k) % len(_WORDS)] for k in range(words))
 
 
-def message(seq: int, *, with_tokens: bool) -> dict[str, Any]:
+def message(seq: int, *, with_tokens: bool, base: int = 0) -> dict[str, Any]:
     """The message stored at ``seq``: a system prompt, then a chat with tool calls.
 
     Every sixth turn is an assistant tool call followed by its tool result, so
-    the policy has call/result pairs to keep together.
+    the policy has call/result pairs to keep together. Texts and call ids are
+    drawn from ``seq - base``: the timed phase passes the history length as
+    ``base``, so every size appends the very same messages and its window
+    goes through the same compactions (the sizes must be congruent modulo 6,
+    as 1,000 and 1,000,000 are, for the roles to line up too).
     """
+    index = seq - base
     if seq == 1:
         msg: dict[str, Any] = {
             "role": "system",
@@ -74,9 +79,9 @@ def message(seq: int, *, with_tokens: bool) -> dict[str, Any]:
         tokens = 45
     else:
         turn = (seq - 2) % 6
-        call_id = f"call_{seq - turn + 3}"
+        call_id = f"call_{index - turn + 3:07d}"
         if turn in (0, 2, 5):
-            msg = {"role": "user", "parts": [{"type": "text", "text": _text(seq, 20)}]}
+            msg = {"role": "user", "parts": [{"type": "text", "text": _text(index, 20)}]}
             tokens = 28
         elif turn == 3:
             msg = {
@@ -86,7 +91,7 @@ def message(seq: int, *, with_tokens: bool) -> dict[str, Any]:
                         "type": "tool-search",
                         "toolCallId": call_id,
                         "state": "input-available",
-                        "input": {"query": _text(seq, 4)},
+                        "input": {"query": _text(index, 4)},
                     }
                 ],
             }
@@ -94,11 +99,13 @@ def message(seq: int, *, with_tokens: bool) -> dict[str, Any]:
         elif turn == 4:
             msg = {
                 "role": "tool",
-                "parts": [{"type": "tool-result", "toolCallId": call_id, "output": _text(seq, 40)}],
+                "parts": [
+                    {"type": "tool-result", "toolCallId": call_id, "output": _text(index, 40)}
+                ],
             }
             tokens = 55
         else:
-            msg = {"role": "assistant", "parts": [{"type": "text", "text": _text(seq, 45)}]}
+            msg = {"role": "assistant", "parts": [{"type": "text", "text": _text(index, 45)}]}
             tokens = 60
     if with_tokens:
         msg["token_count"] = tokens
@@ -130,7 +137,8 @@ class Target:
     final: dict[str, Any] = field(default_factory=dict)
 
     async def append_one(self) -> int:
-        msg = message(self.next_seq, with_tokens=False)  # realistic: the engine counts tokens
+        # realistic: the engine counts tokens; the same messages for every size
+        msg = message(self.next_seq, with_tokens=False, base=self.size)
         start = time.perf_counter_ns()
         result = await self.engine.append(CONTEXT_ID, msg)
         elapsed = time.perf_counter_ns() - start
@@ -426,6 +434,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.backends) - {"sqlite", "postgres"}
     if unknown or not args.sizes or min(args.sizes) < 1 or args.n < 1 or args.round < 1:
         parser.error("sizes must be >= 1, n and round >= 1, backends sqlite and/or postgres")
+    if len({size % 6 for size in args.sizes}) > 1:
+        print("note: sizes not congruent modulo 6: the windows will differ in shape", flush=True)
     return args
 
 
