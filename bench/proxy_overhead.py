@@ -45,7 +45,8 @@ from typing import Any
 import aiohttp
 import orjson
 
-from .engine_latency import machine, percentile
+from ._support import percentile
+from .engine_latency import machine
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "proxy_overhead.json"
 TARGET_ADDED_P50_MS = 1.0  # scenario 1: added at p50, one connection, no streaming
