@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ..errors import StoreError
 from .errors import error_response
-from .openapi import openapi_document
+from .openapi import OPENAPI_EXTRA, openapi_document
 from .respond import json_response
 from .state import ENGINE, METRICS, SETTINGS
 
@@ -23,10 +25,14 @@ async def live(request: web.Request) -> web.Response:
 
 @routes.get("/health/ready")
 async def ready(request: web.Request) -> web.Response:
+    """200 when the store answers a ping within ``store_timeout``, else 503."""
     try:
-        await request.app[ENGINE].store.ping()
+        async with asyncio.timeout(request.app[SETTINGS].store_timeout):
+            await request.app[ENGINE].store.ping()
     except StoreError as exc:
         return error_response(503, "store_unavailable", f"The store does not answer: {exc}")
+    except TimeoutError:
+        return error_response(503, "store_unavailable", "The store does not answer in time")
     return json_response({"status": "ok"})
 
 
@@ -39,4 +45,5 @@ async def metrics(request: web.Request) -> web.Response:
 
 @routes.get("/openapi.json")
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document(request.app[SETTINGS].max_page_size))
+    extra = request.app.get(OPENAPI_EXTRA)
+    return json_response(openapi_document(request.app[SETTINGS].max_page_size, extra))

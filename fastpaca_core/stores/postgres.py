@@ -7,8 +7,20 @@ key backs that up. Schema migrations are a numbered list applied under an
 advisory lock and recorded in ``schema_version``.
 
 URL options: ``?schema=NAME`` puts the tables in their own schema (created on
-open). Multi-host URLs with ``target_session_attrs=read-write`` work as asyncpg
-documents them.
+open). Multi-host URLs with ``target_session_attrs=read-write``
+(``postgresql://u@h1:5432,h2:5432/db?target_session_attrs=read-write``) connect
+to whichever host is the primary, so after a failover the pool's new
+connections find the promoted one.
+
+Outages: connecting, and the work of one operation on its connection (every
+statement and the commit), each get ``timeout`` seconds; past that, or on any
+error that means the server cannot be reached, the operation raises
+:class:`StoreUnavailable` (HTTP 503) and its connection is dropped, so the pool
+reconnects once the server is back. (Waiting for a free pooled connection is
+load, not an outage, and is not timed.) A failure before ``COMMIT`` was sent is
+retried once on a fresh connection; a connection lost during ``COMMIT`` leaves
+the outcome unknown and is reported as such: retrying with the same
+idempotency key is safe either way.
 
 Every write also sends ``NOTIFY fastpaca_<schema>`` with ``token|version|id``
 inside its transaction, so it is delivered only on commit;
@@ -19,6 +31,7 @@ not make (``token`` tells a store's own writes apart).
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -32,7 +45,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         "the PostgreSQL store needs asyncpg: pip install 'fastpaca[postgres]'"
     ) from exc
 
-from ..errors import StoreError, StoreUnavailable, ValidationError
+from ..errors import FastpacaError, StoreError, StoreUnavailable, ValidationError
 from ..events import Event
 from ..jsonutil import dumps_str, loads
 from ..model import ContextRecord, StoredMessage, SummaryRecord
@@ -46,13 +59,17 @@ from ._codec import (
     summary_from_row,
     summary_values,
 )
-from .base import IdempotencyRecord, Op, Store
+from ._pglisten import FAILED, UNAVAILABLE, Listener
+from .base import IdempotencyRecord, Op, Store, tenant_range
 
 __all__ = ["PostgresStore"]
 
 R = TypeVar("R")
 _MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
-_RETRIES = 5
+_RETRIES = 5  # for serialisation failures, deadlocks, a lost insert race
+_MIGRATE_TIMEOUT = 60.0  # migrating may wait for another process's migration
+DEFAULT_TIMEOUT = 3.0
+log = logging.getLogger("fastpaca.store")
 
 MIGRATIONS: list[str] = [
     # 1: the log, contexts with their window, idempotency keys, stored events
@@ -125,17 +142,24 @@ MIGRATIONS: list[str] = [
         expires_at timestamptz NOT NULL
     );
     """,
+    # 2: a tenant's contexts as a range of ids in byte order, whatever the
+    # database's collation (list_contexts(tenant=...))
+    """
+    CREATE INDEX contexts_by_id_bytes ON contexts ((id COLLATE "C"));
+    """,
 ]
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
-_UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    asyncio.TimeoutError,
-    asyncpg.PostgresConnectionError,
+_UNAVAILABLE = UNAVAILABLE
+# an open connection that turned out dead, or one to a standby: worth one more try
+_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.ConnectionDoesNotExistError,
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+    ConnectionResetError,
+    BrokenPipeError,
 )
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.UniqueViolationError,
@@ -265,12 +289,38 @@ class _PgTx:
         )
 
 
+async def _release(pool: asyncpg.Pool, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+    """Give ``conn`` back to the pool. When resetting it fails the pool drops
+    it; that must not turn what ``fn`` did (perhaps a commit) into an error."""
+    try:
+        await pool.release(conn)
+    except FAILED as exc:
+        log.debug("dropped a broken pooled connection", extra={"fields": {"error": str(exc)}})
+
+
+def _in_use(exc: BaseException) -> bool:
+    """The error came from a connection that was open (not from connecting)."""
+    return isinstance(exc, _LOST)
+
+
+class _Unknown(StoreUnavailable):
+    """The connection was lost while ``COMMIT`` was under way."""
+
+
 class PostgresStore(Store):
-    def __init__(self, url: str, *, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        timeout: float | None = None,
+    ) -> None:
         self.url = url
         self._dsn, self.schema = _split_url(url)
         self._min_size = min_size
         self._max_size = max_size
+        self.timeout = timeout or DEFAULT_TIMEOUT
         self._pool: asyncpg.Pool | None = None
         self.channel = f"fastpaca_{self.schema or 'public'}"
         self._token = uuid.uuid4().hex
@@ -281,47 +331,108 @@ class PostgresStore(Store):
         settings = {"search_path": self.schema} if self.schema else None
         try:
             if self.schema:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(self._dsn, timeout=self.timeout)
                 try:
-                    await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+                    await conn.execute(
+                        f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', timeout=self.timeout
+                    )
                 finally:
-                    await conn.close()
+                    await conn.close(timeout=self.timeout)
             self._pool = await asyncpg.create_pool(
                 self._dsn,
                 min_size=self._min_size,
                 max_size=self._max_size,
                 server_settings=settings,
+                timeout=self.timeout,  # connecting
+                command_timeout=self.timeout,  # each statement
             )
-            await self._guard(self._migrate)
+            async with self._pool.acquire(timeout=_MIGRATE_TIMEOUT) as pooled:
+                await self._migrate(pooled)
         except _UNAVAILABLE as exc:
+            await self.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        except asyncpg.PostgresError as exc:
+            await self.close()
+            raise StoreError(f"PostgreSQL error while opening the store: {exc}") from exc
 
     async def close(self) -> None:
         if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), self.timeout)
+            except FAILED:
+                pool.terminate()
 
     async def _migrate(self, conn: Conn) -> None:
+        timeout = _MIGRATE_TIMEOUT
         async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version int NOT NULL)")
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK, timeout=timeout)
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version (version int NOT NULL)", timeout=timeout
+            )
+            current = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM schema_version", timeout=timeout
+            )
             for number, script in enumerate(MIGRATIONS, start=1):
                 if number > current:
-                    await conn.execute(script)
-                    await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", number)
+                    await conn.execute(script, timeout=timeout)
+                    await conn.execute(
+                        "INSERT INTO schema_version (version) VALUES ($1)", number, timeout=timeout
+                    )
 
     async def _guard(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
-        """Run ``fn`` on a pooled connection, translating driver errors."""
-        if self._pool is None:
+        """Run ``fn`` on a pooled connection, translating driver errors.
+
+        Waiting for a free pooled connection is load, not an outage, and is not
+        timed; connecting is (``timeout``), and so is ``fn``: when it runs past
+        ``timeout`` its connection is terminated, which fails whatever it awaits
+        at once (the server rolls back), so the caller hears within the deadline
+        and the pool connects afresh. A connection found dead inside ``fn``
+        (stale after a restart) is replaced and ``fn`` tried once more, unless
+        the deadline passed; serialisation failures, deadlocks and a lost
+        insert race are retried a few times.
+        """
+        pool = self._pool
+        if pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
-        try:
-            async with self._pool.acquire() as conn:
-                return await fn(conn)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+        loop = asyncio.get_running_loop()
+        retried_lost = False
+        for remaining in range(_RETRIES, 0, -1):
+            expired = False
+            try:
+                conn = await pool.acquire()
+
+                def expire(conn: Conn = conn) -> None:
+                    nonlocal expired
+                    expired = True
+                    conn.terminate()
+
+                timer = loop.call_later(self.timeout, expire)
+                try:
+                    return await fn(conn)
+                except FAILED as exc:
+                    if isinstance(exc, _UNAVAILABLE) and not conn.is_closed():
+                        conn.terminate()  # e.g. a standby after failover: never reuse it
+                    raise
+                finally:
+                    timer.cancel()
+                    await _release(pool, conn)
+            except FastpacaError:
+                raise
+            except _UNAVAILABLE as exc:
+                if expired:
+                    raise StoreUnavailable(
+                        f"PostgreSQL did not answer within {self.timeout:g} s"
+                    ) from exc
+                if retried_lost or remaining == 1 or not _in_use(exc):
+                    raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
+                retried_lost = True
+            except _RETRYABLE as exc:
+                if remaining == 1:
+                    raise StoreError(f"PostgreSQL error: {exc}") from exc
+            except asyncpg.PostgresError as exc:
+                raise StoreError(f"PostgreSQL error: {exc}") from exc
+        raise AssertionError("unreachable")
 
     async def ping(self) -> None:
         async def ping(conn: Conn) -> None:
@@ -331,16 +442,22 @@ class PostgresStore(Store):
 
     async def run(self, context_id: str, op: Op[R]) -> R:
         async def attempt(conn: Conn) -> R:
-            async with conn.transaction():
-                return await op(_PgTx(conn, context_id, self.channel, self._token))
-
-        for remaining in range(_RETRIES, 0, -1):
+            committing = False
             try:
-                return await self._guard(attempt)
-            except StoreError as exc:
-                if remaining == 1 or not isinstance(exc.__cause__, _RETRYABLE):
-                    raise
-        raise AssertionError("unreachable")
+                async with conn.transaction():
+                    result = await op(_PgTx(conn, context_id, self.channel, self._token))
+                    committing = True  # leaving the block sends COMMIT
+            except _UNAVAILABLE as exc:
+                if committing:
+                    conn.terminate()
+                    raise _Unknown(
+                        "PostgreSQL went away during COMMIT, so this write may or may not "
+                        "have been applied; retry it with the same Idempotency-Key"
+                    ) from exc
+                raise
+            return result
+
+        return await self._guard(attempt)
 
     async def get_context(self, context_id: str) -> ContextRecord | None:
         async def read(conn: Conn) -> ContextRecord | None:
@@ -369,23 +486,30 @@ class PostgresStore(Store):
         return await self._guard(read)
 
     async def list_contexts(
-        self, limit: int, after: tuple[datetime, str] | None
+        self, limit: int, after: tuple[datetime, str] | None, tenant: str | None = None
     ) -> list[ContextRecord]:
+        where: list[str] = []
+        args: list[object] = []
+        if tenant == "":
+            where.append("strpos(id, '/') = 0")
+        elif tenant is not None:
+            # byte order (index contexts_by_id_bytes): under a linguistic collation
+            # '/' may sort anywhere, and the range would miss ids
+            low, high = tenant_range(tenant)
+            args.extend((low, high))
+            where.append(f'id COLLATE "C" >= ${len(args) - 1} AND id COLLATE "C" < ${len(args)}')
+        if after is not None:
+            args.extend(after)
+            where.append(f"(updated_at, id) < (${len(args) - 1}, ${len(args)})")
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        args.append(limit)
+        sql = (
+            f"SELECT {CONTEXT_COLUMNS} FROM contexts {clause}"
+            f"ORDER BY updated_at DESC, id DESC LIMIT ${len(args)}"
+        )
+
         async def read(conn: Conn) -> list[ContextRecord]:
-            if after is None:
-                rows = await conn.fetch(
-                    f"SELECT {CONTEXT_COLUMNS} FROM contexts "
-                    "ORDER BY updated_at DESC, id DESC LIMIT $1",
-                    limit,
-                )
-            else:
-                rows = await conn.fetch(
-                    f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE (updated_at, id) < ($1, $2) "
-                    "ORDER BY updated_at DESC, id DESC LIMIT $3",
-                    after[0],
-                    after[1],
-                    limit,
-                )
+            rows = await conn.fetch(sql, *args)
             return [context_from_row(r) for r in rows]
 
         return await self._guard(read)
@@ -427,28 +551,29 @@ class PostgresStore(Store):
 
         return await self._guard(read)
 
-    async def listen(self, callback: Callable[[str, int], None]) -> Callable[[], Awaitable[None]]:
+    async def listen(
+        self,
+        callback: Callable[[str, int], None],
+        on_reconnect: Callable[[], None] | None = None,
+    ) -> Callable[[], Awaitable[None]]:
         """Call ``callback(context_id, version)`` for each change other stores commit.
 
-        Uses one dedicated connection; returns the coroutine function that closes it.
+        Uses one dedicated connection, which reconnects by itself when lost (then
+        ``on_reconnect()`` is called: changes made meanwhile were not heard);
+        returns the coroutine function that stops listening.
         """
 
-        def on_notify(conn: object, pid: int, channel: str, payload: object) -> None:
-            token, _, rest = str(payload).partition("|")
+        def on_notify(payload: str) -> None:
+            token, _, rest = payload.partition("|")
             version, _, context_id = rest.partition("|")
             if token != self._token and version.isdigit() and context_id:
                 callback(context_id, int(version))
 
-        try:
-            conn = await asyncpg.connect(self._dsn)
-            await conn.add_listener(self.channel, on_notify)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"cannot listen on PostgreSQL: {exc}") from exc
-
-        async def stop() -> None:
-            await conn.close()
-
-        return stop
+        listener = Listener(
+            self._dsn, self.channel, on_notify, on_reconnect=on_reconnect, timeout=self.timeout
+        )
+        await listener.start()
+        return listener.stop
 
     async def drop_schema(self) -> None:
         """Remove this store's schema and everything in it (tests and tooling)."""

@@ -42,7 +42,7 @@ from ._codec import (
     summary_from_row,
     summary_values,
 )
-from .base import IdempotencyRecord, Op, Store
+from .base import IdempotencyRecord, Op, Store, tenant_range
 
 __all__ = ["SQLiteStore"]
 
@@ -386,11 +386,29 @@ class SQLiteStore(Store):
                     stopping = True
                     break
                 jobs.append(more)
-            await self._run_batch(jobs)
+            try:
+                await self._run_batch(jobs)
+            except sqlite3.Error as exc:  # a SAVEPOINT / ROLLBACK TO failed: disk trouble
+                await self._abort_batch(jobs, exc)
         while not self._queue.empty():  # nothing may be left waiting forever
             leftover = self._queue.get_nowait()
             if leftover is not None and not leftover.future.done():
                 leftover.future.set_exception(StoreUnavailable("the SQLite store is closing"))
+
+    async def _abort_batch(self, jobs: list[_Job], exc: sqlite3.Error) -> None:
+        """Fail every unanswered job of a batch that broke down; the writer goes on."""
+        conn = self._write_conn
+        assert conn is not None
+        if conn.in_transaction:
+            try:
+                await self._in_writer(conn.execute, "ROLLBACK")
+            except sqlite3.Error:
+                pass  # nothing was committed; the error below reports the failure
+        for job in jobs:
+            if not job.future.done():
+                failure = StoreUnavailable(f"SQLite write failed: {exc}")
+                failure.__cause__ = exc
+                job.future.set_exception(failure)
 
     async def _run_batch(self, jobs: list[_Job]) -> None:
         conn = self._write_conn
@@ -413,7 +431,10 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 failure: BaseException = exc
-                if isinstance(exc, sqlite3.Error):
+                if isinstance(exc, sqlite3.OperationalError):  # disk I/O, locked, full
+                    failure = StoreUnavailable(f"SQLite write failed: {exc}")
+                    failure.__cause__ = exc
+                elif isinstance(exc, sqlite3.Error):
                     failure = StoreError(f"SQLite write failed: {exc}")
                     failure.__cause__ = exc
                 outcomes.append((job, None, failure))
@@ -465,21 +486,26 @@ class SQLiteStore(Store):
         return await self._read(read)
 
     async def list_contexts(
-        self, limit: int, after: tuple[datetime, str] | None
+        self, limit: int, after: tuple[datetime, str] | None, tenant: str | None = None
     ) -> list[ContextRecord]:
+        where: list[str] = []
+        args: list[object] = []
+        if tenant == "":
+            where.append("instr(id, '/') = 0")
+        elif tenant is not None:
+            where.append("id >= ? AND id < ?")  # a range of the primary key
+            args.extend(tenant_range(tenant))
+        if after is not None:
+            where.append("(updated_at, id) < (?, ?)")
+            args.extend((format_time(after[0]), after[1]))
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        sql = (
+            f"SELECT {CONTEXT_COLUMNS} FROM contexts {clause}"
+            "ORDER BY updated_at DESC, id DESC LIMIT ?"
+        )
+
         def read(conn: sqlite3.Connection) -> list[ContextRecord]:
-            if after is None:
-                rows = conn.execute(
-                    f"SELECT {CONTEXT_COLUMNS} FROM contexts "
-                    "ORDER BY updated_at DESC, id DESC LIMIT ?",
-                    (limit,),
-                ).fetchall()
-            else:
-                rows = conn.execute(
-                    f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE (updated_at, id) < (?, ?) "
-                    "ORDER BY updated_at DESC, id DESC LIMIT ?",
-                    (format_time(after[0]), after[1], limit),
-                ).fetchall()
+            rows = conn.execute(sql, (*args, limit)).fetchall()
             return [context_from_row(r) for r in rows]
 
         return await self._read(read)
