@@ -327,7 +327,9 @@ def to_anthropic(messages: Sequence[Message]) -> AnthropicPayload:
         else:
             add("user", results + own)
     for index, turn in enumerate(turns):
+        if index in verbatim:
+            continue  # as it came, even without a "content"
         content = turn["content"]
-        if index not in verbatim and len(content) == 1 and content[0].keys() == {"type", "text"}:
+        if len(content) == 1 and content[0].keys() == {"type", "text"}:
             turn["content"] = content[0]["text"]  # one plain text block: a string
     return AnthropicPayload("\n\n".join(system) if system else None, turns)

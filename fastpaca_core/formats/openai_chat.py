@@ -204,7 +204,7 @@ def from_openai_chat(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
     names: dict[str, str] = {}
     for raw in messages:
         role = raw.get("role")
-        if role in _PREAMBLE:
+        if isinstance(role, str) and role in _PREAMBLE:
             preamble.append(dict(raw))
             continue
         try:

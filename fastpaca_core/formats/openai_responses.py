@@ -216,7 +216,7 @@ def _convert(items: Sequence[Mapping[str, Any]]) -> ChatInput:
     for raw in items:
         role = raw.get("role")
         kind = raw.get("type", "message" if "role" in raw else None)
-        if kind == "message" and role in _PREAMBLE:
+        if kind == "message" and isinstance(role, str) and role in _PREAMBLE:
             preamble.append(dict(raw))
             continue
         item = clean(raw)

@@ -5,11 +5,17 @@ The test suite runs schemathesis against it, so it stays true to the server.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+from aiohttp import web
 
 from .. import __version__
 
-__all__ = ["openapi_document"]
+__all__ = ["OPENAPI_EXTRA", "openapi_document"]
+
+OPENAPI_EXTRA = web.AppKey("openapi_extra", dict[str, Any])
+"""Routes an app mounts beside the canonical API, for ``/openapi.json``."""
 
 _MAX_INT = 2**63 - 1
 _REF = "#/components/schemas/"
@@ -434,13 +440,18 @@ def _paths(max_page: int) -> dict[str, Any]:
     }
 
 
-def openapi_document(max_page_size: int = 1000) -> dict[str, Any]:
+def openapi_document(
+    max_page_size: int = 1000, extra: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The document; ``extra`` (``{"paths", "schemas"}``) adds routes mounted
+    beside the canonical API (the proxy's, see ``fastpaca_proxy.openapi``)."""
+    extra = extra or {}
     return {
         "openapi": "3.0.3",
         "info": {"title": "Fastpaca", "version": __version__},
-        "paths": _paths(max_page_size),
+        "paths": {**_paths(max_page_size), **extra.get("paths", {})},
         "components": {
-            "schemas": _schemas(max_page_size),
+            "schemas": {**_schemas(max_page_size), **extra.get("schemas", {})},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{}, {"bearer": []}],

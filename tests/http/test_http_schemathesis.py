@@ -1,4 +1,10 @@
-"""schemathesis against our OpenAPI document: no 5xx, every response as documented.
+"""schemathesis against our whole OpenAPI document: no 5xx, every response as documented.
+
+The document is the canonical API's plus the proxy's routes (``proxy_openapi``),
+and the server is the one ``fastpaca serve`` runs: the API with its proxy,
+whose upstream is the fake upstream, so proxied calls reach a real server.
+Every error response has its JSON error shape: ``{"error", "message"}`` on the
+canonical routes, the provider's on the proxy's.
 
 schemathesis calls the server with blocking ``requests``, so the server runs on
 an event loop of its own in a background thread. Most generated cases are
@@ -14,6 +20,7 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import schemathesis
 from aiohttp import web
@@ -28,11 +35,16 @@ from schemathesis.specs.openapi.checks import (
 
 from fastpaca_core.http import ENGINE, create_app
 from fastpaca_core.http.openapi import openapi_document
+from fastpaca_core.jsonutil import loads
 from fastpaca_core.settings import Settings
+from fastpaca_proxy import install_proxy
+from fastpaca_proxy.fake_upstream import FakeUpstream
+from fastpaca_proxy.openapi import proxy_openapi
 
 KNOWN = ("st-a", "st-b", "st-c")
+PROXY_PATHS = frozenset(proxy_openapi()["paths"])
 
-schema = schemathesis.openapi.from_dict(openapi_document())
+schema = schemathesis.openapi.from_dict(openapi_document(extra=proxy_openapi()))
 schema.config.generation.update(
     modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE], max_examples=25
 )
@@ -50,7 +62,13 @@ async def _seed(app: web.Application) -> None:
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def fake() -> Iterator[FakeUpstream]:
+    with FakeUpstream().in_thread() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> Iterator[str]:
     db: Path = tmp_path_factory.mktemp("schemathesis") / "st.db"
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
@@ -60,7 +78,13 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout=30)  # type: ignore[arg-type]
 
     async def start() -> tuple[web.AppRunner, int]:
-        app = create_app(Settings(store=f"sqlite:///{db}", port=0))
+        settings = Settings(
+            store=f"sqlite:///{db}",
+            port=0,
+            openai_base_url=fake.openai_base_url,
+            anthropic_base_url=fake.base_url,
+        )
+        app = install_proxy(create_app(settings))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -76,6 +100,30 @@ def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+@schemathesis.check
+def json_error_shape(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+) -> bool | None:
+    """Every error is JSON in its route's error shape."""
+    if response.status_code < 400:
+        return None
+    assert response.headers.get("content-type", [""])[0].startswith("application/json")
+    body = loads(response.content)
+    path = case.operation.path
+    # a proxy path's request refused before the proxy (no route, wrong method,
+    # auth, limits) has the canonical shape
+    if path not in PROXY_PATHS or isinstance(body.get("error"), str):
+        assert isinstance(body, dict) and set(body) == {"error", "message"}, body
+        assert isinstance(body["error"], str) and isinstance(body["message"], str), body
+    elif body.get("type") == "error":  # Anthropic
+        assert isinstance(body["error"]["type"], str), body
+        assert isinstance(body["error"]["message"], str), body
+    else:  # OpenAI
+        assert isinstance(body["error"]["message"], str), body
+        assert isinstance(body["error"]["type"], str), body
+    return True
 
 
 @schema.parametrize()
@@ -98,6 +146,22 @@ def test_api_matches_its_openapi_document(case: schemathesis.Case, base_url: str
             status_code_conformance,
             content_type_conformance,
             response_schema_conformance,
+            json_error_shape,
         ],
         timeout=10,
     )
+
+
+def test_every_route_of_the_document_was_exercised(fake: FakeUpstream) -> None:
+    """Runs after the cases above: the proxy's calls reached the fake upstream."""
+    operations = {(r.ok().method.upper(), r.ok().path) for r in schema.get_all_operations()}
+    assert ("POST", "/v1/contexts/{id}/openai/chat/completions") in operations
+    assert len(operations) == 25  # 26 in the document; the websocket is tested elsewhere
+    reached = {request.path for request in fake.requests}
+    assert {"/v1/chat/completions", "/v1/responses", "/v1/messages", "/v1/models"} <= reached
+
+
+def test_the_served_document_lists_the_proxy_routes(base_url: str) -> None:
+    served = httpx.get(base_url + "/openapi.json").json()
+    assert set(served["paths"]) == set(schema.raw_schema["paths"])
+    assert PROXY_PATHS <= set(served["paths"])

@@ -18,6 +18,7 @@ EXPECTED_CODES = {
     405: {"method_not_allowed"},
     409: {"conflict", "context_tombstoned"},
     413: {"payload_too_large"},
+    415: {"unsupported_media_type"},
     422: {"idempotency_key_reused"},
     500: {"internal_error", "store_error"},
     503: {"store_unavailable", "too_many_streams", "shutting_down"},
@@ -35,6 +36,7 @@ async def provoke_every_error(serve: Serve) -> None:
     await api.create("e")
     path = "/v1/contexts/e/messages"
     await api.post(path, data=b"{nope")  # 400 invalid_json
+    await api.post(path, data=b"{}", headers={"Content-Type": "text/plain"})  # 415
     await api.post(path, json={"message": text_message("x" * 2000)})  # 413
     await api.post(path, json={"message": text_message("a")}, headers={"Idempotency-Key": "i"})
     await api.post(path, json={"message": text_message("b")}, headers={"Idempotency-Key": "i"})
@@ -47,7 +49,7 @@ async def provoke_every_error(serve: Serve) -> None:
 async def test_every_error_response_has_the_json_error_shape(serve: Serve) -> None:
     await provoke_every_error(serve)
     statuses = {e.status for e in ERRORS}
-    assert {400, 401, 404, 405, 409, 413, 422} <= statuses
+    assert {400, 401, 404, 405, 409, 413, 415, 422} <= statuses
     for error in ERRORS:
         where = f"{error.method} {error.path} -> {error.status}"
         assert error.content_type.startswith("application/json"), where

@@ -43,8 +43,9 @@ def create_app(fake: FakeUpstream | None = None) -> web.Application:
     app.router.add_post("/v1/messages", _messages)
     app.router.add_post("/v1/messages/count_tokens", _count_tokens)
     app.router.add_get("/v1/models", _models)
-    app.router.add_get("/v1/models/{model_id:.+}", _model)
-    app.router.add_route("*", "/{tail:.*}", _not_found)
+    # [\s\S]: any character, newlines too (a decoded %0A), so every path is answered
+    app.router.add_get("/v1/models/{model_id:[\\s\\S]+}", _model)
+    app.router.add_route("*", "/{tail:[\\s\\S]*}", _not_found)
     return app
 
 
