@@ -25,7 +25,7 @@ from .errors import (
     ValidationError,
     VersionConflict,
 )
-from .events import Event, EventBus
+from .events import Event, EventBus, MessageData
 from .folding import FoldPlan, summary_message, swap_items
 from .model import (
     DEFAULT_POLICY,
@@ -40,6 +40,7 @@ from .model import (
     utcnow,
     validate_context_id,
     validate_metadata,
+    validate_public_id,
     validate_token_budget,
     validate_trigger_ratio,
 )
@@ -211,13 +212,28 @@ class Engine:
         self.bus.publish([Event(context_id, "config", ctx.version, {"context": ctx.to_json()})])
         return ctx
 
-    async def list_contexts(self, limit: int = 100, cursor: str | None = None) -> ContextPage:
-        """Contexts, most recently updated first."""
+    async def list_contexts(
+        self, limit: int = 100, cursor: str | None = None, *, tenant: str | None = None
+    ) -> ContextPage:
+        """Contexts, most recently updated first.
+
+        ``tenant``: ``None`` lists every context, ``""`` the default tenant's
+        (ids without ``/``), a name only ``{tenant}/...`` ids. A tenant's cursor
+        holds its ids without the ``tenant/`` prefix.
+        """
         limit = check_int(limit, "limit", 1)
-        after = decode_cursor(cursor) if cursor else None
-        rows = await self.store.list_contexts(limit + 1, after)
+        prefix = f"{tenant}/" if tenant else ""
+        after = None
+        if cursor:
+            when, last_id = decode_cursor(cursor)
+            if tenant is not None:
+                validate_public_id(last_id, "cursor")
+            after = (when, prefix + last_id)
+        rows = await self.store.list_contexts(limit + 1, after, tenant)
         page = rows[:limit]
-        next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
+        next_cursor = None
+        if len(rows) > limit:
+            next_cursor = encode_cursor(page[-1].updated_at, page[-1].id[len(prefix) :])
         return ContextPage(page, next_cursor)
 
     # -- the log ------------------------------------------------------------
@@ -317,12 +333,7 @@ class Engine:
             check_totals(ctx, "message.token_count")
             ctx.updated_at = max(now, ctx.updated_at)
             await tx.insert_messages(rows)
-            events = [
-                Event(
-                    context_id, "message", row.version, {"seq": row.seq, "message": row.to_json()}
-                )
-                for row in rows
-            ]
+            events = [Event(context_id, "message", row.version, MessageData(row)) for row in rows]
             if rewind_to_seq is not None and rewind_to_seq <= rows[0].seq - 1:
                 events.append(await rewind(tx, ctx, rows, rewind_to_seq))
             compaction = await run_policy(tx, ctx, rows)

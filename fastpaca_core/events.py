@@ -8,11 +8,42 @@ Websocket streams and cross-process fan-out subscribe here.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Event", "EventBus", "Subscription"]
+if TYPE_CHECKING:
+    from .model import StoredMessage
+
+__all__ = ["Event", "EventBus", "MessageData", "Subscription"]
+
+
+class MessageData(Mapping[str, Any]):
+    """A ``message`` event's data, ``{"seq", "message"}``, rendered on first use.
+
+    Most appends have no stream listening; they should not pay for turning the
+    stored row into JSON.
+    """
+
+    __slots__ = ("_data", "row")
+
+    def __init__(self, row: StoredMessage) -> None:
+        self.row = row
+        self._data: dict[str, Any] | None = None
+
+    def _render(self) -> dict[str, Any]:
+        if self._data is None:
+            self._data = {"seq": self.row.seq, "message": self.row.to_json()}
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._render()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._render())
+
+    def __len__(self) -> int:
+        return 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +51,7 @@ class Event:
     context_id: str
     type: str
     version: int
-    data: dict[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "version": self.version, **self.data}

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_TOKEN_BUDGET",
     "DEFAULT_TRIGGER_RATIO",
     "ROLES",
+    "TENANT_PATTERN",
     "ContextRecord",
     "Message",
     "PolicySpec",
@@ -36,12 +37,14 @@ __all__ = [
     "utcnow",
     "validate_context_id",
     "validate_metadata",
+    "validate_public_id",
     "validate_token_budget",
     "validate_trigger_ratio",
 ]
 
 ROLES = ("system", "user", "assistant", "tool")
 CONTEXT_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,256}")
+TENANT_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 DEFAULT_TOKEN_BUDGET = 8000
 DEFAULT_TRIGGER_RATIO = 0.7
 MAX_INT = 2**63 - 1
@@ -70,7 +73,9 @@ def utcnow() -> datetime:
 
 def format_time(value: datetime) -> str:
     """ISO 8601 in UTC with microseconds and a ``Z``: sorts as text."""
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def _is_int(value: object) -> bool:
@@ -86,6 +91,21 @@ def _check_json(value: Any, field_name: str) -> None:
 
 
 def validate_context_id(value: object, field_name: str = "id") -> str:
+    """A context id as the engine keeps it: a public id, or ``tenant/public id``.
+
+    The HTTP layer checks the public part strictly (:func:`validate_public_id`)
+    and prefixes a named tenant's ids (see ``http/tenants.py``); ``/`` is not in
+    the public charset, so a prefixed id never collides with a public one.
+    """
+    if isinstance(value, str):
+        tenant, slash, public = value.rpartition("/")
+        if CONTEXT_ID_PATTERN.fullmatch(public) and (not slash or TENANT_PATTERN.fullmatch(tenant)):
+            return value
+    raise ValidationError(field_name, "must be 1-256 characters of A-Z a-z 0-9 . _ : -")
+
+
+def validate_public_id(value: object, field_name: str = "id") -> str:
+    """A context id as clients send it: 1-256 characters of ``A-Z a-z 0-9 . _ : -``."""
     if not isinstance(value, str) or not CONTEXT_ID_PATTERN.fullmatch(value):
         raise ValidationError(field_name, "must be 1-256 characters of A-Z a-z 0-9 . _ : -")
     return value

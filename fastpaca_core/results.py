@@ -139,8 +139,8 @@ def request_hash(payload: dict[str, Any]) -> str:
     return hashlib.sha256(dumps(payload)).hexdigest()
 
 
-def encode_cursor(ctx: ContextRecord) -> str:
-    raw = f"{format_time(ctx.updated_at)}|{ctx.id}".encode()
+def encode_cursor(updated_at: datetime, context_id: str) -> str:
+    raw = f"{format_time(updated_at)}|{context_id}".encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 

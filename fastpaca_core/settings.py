@@ -36,6 +36,15 @@ class Settings:
             "FASTPACA_STORE", "store URL: sqlite:///path, postgresql://host/db or memory://"
         ),
     )
+    # -- store outages (docs/deployment.md) -------------------------------------
+    store_timeout: float = field(
+        default=3.0,
+        metadata=_opt(
+            "FASTPACA_STORE_TIMEOUT",
+            "seconds a store operation may take (connecting, queries, commit) before the "
+            "request answers 503 store_unavailable",
+        ),
+    )
     api_key: str | None = field(
         default=None,
         metadata=_opt(
@@ -141,6 +150,57 @@ class Settings:
             "most transcript tokens sent in one summary request (a backlog takes several)",
         ),
     )
+    # -- tenants and limits (docs/http-api.md "Tenants", "Limits") --------------
+    api_keys: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_opt(
+            "FASTPACA_API_KEYS",
+            "tenant keys as 'tenant:key,tenant:key'; each tenant sees only its own contexts",
+        ),
+    )
+    api_keys_file: str | None = field(
+        default=None,
+        metadata=_opt(
+            "FASTPACA_API_KEYS_FILE",
+            "file of tenant keys, one 'tenant key' pair a line ('#' starts a comment)",
+        ),
+    )
+    metrics_key: str | None = field(
+        default=None,
+        repr=False,
+        metadata=_opt(
+            "FASTPACA_METRICS_KEY",
+            "require 'Authorization: Bearer <key>' on /metrics (unset: /metrics is open)",
+        ),
+    )
+    rate_limit: float = field(
+        default=0.0,
+        metadata=_opt(
+            "FASTPACA_RATE_LIMIT",
+            "requests a second allowed per tenant (per client IP with auth off); 0: no limit",
+        ),
+    )
+    rate_burst: int = field(
+        default=0,
+        metadata=_opt(
+            "FASTPACA_RATE_BURST",
+            "requests allowed at once above the rate (0: one second's worth, at least 1)",
+        ),
+    )
+    request_timeout: float = field(
+        default=30.0,
+        metadata=_opt(
+            "FASTPACA_REQUEST_TIMEOUT",
+            "seconds a request may take (websockets and proxied streams, once started, excepted)",
+        ),
+    )
+    body_timeout: float = field(
+        default=10.0,
+        metadata=_opt(
+            "FASTPACA_BODY_TIMEOUT", "seconds a client has to send its whole request body"
+        ),
+    )
     log_level: str = field(
         default="INFO", metadata=_opt("FASTPACA_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
     )
@@ -175,9 +235,15 @@ class Settings:
             "summarizer_lease_ttl",
             "summarizer_retry_initial",
             "summarizer_retry_max",
+            "store_timeout",
+            "request_timeout",
+            "body_timeout",
         ):
             if not getattr(self, name) > 0:
                 raise ValidationError(name, "must be greater than 0")
+        for name in ("rate_limit", "rate_burst"):
+            if not getattr(self, name) >= 0:
+                raise ValidationError(name, "must be 0 (off) or more")
         if self.workers < 0:
             raise ValidationError("workers", "must be 0 (one per CPU) or more")
         if self.workers != 1 and not self.store.startswith(("postgresql://", "postgres://")):
@@ -189,7 +255,14 @@ class Settings:
             )
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ValidationError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
-        for name in ("api_key", "openai_api_key", "anthropic_api_key"):
+        for name in (
+            "api_key",
+            "openai_api_key",
+            "anthropic_api_key",
+            "api_keys",
+            "api_keys_file",
+            "metrics_key",
+        ):
             if getattr(self, name) == "":
                 object.__setattr__(self, name, None)
         for name in ("openai_base_url", "anthropic_base_url"):

@@ -16,9 +16,11 @@ from ..summarizer import Summarizer
 from ..tokens import load_encoding
 from . import contexts, messages, ops, stream, summaries
 from .errors import error_middleware
+from .limits import RATE_LIMITER, RateLimiter, lift_deadline, limits_middleware
 from .metrics import MeteredBus, Metrics, TimedStore
 from .middleware import access_middleware, auth_middleware
 from .state import ENGINE, METRICS, SETTINGS, STREAMS, SUMMARIZER, Streams
+from .tenants import TENANTS, Tenants
 
 __all__ = ["create_app"]
 
@@ -41,7 +43,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     """
     settings = app[SETTINGS]
     metrics = app[METRICS]
-    inner = open_store(settings.store)
+    inner = open_store(settings.store, timeout=settings.store_timeout)
     store = TimedStore(inner, metrics)
     await store.open()
     stop_listening: Callable[[], Awaitable[None]] | None = None
@@ -88,11 +90,15 @@ async def _close_streams(app: web.Application) -> None:
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
-        middlewares=[access_middleware, error_middleware, auth_middleware],
+        middlewares=[access_middleware, error_middleware, auth_middleware, limits_middleware],
         client_max_size=settings.max_body_bytes,
     )
     metrics = Metrics()
     app[SETTINGS] = settings
+    app[TENANTS] = Tenants.from_settings(settings)
+    if settings.rate_limit > 0:
+        app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app.on_response_prepare.append(lift_deadline)
     app[METRICS] = metrics
     app[STREAMS] = Streams(settings.max_streams, metrics)
     app.cleanup_ctx.append(_engine_ctx)

@@ -7,6 +7,7 @@ from aiohttp import web
 from .params import context_id, limit_param, read_json
 from .respond import json_response
 from .state import ENGINE
+from .tenants import context_json, tenant_of
 
 __all__ = ["routes"]
 
@@ -24,13 +25,13 @@ async def put_context(request: web.Request) -> web.Response:
         policy=body.get("policy"),
         metadata=body.get("metadata"),
     )
-    return json_response(ctx.to_json())
+    return json_response(context_json(request, ctx))
 
 
 @routes.get("/v1/contexts/{id}")
 async def get_context(request: web.Request) -> web.Response:
     ctx = await request.app[ENGINE].get_context(context_id(request))
-    return json_response(ctx.to_json())
+    return json_response(context_json(request, ctx))
 
 
 @routes.delete("/v1/contexts/{id}")
@@ -44,14 +45,17 @@ async def patch_metadata(request: web.Request) -> web.Response:
     cid = context_id(request)
     body = await read_json(request)
     ctx = await request.app[ENGINE].update_metadata(cid, body.get("metadata"))
-    return json_response(ctx.to_json())
+    return json_response(context_json(request, ctx))
 
 
 @routes.get("/v1/contexts")
 async def list_contexts(request: web.Request) -> web.Response:
     limit = limit_param(request, 100)
     cursor = request.query.get("cursor") or None
-    page = await request.app[ENGINE].list_contexts(limit, cursor)
+    page = await request.app[ENGINE].list_contexts(limit, cursor, tenant=tenant_of(request))
     return json_response(
-        {"contexts": [c.to_json() for c in page.contexts], "next_cursor": page.next_cursor}
+        {
+            "contexts": [context_json(request, c) for c in page.contexts],
+            "next_cursor": page.next_cursor,
+        }
     )

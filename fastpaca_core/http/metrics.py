@@ -18,7 +18,7 @@ from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from ..events import Event, EventBus
+from ..events import Event, EventBus, MessageData
 from ..model import ContextRecord, StoredMessage, SummaryRecord
 from ..stores.base import Op, Store
 
@@ -68,6 +68,23 @@ class Metrics:
         self.websockets = Gauge(
             "fastpaca_websockets_open", "Open websocket streams", registry=self.registry
         )
+        # labelled children, looked up once (``labels()`` takes a lock and
+        # validates its arguments on every call)
+        self._requests: dict[tuple[str, str, int], Histogram] = {}
+        self._store_ops: dict[str, Histogram] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        child = self._requests.get(key)
+        if child is None:
+            child = self._requests[key] = self.request_latency.labels(route, method, str(status))
+        child.observe(seconds)
+
+    def observe_store(self, operation: str, seconds: float) -> None:
+        child = self._store_ops.get(operation)
+        if child is None:
+            child = self._store_ops[operation] = self.store_latency.labels(operation)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -76,9 +93,9 @@ class Metrics:
         for event in events:
             if event.type == "message":
                 self.appends.inc()
-                tokens = event.data.get("message", {}).get("token_count")
-                if isinstance(tokens, int):
-                    self.message_tokens.observe(tokens)
+                data = event.data
+                if isinstance(data, MessageData):
+                    self.message_tokens.observe(data.row.token_count)
             elif event.type == "compaction":
                 self.compactions.inc()
 
@@ -106,10 +123,10 @@ class TimedStore(Store):
     def __init__(self, inner: Store, metrics: Metrics) -> None:
         self.inner = inner
         self.url = inner.url
-        self._histogram = metrics.store_latency
+        self._metrics = metrics
 
     def _observe(self, operation: str, started: float) -> None:
-        self._histogram.labels(operation).observe(time.perf_counter() - started)
+        self._metrics.observe_store(operation, time.perf_counter() - started)
 
     async def open(self) -> None:
         await self.inner.open()
@@ -139,11 +156,11 @@ class TimedStore(Store):
             self._observe("get_context", started)
 
     async def list_contexts(
-        self, limit: int, after: tuple[datetime, str] | None
+        self, limit: int, after: tuple[datetime, str] | None, tenant: str | None = None
     ) -> list[ContextRecord]:
         started = time.perf_counter()
         try:
-            return await self.inner.list_contexts(limit, after)
+            return await self.inner.list_contexts(limit, after, tenant)
         finally:
             self._observe("list_contexts", started)
 

@@ -12,9 +12,9 @@ from aiohttp import web
 
 from ..errors import ValidationError
 from ..jsonutil import JSONError, loads
-from ..model import validate_context_id
 from .errors import HttpError
 from .state import SETTINGS
+from .tenants import scoped_id
 
 __all__ = ["bool_param", "context_id", "int_param", "limit_param", "read_json"]
 
@@ -24,7 +24,8 @@ _FALSE = frozenset({"false", "0", "no"})
 
 
 def context_id(request: web.Request) -> str:
-    return validate_context_id(request.match_info["id"])
+    """The path's public id, checked, as the request's tenant's internal id."""
+    return scoped_id(request, request.match_info["id"])
 
 
 def int_param(
@@ -63,8 +64,15 @@ def bool_param(request: web.Request, name: str, default: bool) -> bool:
     raise ValidationError(name, "must be true or false")
 
 
+def _is_json(media_type: str) -> bool:
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object (an empty body reads as ``{}``).
+
+    A body declared as anything but JSON (``Content-Type: text/plain``, a form)
+    is 415; a body without a ``Content-Type`` is read as JSON.
 
     A declared ``Content-Length`` over the limit is refused before anything is
     read; a chunked body is cut off by aiohttp's ``client_max_size``.
@@ -76,6 +84,13 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     body = await request.read()
     if not body.strip():
         return {}
+    declared = request.headers.get("Content-Type", "").strip()
+    if declared and not _is_json(request.content_type):
+        raise HttpError(
+            415,
+            "unsupported_media_type",
+            f"Request body must be application/json, not {request.content_type[:80]!r}",
+        )
     try:
         value = loads(body)
     except JSONError as exc:

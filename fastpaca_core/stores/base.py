@@ -28,7 +28,7 @@ from ..errors import ValidationError
 from ..events import Event
 from ..model import ContextRecord, StoredMessage, SummaryRecord
 
-__all__ = ["IdempotencyRecord", "Op", "Store", "Tx", "open_store"]
+__all__ = ["IdempotencyRecord", "Op", "Store", "Tx", "open_store", "tenant_range"]
 
 T = TypeVar("T")
 
@@ -39,6 +39,13 @@ class IdempotencyRecord:
     request_hash: str
     response: dict[str, Any]
     created_at: datetime
+
+
+def tenant_range(tenant: str) -> tuple[str, str]:
+    """``(low, high)``: a named tenant's ids are exactly ``low <= id < high``
+    in code point (byte) order, as ``tenant/`` is their prefix and ``0``
+    follows ``/``."""
+    return f"{tenant}/", f"{tenant}0"
 
 
 class Tx(Protocol):
@@ -104,9 +111,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_contexts(
-        self, limit: int, after: tuple[datetime, str] | None
+        self, limit: int, after: tuple[datetime, str] | None, tenant: str | None = None
     ) -> list[ContextRecord]:
-        """Contexts by ``(updated_at, id)`` descending, strictly after ``after``."""
+        """Contexts by ``(updated_at, id)`` descending, strictly after ``after``.
+
+        ``tenant``: ``None`` lists every context; ``""`` (the default tenant)
+        only ids without ``/``; a name only ids in :func:`tenant_range`, read
+        as a range of the id key, not a scan of every context.
+        """
 
     @abc.abstractmethod
     async def read_messages(
@@ -145,11 +157,13 @@ class Store(abc.ABC):
         await self.close()
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, timeout: float | None = None) -> Store:
     """A store for ``url``: ``memory://``, ``sqlite:///path``, ``postgresql://...``.
 
     Backends are imported lazily, so a driver is needed only when it is used.
     The store still has to be opened (``await store.open()`` or ``async with``).
+    ``timeout``: the seconds a PostgreSQL operation may take before it raises
+    ``StoreUnavailable`` (the server's ``store_timeout``; unset: 3).
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -163,7 +177,7 @@ def open_store(url: str) -> Store:
     if scheme in ("postgres", "postgresql"):
         from .postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, timeout=timeout)
     raise ValidationError(
         "store", f"unknown store URL scheme {scheme!r}; use memory://, sqlite:/// or postgresql://"
     )

@@ -10,7 +10,7 @@ from datetime import datetime
 
 from ..events import Event
 from ..model import ContextRecord, StoredMessage, SummaryRecord
-from .base import IdempotencyRecord, Op, Store, T
+from .base import IdempotencyRecord, Op, Store, T, tenant_range
 
 __all__ = ["MemoryStore"]
 
@@ -127,9 +127,15 @@ class MemoryStore(Store):
         return copy.deepcopy(self._contexts.get(context_id))
 
     async def list_contexts(
-        self, limit: int, after: tuple[datetime, str] | None
+        self, limit: int, after: tuple[datetime, str] | None, tenant: str | None = None
     ) -> list[ContextRecord]:
-        ordered = sorted(self._contexts.values(), key=lambda c: (c.updated_at, c.id), reverse=True)
+        contexts = list(self._contexts.values())
+        if tenant == "":
+            contexts = [c for c in contexts if "/" not in c.id]
+        elif tenant is not None:
+            low, high = tenant_range(tenant)
+            contexts = [c for c in contexts if low <= c.id < high]
+        ordered = sorted(contexts, key=lambda c: (c.updated_at, c.id), reverse=True)
         if after is not None:
             ordered = [c for c in ordered if (c.updated_at, c.id) < after]
         return [copy.deepcopy(c) for c in ordered[:limit]]

@@ -33,7 +33,8 @@ from fastpaca_core.errors import (
     FastpacaError,
     ValidationError,
 )
-from fastpaca_core.http import ENGINE
+from fastpaca_core.http import ENGINE, SETTINGS
+from fastpaca_core.http.tenants import public_id, public_text, scoped_id
 from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
 from fastpaca_core.model import (
     ContextRecord,
@@ -58,6 +59,7 @@ _ERROR_KINDS = {
     404: "not_found_error",
     409: "conflict_error",
     413: "request_too_large",
+    504: "timeout_error",
     422: "invalid_request_error",
     502: "api_error",
     503: "overloaded_error",
@@ -142,9 +144,11 @@ async def _store(
         return None
 
 
-def _headers(context_id: str, version: int, used_tokens: int) -> dict[str, str]:
+def _headers(
+    request: web.Request, context_id: str, version: int, used_tokens: int
+) -> dict[str, str]:
     return {
-        "X-Fastpaca-Context": context_id,
+        "X-Fastpaca-Context": public_id(request, context_id),
         "X-Fastpaca-Version": str(version),
         "X-Fastpaca-Used-Tokens": str(used_tokens),
     }
@@ -165,9 +169,10 @@ async def proxy_call(
         return await _pass_through(request, upstream, adapter, raw, adapter.is_stream(body))
     engine = request.app[ENGINE]
     try:
+        context_id = scoped_id(request, context_id, "context")  # the tenant's own context
         turn = await _prepare(engine, adapter, context_id, body)
     except FastpacaError as exc:
-        return _error(adapter, exc.status, str(exc))
+        return _error(adapter, exc.status, public_text(request, str(exc)))
     upstream_body = adapter.build(body, turn.preamble, turn.window)
     stream = adapter.is_stream(body)
     hide = adapter.prepare_stream(upstream_body) if stream else False
@@ -183,7 +188,9 @@ async def proxy_call(
                     request, engine, adapter, context_id, turn, resp, hide, upstream_body
                 )
             data = await resp.read()
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except TimeoutError as exc:
+        return _timeout(request, adapter, exc)
+    except aiohttp.ClientError as exc:
         return _error(adapter, 502, f"The upstream could not be reached: {type(exc).__name__}")
     version, used = turn.ctx.version, turn.used_tokens
     if 200 <= resp.status < 300:
@@ -197,8 +204,21 @@ async def proxy_call(
                 version, used = stored.version, stored.used_tokens or used
             _calibrate(request, engine, adapter, context_id, upstream_body, usage)
     out_headers = upstream.response_headers(resp.headers)
-    out_headers.update(_headers(context_id, version, used))
+    out_headers.update(_headers(request, context_id, version, used))
     return web.Response(status=resp.status, body=data, headers=out_headers)
+
+
+def _timeout(request: web.Request, adapter: Adapter, exc: TimeoutError) -> web.Response:
+    """504: no connection within ``upstream_connect_timeout``, or no answer within
+    ``upstream_timeout``."""
+    settings = request.app[SETTINGS]
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        message = (
+            f"Could not connect to the upstream within {settings.upstream_connect_timeout:g} s"
+        )
+    else:
+        message = f"The upstream did not answer within {settings.upstream_timeout:g} s"
+    return _error(adapter, 504, message)
 
 
 def _calibrate(
@@ -231,7 +251,7 @@ async def _relay_stream(
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     out_headers = upstream.response_headers(resp.headers)
-    out_headers.update(_headers(context_id, turn.ctx.version, turn.used_tokens))
+    out_headers.update(_headers(request, context_id, turn.ctx.version, turn.used_tokens))
     out = web.StreamResponse(status=resp.status, headers=out_headers)
     await out.prepare(request)
     parser = SSEParser()
@@ -326,5 +346,7 @@ async def relay(
                 client_gone = True
             await _finish(request, out, dropped, client_gone)
             return out
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except TimeoutError as exc:
+        return _timeout(request, adapter, exc)
+    except aiohttp.ClientError as exc:
         return _error(adapter, 502, f"The upstream could not be reached: {type(exc).__name__}")

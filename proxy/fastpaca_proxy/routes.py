@@ -7,6 +7,10 @@ Context in the path (an SDK's ``base_url``)::
 
 or in the ``X-Fastpaca-Context`` header on ``/v1/chat/completions``,
 ``/v1/responses`` and ``/v1/messages``. Without a context: pure pass-through.
+
+Ids are the caller's tenant's (``fastpaca_core/http/tenants.py``): the same
+id under two tenants' keys is two contexts. The request deadline is extended
+by the upstream's timeouts, which bound a proxied call instead.
 """
 
 from __future__ import annotations
@@ -15,9 +19,14 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from fastpaca_core.http import SETTINGS
+from fastpaca_core.http.limits import extend_deadline
+from fastpaca_core.http.openapi import OPENAPI_EXTRA
+
 from .adapters import Adapter, AnthropicMessages, OpenAIChat, OpenAIResponses
 from .calibration import calibrator_ctx
 from .flow import proxy_call, relay
+from .openapi import proxy_openapi
 from .upstream import UPSTREAM, upstream_ctx
 
 __all__ = ["install_proxy", "routes"]
@@ -34,7 +43,15 @@ def _from_header(request: web.Request) -> str | None:
     return request.headers.get(CONTEXT_HEADER) or None
 
 
+def _wait_for_upstream(request: web.Request) -> None:
+    """A proxied call may take the upstream's timeout on top of the request deadline."""
+    settings = request.app[SETTINGS]
+    extend_deadline(request, settings.upstream_connect_timeout + settings.upstream_timeout)
+
+
 async def _call(request: web.Request, adapter: Adapter, in_path: bool) -> web.StreamResponse:
+    """``context_id`` is the public id; the flow scopes it to the caller's tenant."""
+    _wait_for_upstream(request)
     context_id = request.match_info["id"] if in_path else _from_header(request)
     return await proxy_call(request, adapter, context_id)
 
@@ -70,6 +87,7 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _models(request: web.Request) -> web.StreamResponse:
+    _wait_for_upstream(request)
     upstream = request.app[UPSTREAM]
     model = request.match_info.get("model")
     path = "models" if model is None else f"models/{quote(model, safe='')}"
@@ -91,4 +109,5 @@ def install_proxy(app: web.Application) -> web.Application:
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(calibrator_ctx)
     app.add_routes(routes)
+    app[OPENAPI_EXTRA] = proxy_openapi()
     return app

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 
 from fastpaca_core.http import SETTINGS
+from fastpaca_core.http.tenants import TENANTS, Tenants
 from fastpaca_core.settings import Settings
 
 __all__ = ["UPSTREAM", "Provider", "Upstream", "upstream_ctx"]
@@ -42,9 +43,15 @@ _DROP_BACK = frozenset(
 
 
 class Upstream:
-    def __init__(self, settings: Settings, session: aiohttp.ClientSession) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        session: aiohttp.ClientSession,
+        tenants: Tenants | None = None,
+    ) -> None:
         self.settings = settings
         self.session = session
+        self.tenants = tenants or Tenants.from_settings(settings)
 
     def url(self, provider: Provider, path: str) -> str:
         base = (
@@ -58,14 +65,13 @@ class Upstream:
         """The headers to send upstream: an allowlist, with server-held keys injected.
 
         A client that authenticated to Fastpaca with ``Authorization: Bearer
-        <fastpaca key>`` has that header consumed here, never forwarded.
+        <fastpaca key>`` (any tenant's) has that header consumed here, never forwarded.
         """
         allowed = _FORWARD[provider] | _FORWARD_ANY
         headers = {k: v for k, v in incoming.items() if k.lower() in allowed}
-        fastpaca_key = self.settings.api_key
-        if fastpaca_key is not None:
+        if self.tenants.auth_required:
             for name in [k for k in headers if k.lower() == "authorization"]:
-                if headers[name].partition(" ")[2].strip() == fastpaca_key:
+                if self.tenants.is_key(headers[name].partition(" ")[2].strip()):
                     del headers[name]
         if provider == "openai" and self.settings.openai_api_key:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
@@ -96,5 +102,5 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
     async with aiohttp.ClientSession(
         timeout=timeout, connector=connector, auto_decompress=False, trust_env=False
     ) as session:
-        app[UPSTREAM] = Upstream(settings, session)
+        app[UPSTREAM] = Upstream(settings, session, app.get(TENANTS))
         yield

@@ -1,0 +1,189 @@
+"""Limits: what one client may take from the server (docs/http-api.md, "Limits").
+
+:func:`limits_middleware`, inside the auth middleware, applies in order:
+
+- **rate**: a token bucket per tenant (per client IP with auth off) on ``/v1``;
+  ``FASTPACA_RATE_LIMIT`` requests a second, ``FASTPACA_RATE_BURST`` at once.
+  Over it: 429 ``rate_limited`` with ``Retry-After`` (whole seconds).
+- **body size**: a declared ``Content-Length`` over ``max_body_bytes`` is
+  refused before anything is read; a chunked body is cut off once it passes
+  the limit (aiohttp's ``client_max_size``). Both 413 ``payload_too_large``.
+- **body time**: the whole body must arrive within ``FASTPACA_BODY_TIMEOUT``;
+  a client that trickles or stalls gets 408 ``request_timeout``. The body is
+  read here, once (handlers get it from aiohttp's cache), so no handler ever
+  waits on a slow client. Each request is its own task: a stalled client
+  holds its connection only, never the event loop or other clients.
+- **deadline**: the handler must answer within ``FASTPACA_REQUEST_TIMEOUT``,
+  else 503 ``deadline_exceeded``. The deadline is lifted once a response's
+  headers went out (websockets, proxied streams: they have their own
+  timeouts); proxy routes extend it by the upstream timeout
+  (:func:`extend_deadline`).
+
+Refusals that leave a body unread (413, 408) close the connection after the
+answer, instead of draining what the client still sends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aiohttp import web
+
+from .errors import error_response
+from .state import SETTINGS
+from .tenants import TENANT
+from .types import Handler
+
+__all__ = [
+    "DEADLINE",
+    "RATE_LIMITER",
+    "RateLimiter",
+    "extend_deadline",
+    "lift_deadline",
+    "limits_middleware",
+]
+
+
+class RateLimiter:
+    """Token buckets by key: ``rate`` tokens a second, at most ``burst`` saved.
+
+    At most ``max_keys`` buckets are kept; the least recently used go first
+    (a bucket idle for ``burst / rate`` seconds is full anyway).
+    """
+
+    def __init__(
+        self,
+        rate: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = 100_000,
+    ) -> None:
+        self.rate = rate
+        self.burst = float(burst if burst > 0 else max(1, math.ceil(rate)))
+        self._clock = clock
+        self._max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str) -> float:
+        """Spend one token of ``key``'s bucket: 0.0, or the seconds until one is there."""
+        now = self._clock()
+        tokens, stamp = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - stamp) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self._max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
+DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+
+
+def _is_api(path: str) -> bool:
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def _rate_key(request: web.Request) -> str:
+    tenant = request.get(TENANT)
+    if tenant is not None:
+        return f"tenant:{tenant}"
+    return f"ip:{request.remote or '?'}"
+
+
+async def _refuse_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response``, then close the connection without reading the body's rest."""
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # flushes what was written, skips draining the body
+    return response
+
+
+async def _read_body(request: web.Request) -> web.Response | None:
+    """Read the whole body within the body timeout; a refusal when it cannot be."""
+    settings = request.app[SETTINGS]
+    limit = settings.max_body_bytes
+    length = request.content_length
+    if length is not None and length > limit:
+        return await _refuse_and_close(
+            request,
+            error_response(413, "payload_too_large", f"Request body exceeds {limit} bytes"),
+        )
+    if not request.can_read_body:
+        return None
+    try:
+        async with asyncio.timeout(settings.body_timeout):
+            await request.read()
+    except TimeoutError:
+        return await _refuse_and_close(
+            request,
+            error_response(
+                408,
+                "request_timeout",
+                f"The request body did not arrive within {settings.body_timeout:g} s",
+            ),
+        )
+    except web.HTTPRequestEntityTooLarge:
+        return await _refuse_and_close(
+            request,
+            error_response(413, "payload_too_large", f"Request body exceeds {limit} bytes"),
+        )
+    return None
+
+
+def extend_deadline(request: web.Request, seconds: float) -> None:
+    """Give the request ``seconds`` more (a proxied call waiting on its upstream)."""
+    deadline = request.get(DEADLINE)
+    when = deadline.when() if deadline is not None else None
+    if deadline is not None and when is not None:
+        deadline.reschedule(when + seconds)
+
+
+async def lift_deadline(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: headers are going out, the deadline no longer applies."""
+    deadline = request.get(DEADLINE)
+    if deadline is not None:
+        deadline.reschedule(None)
+
+
+@web.middleware
+async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is not None and _is_api(request.path):
+        wait = limiter.take(_rate_key(request))
+        if wait > 0:
+            response = error_response(429, "rate_limited", "Too many requests; slow down")
+            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+            return response
+    refused = await _read_body(request)
+    if refused is not None:
+        return refused
+    deadline = asyncio.timeout(settings.request_timeout)
+    try:
+        async with deadline:
+            request[DEADLINE] = deadline
+            try:
+                return await handler(request)
+            finally:
+                request.pop(DEADLINE, None)
+    except TimeoutError:
+        if not deadline.expired():
+            raise
+        response = error_response(
+            503,
+            "deadline_exceeded",
+            f"The request did not complete within {settings.request_timeout:g} s",
+        )
+        response.headers["Retry-After"] = "1"
+        return response

@@ -1,0 +1,447 @@
+"""Limits, over real sockets: rate, body size and time, page sizes, streams,
+the request deadline and the upstream's timeouts.
+
+Every refusal has the JSON error shape; a slow or stalled client is cut off
+without holding up anyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+
+from fastpaca_core.http import create_app
+from fastpaca_core.http.limits import RateLimiter
+from fastpaca_core.http.openapi import openapi_document
+from fastpaca_core.jsonutil import dumps, loads
+from fastpaca_core.settings import Settings
+from fastpaca_proxy import install_proxy
+from fastpaca_proxy.fake_upstream import FakeUpstream, Reply
+
+ACME_KEY = "key-acme"
+GLOBEX_KEY = "key-globex"
+CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return loads(self.body)
+
+
+@dataclass
+class Server:
+    base: str
+    port: int
+    app: web.Application
+    session: aiohttp.ClientSession
+    fake: FakeUpstream
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Answer:
+        sent = dict(headers or {})
+        if json is not None:
+            data = dumps(json)
+            sent["Content-Type"] = "application/json"
+        async with self.session.request(
+            method, self.base + path, data=data, headers=sent, params=params
+        ) as resp:
+            return Answer(resp.status, dict(resp.headers), await resp.read())
+
+    async def say(self, cid: str, text: str, **headers: str) -> Answer:
+        message = {"role": "user", "parts": [{"type": "text", "text": text}]}
+        return await self.call(
+            "POST", f"/v1/contexts/{cid}/messages", json={"message": message}, headers=headers
+        )
+
+
+Start = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    """``start(**settings)``: the API with its proxy on a loopback socket, and a fake upstream."""
+    runners: list[web.AppRunner] = []
+    async with FakeUpstream() as fake, aiohttp.ClientSession() as session:
+
+        async def run(**options: Any) -> Server:
+            options.setdefault("store", f"sqlite:///{tmp_path / f'{len(runners)}.db'}")
+            options.setdefault("openai_base_url", fake.openai_base_url)
+            options.setdefault("anthropic_base_url", fake.base_url)
+            app = install_proxy(create_app(Settings(**options)))
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            return Server(f"http://127.0.0.1:{port}", port, app, session, fake)
+
+        try:
+            yield run
+        finally:
+            for runner in runners:
+                await runner.cleanup()
+
+
+def assert_error(answer: Answer, status: int, code: str) -> dict[str, Any]:
+    assert answer.status == status, (answer.status, answer.body)
+    assert answer.headers["Content-Type"].startswith("application/json"), answer.headers
+    body: dict[str, Any] = answer.json()
+    assert set(body) == {"error", "message"} and body["error"] == code, body
+    assert isinstance(body["message"], str) and body["message"]
+    return body
+
+
+# -- raw HTTP/1.1 over a socket (what aiohttp's client will not do) ---------------
+
+
+async def raw_request(port: int, head: str, body: bytes = b"") -> tuple[asyncio.StreamReader, Any]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+    await writer.drain()
+    return reader, writer
+
+
+def parse_response(raw: bytes) -> Answer:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return Answer(status, headers, body)
+
+
+async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    """Everything until the server closes the connection (bounded, not timed)."""
+    return await asyncio.wait_for(reader.read(), 30)
+
+
+# -- rate -----------------------------------------------------------------------
+
+
+def test_token_bucket_refills_at_the_rate() -> None:
+    now = [0.0]
+    limiter = RateLimiter(2.0, 3, clock=lambda: now[0])
+    assert [limiter.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert limiter.take("a") == pytest.approx(0.5)  # empty: one token in half a second
+    assert limiter.take("b") == 0.0  # buckets are per key
+    now[0] += 0.5
+    assert limiter.take("a") == 0.0
+    now[0] += 100.0  # a long pause fills the bucket to the burst, no more
+    assert [limiter.take("a") for _ in range(4)][-1] > 0
+    assert RateLimiter(0.5, 0).burst == 1  # default burst: one second's worth, at least 1
+
+
+def test_token_bucket_keeps_a_bounded_number_of_keys() -> None:
+    limiter = RateLimiter(1.0, 1, clock=lambda: 0.0, max_keys=2)
+    for key in ("a", "b", "c"):
+        assert limiter.take(key) == 0.0
+    assert limiter.take("c") > 0  # kept
+    assert limiter.take("a") == 0.0  # evicted (least recently used), so full again
+
+
+async def test_rate_limit_per_tenant_with_retry_after(start: Start) -> None:
+    server = await start(
+        api_keys=f"acme:{ACME_KEY},globex:{GLOBEX_KEY}", rate_limit=0.01, rate_burst=3
+    )
+    acme = {"Authorization": f"Bearer {ACME_KEY}"}
+    for _ in range(3):
+        assert (await server.call("GET", "/v1/contexts", headers=acme)).status == 200
+    refused = await server.call("GET", "/v1/contexts", headers=acme)
+    assert_error(refused, 429, "rate_limited")
+    retry_after = refused.headers["Retry-After"]
+    assert retry_after.isdigit() and 1 <= int(retry_after) <= 100
+    # a proxy route counts against the same bucket
+    limited = await server.call("POST", "/v1/chat/completions", json=CHAT, headers=acme)
+    assert_error(limited, 429, "rate_limited")
+    # the other tenant has its own bucket; health and metrics are never limited
+    globex = {"X-Fastpaca-Key": GLOBEX_KEY}
+    assert (await server.call("GET", "/v1/contexts", headers=globex)).status == 200
+    for path in ("/health/live", "/health/ready", "/metrics"):
+        assert (await server.call("GET", path)).status == 200
+    # a request without a key is refused by auth, not counted
+    assert (await server.call("GET", "/v1/contexts")).status == 401
+
+
+async def test_rate_limit_per_client_ip_with_auth_off(start: Start) -> None:
+    server = await start(rate_limit=0.01, rate_burst=2)
+    assert (await server.call("PUT", "/v1/contexts/a", json={})).status == 200
+    assert (await server.call("GET", "/v1/contexts/a")).status == 200
+    assert_error(await server.call("GET", "/v1/contexts/a"), 429, "rate_limited")
+
+
+async def test_no_rate_limit_by_default(start: Start) -> None:
+    server = await start()
+    for _ in range(50):
+        assert (await server.call("GET", "/v1/contexts")).status == 200
+
+
+# -- body size ------------------------------------------------------------------
+
+BODY_ROUTES = [
+    "PUT /v1/contexts/big",
+    "POST /v1/contexts/big/messages",
+    "POST /v1/chat/completions",  # the proxy, with no context: pass-through
+    "POST /v1/contexts/big/anthropic/v1/messages",
+]
+
+
+async def test_declared_length_over_the_limit_is_refused_before_reading(start: Start) -> None:
+    server = await start(max_body_bytes=1024, body_timeout=600)
+    for route in BODY_ROUTES:
+        method, path = route.split()
+        # headers only: the 413 comes without the server waiting for the body
+        reader, writer = await raw_request(
+            server.port,
+            f"{method} {path} HTTP/1.1\nHost: t\nContent-Type: application/json\n"
+            "Content-Length: 5000\n",
+        )
+        answer = parse_response(await read_to_eof(reader))
+        writer.close()
+        assert_error(answer, 413, "payload_too_large")
+        assert answer.headers["Connection"] == "close"
+    assert server.fake.requests == []
+
+
+async def test_chunked_body_over_the_limit_is_413(start: Start) -> None:
+    server = await start(max_body_bytes=1024)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"message": {"role": "user", "parts": [{"type": "text", "text": "'
+        for _ in range(10):
+            yield b"x" * 500
+
+    for route in BODY_ROUTES:
+        method, path = route.split()
+        answer = await server.call(
+            method, path, data=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert_error(answer, 413, "payload_too_large")
+    # a body just within the limit is read
+    padded = {"metadata": {"pad": "x" * 900}}
+    assert len(dumps(padded)) <= 1024
+    assert (await server.call("PUT", "/v1/contexts/big", json=padded)).status == 200
+    assert server.fake.requests == []
+
+
+# -- page sizes -----------------------------------------------------------------
+
+
+def _paged_routes() -> list[str]:
+    paths = []
+    for path, item in openapi_document()["paths"].items():
+        get = item.get("get", {})
+        if any(p.get("name") == "limit" for p in get.get("parameters", [])):
+            paths.append(path)
+    return sorted(paths)
+
+
+async def test_every_paged_route_caps_limit(start: Start) -> None:
+    server = await start(max_page_size=5)
+    assert (await server.call("PUT", "/v1/contexts/p", json={})).status == 200
+    for n in range(7):
+        assert (await server.say("p", f"m{n}")).status == 201
+    paged = _paged_routes()
+    assert len(paged) >= 4, paged
+    for template in paged:
+        path = template.replace("{id}", "p")
+        for bad in ("6", "0", "-1", "abc", "1.5", "99999999999999999999999"):
+            answer = await server.call("GET", path, params={"limit": bad})
+            body = assert_error(answer, 400, "invalid_request")
+            assert "limit" in body["message"], body
+        answer = await server.call("GET", path, params={"limit": "5"})
+        assert answer.status == 200, (path, answer.body)
+    full = await server.call("GET", "/v1/contexts/p/messages", params={"limit": "5"})
+    assert len(full.json()["messages"]) == 5
+    default = await server.call("GET", "/v1/contexts/p/messages")
+    assert len(default.json()["messages"]) == 5  # the default page is capped too
+
+
+# -- websocket streams per process -------------------------------------------------
+
+_UPGRADE = {
+    "Upgrade": "websocket",
+    "Connection": "Upgrade",
+    "Sec-WebSocket-Version": "13",
+    "Sec-WebSocket-Key": base64.b64encode(os.urandom(16)).decode(),
+}
+
+
+async def test_streams_over_the_limit_get_503_json(start: Start) -> None:
+    server = await start(max_streams=2)
+    assert (await server.call("PUT", "/v1/contexts/s", json={})).status == 200
+    url = server.base + "/v1/contexts/s/stream"
+    first = await server.session.ws_connect(url)
+    second = await server.session.ws_connect(url)
+    try:
+        refused = await server.call("GET", "/v1/contexts/s/stream", headers=_UPGRADE)
+        body = assert_error(refused, 503, "too_many_streams")
+        assert "2 streams" in body["message"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as handshake:
+            await server.session.ws_connect(url)
+        assert handshake.value.status == 503
+    finally:
+        await first.close()
+    # a slot is free again once the server has seen the close
+    for _ in range(200):
+        answer = await server.call("GET", "/v1/contexts/s/stream", headers=_UPGRADE)
+        if answer.status == 101:
+            break
+        assert_error(answer, 503, "too_many_streams")
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the closed stream's slot was never freed")
+    await second.close()
+
+
+# -- the request deadline -------------------------------------------------------------
+
+
+async def test_a_handler_past_the_deadline_answers_503(start: Start, pg_url: str) -> None:
+    """A request stuck on a locked row is cut at the deadline; the server goes on."""
+    server = await start(store=pg_url, request_timeout=0.5, store_timeout=60)
+    assert (await server.call("PUT", "/v1/contexts/locked", json={})).status == 200
+    dsn, schema = pg_url.rsplit("schema=", 1)
+    conn = await asyncpg.connect(dsn[:-1])  # without "?" / "&"
+    try:
+        await conn.execute(f'SET search_path TO "{schema}"')
+        async with conn.transaction():
+            await conn.execute("SELECT id FROM contexts WHERE id = 'locked' FOR UPDATE")
+            answer = await server.say("locked", "blocked")
+            assert_error(answer, 503, "deadline_exceeded")
+            assert answer.headers["Retry-After"] == "1"
+            # other requests are served meanwhile
+            assert (await server.call("GET", "/v1/contexts/locked")).status == 200
+    finally:
+        await conn.close()
+    assert (await server.say("locked", "after")).status == 201
+
+
+async def test_deadline_spares_websockets_and_started_streams(start: Start) -> None:
+    server = await start(request_timeout=0.3)
+    assert (await server.call("PUT", "/v1/contexts/w", json={})).status == 200
+    async with server.session.ws_connect(server.base + "/v1/contexts/w/stream") as ws:
+        await asyncio.sleep(1.0)  # well past the deadline
+        assert (await server.say("w", "still here")).status == 201
+        while True:
+            frame = loads(await ws.receive_str(timeout=10))
+            if frame["type"] == "message":
+                break
+        assert frame["message"]["parts"][0]["text"] == "still here"
+    # a proxied stream that lasts longer than the deadline runs to its end
+    server.fake.script(Reply(text="one two three four five six", chunks=6, delay=0.15))
+    answer = await server.call(
+        "POST", "/v1/contexts/w/openai/chat/completions", json={**CHAT, "stream": True}
+    )
+    assert answer.status == 200
+    assert answer.body.rstrip().endswith(b"data: [DONE]")
+    # a non-streamed proxied call may take the upstream's time, not only the deadline
+    server.fake.script(Reply(text="slow answer", latency=0.8))
+    slow = await server.call("POST", "/v1/contexts/w/openai/chat/completions", json=CHAT)
+    assert slow.status == 200, slow.body
+    messages = await server.call("GET", "/v1/contexts/w/messages")
+    texts = [m["parts"][0].get("text") for m in messages.json()["messages"]]
+    assert "one two three four five six" in texts and "slow answer" in texts
+
+
+# -- the upstream's timeout -------------------------------------------------------------
+
+
+async def test_stalled_upstream_gives_504(start: Start) -> None:
+    server = await start(upstream_timeout=0.5)
+    calls = [
+        ("/v1/contexts/u/openai/chat/completions", CHAT),
+        ("/v1/contexts/u/openai/chat/completions", {**CHAT, "stream": True}),
+        ("/v1/chat/completions", CHAT),  # pass-through
+    ]
+    for path, body in calls:
+        server.fake.script(Reply(text="too late", latency=5.0))
+        answer = await server.call("POST", path, json=body)
+        assert answer.status == 504, answer.body
+        error = answer.json()["error"]  # the provider's error shape, as proxy errors are
+        assert error["type"] == "timeout_error"
+        assert "0.5 s" in error["message"]
+    log = await server.call("GET", "/v1/contexts/u/messages")
+    assert log.json()["messages"] == []  # a failed call stores nothing
+
+
+# -- slow and stalled clients ---------------------------------------------------------------
+
+
+async def test_stalled_bodies_are_cut_off_while_others_are_served(start: Start) -> None:
+    server = await start(body_timeout=1.0)
+    stalled = []
+    for path in ("/v1/contexts/slow", "/v1/contexts/slow/messages", "/v1/chat/completions"):
+        for _ in range(5):
+            method = "PUT" if path == "/v1/contexts/slow" else "POST"
+            stalled.append(
+                await raw_request(
+                    server.port,
+                    f"{method} {path} HTTP/1.1\nHost: t\nContent-Type: application/json\n"
+                    "Content-Length: 200\n",
+                    b'{"message": ',  # ... and nothing more
+                )
+            )
+    # everyone else is served while those connections hang
+    assert (await server.call("PUT", "/v1/contexts/fine", json={})).status == 200
+    results = await asyncio.gather(*(server.say("fine", f"m{n}") for n in range(20)))
+    assert [r.status for r in results] == [201] * 20
+    for reader, writer in stalled:
+        answer = parse_response(await read_to_eof(reader))  # then closed
+        writer.close()
+        body = assert_error(answer, 408, "request_timeout")
+        assert "1 s" in body["message"]
+    assert server.fake.requests == []
+
+
+async def test_a_trickling_body_is_cut_off_too(start: Start) -> None:
+    """Sending a byte now and then does not reset the clock: the whole body has
+    ``body_timeout`` seconds."""
+    server = await start(body_timeout=0.5)
+    reader, writer = await raw_request(
+        server.port,
+        "PUT /v1/contexts/t HTTP/1.1\nHost: t\nContent-Type: application/json\n"
+        "Content-Length: 10000\n",
+    )
+    received = b""
+    for _ in range(600):  # a byte every 50 ms, far longer than the body timeout
+        try:
+            writer.write(b" ")
+            await writer.drain()
+        except ConnectionError:
+            break
+        try:
+            chunk = await asyncio.wait_for(reader.read(4096), 0.05)
+        except TimeoutError:
+            continue
+        received += chunk
+        if not chunk or b"\r\n\r\n" in received:
+            break
+    else:
+        pytest.fail("the trickling client was never cut off")
+    received += await read_to_eof(reader)
+    writer.close()
+    assert_error(parse_response(received), 408, "request_timeout")
+    assert (await server.call("GET", "/v1/contexts/t")).status == 404  # nothing written
