@@ -94,6 +94,10 @@ class EventBus:
         self._subs.setdefault(context_id, set()).add(sub)
         return sub
 
+    def followed(self) -> list[str]:
+        """The context ids that have a subscriber of their own now."""
+        return [cid for cid in self._subs if cid is not None]
+
     def _remove(self, sub: Subscription) -> None:
         subs = self._subs.get(sub.context_id)
         if subs is not None:

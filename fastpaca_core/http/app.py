@@ -9,6 +9,7 @@ from typing import Protocol, runtime_checkable
 from aiohttp import web
 
 from ..engine import Engine
+from ..errors import FastpacaError
 from ..events import Event
 from ..settings import Settings
 from ..stores.base import open_store
@@ -30,8 +31,25 @@ class _Listens(Protocol):
     """A store that hears about changes other processes commit (PostgreSQL)."""
 
     async def listen(
-        self, callback: Callable[[str, int], None]
+        self,
+        callback: Callable[[str, int], None],
+        on_reconnect: Callable[[], None] | None = None,
     ) -> Callable[[], Awaitable[None]]: ...
+
+
+async def _resync(engine: Engine, bus: MeteredBus) -> None:
+    """After the listening connection came back: what it missed meanwhile.
+
+    Every context a stream of this process follows gets a ``remote`` hint at
+    its current version, so the stream catches up from the store.
+    """
+    for cid in bus.followed():
+        try:
+            ctx = await engine.store.get_context(cid)
+        except FastpacaError:
+            return  # the store is away again; the next reconnect resyncs
+        if ctx is not None:
+            bus.relay([Event(cid, "remote", ctx.version)])
 
 
 async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,8 +71,16 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         # load the token encoding now, not on the first append
         await asyncio.to_thread(load_encoding, engine.tokens.encoding_name)
         if isinstance(inner, _Listens):
+            resyncs: set[asyncio.Task[None]] = set()
+
+            def on_reconnect() -> None:
+                task = asyncio.create_task(_resync(engine, bus))
+                resyncs.add(task)
+                task.add_done_callback(resyncs.discard)
+
             stop_listening = await inner.listen(
-                lambda cid, version: bus.relay([Event(cid, "remote", version)])
+                lambda cid, version: bus.relay([Event(cid, "remote", version)]),
+                on_reconnect,
             )
         app[ENGINE] = engine
         yield

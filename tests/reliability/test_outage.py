@@ -351,3 +351,57 @@ async def test_hung_store_answers_503_in_time(cluster: PrivatePostgres, fake: Fa
             os.kill(pid, signal.SIGCONT)
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_changes_missed_while_listen_was_away_reach_streams(
+    cluster: PrivatePostgres, fake: FakeUpstream
+) -> None:
+    """A's LISTEN connection is cut, and B appends before A can listen again.
+
+    New connections are refused meanwhile (``ALLOW_CONNECTIONS false``), so
+    A's listener cannot come back while B appends over its open pool
+    connections: the notification is lost. Once connections are allowed,
+    A's listener reconnects and resyncs the contexts its streams follow:
+    the stream gets B's message without any further change.
+    """
+    import asyncpg
+
+    runners: list[web.AppRunner] = []
+    admin = await asyncpg.connect(cluster.url.rsplit("/", 1)[0] + "/template1")
+    try:
+        a = await start_instance(cluster.url, fake, runners)
+        b = await start_instance(cluster.url, fake, runners)
+        async with aiohttp.ClientSession() as session:
+            ctx_b = f"{b.base}/v1/contexts/{CONTEXT}"
+            async with session.put(ctx_b, json={}) as resp:
+                assert resp.status == 200
+            # warm B's pool (appends hold connections concurrently)
+            for reply in await asyncio.gather(
+                *(session.post(f"{ctx_b}/messages", json=say(f"warm {i}")) for i in range(4))
+            ):
+                assert reply.status == 201
+                reply.release()
+            ws = await session.ws_connect(f"{a.base}/v1/contexts/{CONTEXT}/stream?cursor=5")
+            try:
+                await admin.execute("ALTER DATABASE postgres ALLOW_CONNECTIONS false")
+                cut = await admin.fetchval(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = 'postgres' AND query ILIKE 'LISTEN%'"
+                )
+                assert cut >= 1, "no LISTEN connection found to cut"
+                async with session.post(f"{ctx_b}/messages", json=say("while away")) as resp:
+                    assert resp.status == 201, await resp.text()
+                    missed = (await resp.json())["seq"]
+                with pytest.raises(asyncio.TimeoutError):
+                    await next_message(ws, timeout=1.0)  # not heard: A cannot listen yet
+                await admin.execute("ALTER DATABASE postgres ALLOW_CONNECTIONS true")
+                event = await next_message(ws, timeout=15.0)
+                assert event["seq"] == missed
+                assert event["message"]["parts"][0]["text"] == "while away"
+            finally:
+                await admin.execute("ALTER DATABASE postgres ALLOW_CONNECTIONS true")
+                await ws.close()
+    finally:
+        await admin.close()
+        for runner in runners:
+            await runner.cleanup()
