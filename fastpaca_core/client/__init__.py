@@ -43,6 +43,7 @@ from ._types import (
     Policy,
     Segment,
     StreamEvent,
+    SummaryPage,
     WindowFormat,
 )
 
@@ -62,6 +63,7 @@ __all__ = [
     "ContextInfo",
     "ContextNotFound",
     "ContextPage",
+    "SummaryPage",
     "ContextTombstoned",
     "ContextWindow",
     "EventStream",

@@ -21,6 +21,7 @@ from ._types import (
     ContextWindow,
     MessageDict,
     Policy,
+    SummaryPage,
     WindowFormat,
 )
 
@@ -194,6 +195,12 @@ class AsyncContext(ContextBase[AsyncClient]):
     ) -> list[MessageDict]:
         """Up to ``limit`` messages with ``seq > after_seq``, oldest first."""
         return await self._client._run(self._client._api.messages(self.id, after_seq, limit))
+
+    async def summaries(
+        self, *, limit: int | None = None, cursor: str | None = None
+    ) -> SummaryPage:
+        """The context's summary records (``summarize`` policy), newest first."""
+        return await self._client._run(self._client._api.summaries(self.id, limit, cursor))
 
     async def get(self) -> ContextInfo:
         self.info = await self._client.get_context(self.id)

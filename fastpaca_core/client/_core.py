@@ -35,6 +35,7 @@ from ._types import (
     ContextWindow,
     MessageDict,
     Policy,
+    SummaryPage,
     WindowFormat,
 )
 
@@ -286,6 +287,12 @@ class Api:
         path = f"{context_path(context_id)}/messages"
         data = yield from self.call("GET", path, params=params, context_id=context_id)
         return list(data["messages"])
+
+    def summaries(self, context_id: str, limit: int | None, cursor: str | None) -> Op[SummaryPage]:
+        params = {"limit": limit, "cursor": cursor}
+        path = f"{context_path(context_id)}/summaries"
+        data = yield from self.call("GET", path, params=params, context_id=context_id)
+        return SummaryPage.from_json(data)
 
     # -- the LLM context ------------------------------------------------------------
 

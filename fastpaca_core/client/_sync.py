@@ -21,6 +21,7 @@ from ._types import (
     ContextWindow,
     MessageDict,
     Policy,
+    SummaryPage,
     WindowFormat,
 )
 
@@ -189,6 +190,10 @@ class Context(ContextBase[Client]):
     ) -> list[MessageDict]:
         """Up to ``limit`` messages with ``seq > after_seq``, oldest first."""
         return self._client._run(self._client._api.messages(self.id, after_seq, limit))
+
+    def summaries(self, *, limit: int | None = None, cursor: str | None = None) -> SummaryPage:
+        """The context's summary records (``summarize`` policy), newest first."""
+        return self._client._run(self._client._api.summaries(self.id, limit, cursor))
 
     def get(self) -> ContextInfo:
         self.info = self._client.get_context(self.id)

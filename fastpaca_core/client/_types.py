@@ -199,6 +199,27 @@ class ContextPage:
 
 
 @dataclass(frozen=True, slots=True)
+class SummaryPage:
+    """One page of ``GET /v1/contexts/{id}/summaries``, newest first.
+
+    Each summary is the record as the server sends it: ``version``,
+    ``from_seq``, ``to_seq``, ``provider``, ``model``, ``prompt_sha256``,
+    ``token_count``, ``created_at`` and ``message`` (the summary message).
+    """
+
+    summaries: list[dict[str, Any]]
+    next_cursor: str | None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> SummaryPage:
+        cursor = data.get("next_cursor")
+        return cls(
+            [dict(s) for s in data.get("summaries") or []],
+            None if cursor is None else str(cursor),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class StreamEvent:
     """A websocket event: ``type``, ``version`` (None for ``ping``) and its fields.
 

@@ -9,6 +9,7 @@ from typing import Any
 import openai
 from proxy.support import OPENAI_MODEL, Stack, run_stack
 
+from fastpaca_core.client import Client
 from fastpaca_core.http.openapi import openapi_document
 from fastpaca_proxy.fake_upstream import ErrorReply, Reply
 
@@ -63,6 +64,12 @@ def test_a_proxied_conversation_is_summarised_under_budget(tmp_path: Path) -> No
         second = summaries(stack, "talk", limit=1, cursor=first["next_cursor"])
         missing = stack.api.get("/v1/contexts/nope/summaries")
         bad = stack.api.get("/v1/contexts/talk/summaries", params={"cursor": "not-ours"})
+        with Client(stack.base) as client:  # the Python client reads the same pages
+            via_client = client.context("talk").summaries()
+            client_first = client.context("talk").summaries(limit=1)
+            client_second = client.context("talk").summaries(
+                limit=1, cursor=client_first.next_cursor
+            )
     assert last_seq == 32
     assert_coverage(window["segments"], last_seq)
     assert window["segments"][0]["type"] == "summary" and window["segments"][0]["from_seq"] == 1
@@ -84,6 +91,8 @@ def test_a_proxied_conversation_is_summarised_under_budget(tmp_path: Path) -> No
     assert [first["summaries"][0]["version"], second["summaries"][0]["version"]] == [
         r["version"] for r in records[:2]
     ]
+    assert via_client.summaries == records and via_client.next_cursor is None
+    assert client_first.summaries == records[:1] and client_second.summaries == records[1:2]
     assert missing.status_code == 404 and missing.json()["error"] == "context_not_found"
     assert bad.status_code == 400 and bad.json()["error"] == "invalid_request"
 
