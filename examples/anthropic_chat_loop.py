@@ -16,7 +16,7 @@ from anthropic import Anthropic
 
 FASTPACA = os.environ.get("FASTPACA_URL", "http://127.0.0.1:4000")
 CONTEXT = os.environ.get("FASTPACA_CONTEXT", "chat-anthropic")
-MODEL = os.environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-5")
+MODEL = os.environ.get("ANTHROPIC_MODEL", "claude-sonnet-4-6")
 
 
 def main() -> None:
