@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import __version__
-from .errors import ValidationError
+from .errors import FastpacaError, ValidationError
 from .settings import Settings
 
 _TYPES: Mapping[str, Any] = {"int": int, "float": float}
@@ -85,20 +85,25 @@ def _serve_app(
         "starting",
         extra={"fields": {"host": settings.host, "port": settings.port, "version": __version__}},
     )
-    app = install_proxy(create_app(settings))
-    if worker is not None:
-        app.on_startup.append(functools.partial(_exit_with_parent, parent))
-    if opened is not None:  # after the store's startup: on_startup runs in order
-        app.on_startup.append(functools.partial(_set_event, opened))
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        print=lambda text: log.info(str(text).strip()),
-        reuse_port=True if worker is not None else None,
-    )
+    try:
+        app = install_proxy(create_app(settings))
+        if worker is not None:
+            app.on_startup.append(functools.partial(_exit_with_parent, parent))
+        if opened is not None:  # after the store's startup: on_startup runs in order
+            app.on_startup.append(functools.partial(_set_event, opened))
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_timeout,
+            access_log=None,
+            print=lambda text: log.info(str(text).strip()),
+            reuse_port=True if worker is not None else None,
+        )
+    except FastpacaError as exc:  # the store cannot be opened, a bad keys file...
+        # one log line an operator can read, not a traceback; the exit code says it failed
+        log.error("cannot start", extra={"fields": {"error": exc.code, "reason": str(exc)}})
+        return 1
     log.info("stopped")
     return 0
 

@@ -47,6 +47,7 @@ class Settings:
     )
     api_key: str | None = field(
         default=None,
+        repr=False,
         metadata=_opt(
             "FASTPACA_API_KEY", "require 'Authorization: Bearer <key>' on /v1 (unset: auth off)"
         ),

@@ -13,16 +13,32 @@ __all__ = ["ENGINE", "METRICS", "SETTINGS", "STREAMS", "SUMMARIZER", "Streams"]
 
 
 class Streams:
-    """The open websocket streams of this process, bounded by ``limit``."""
+    """The open websocket streams of this process, bounded by ``limit``.
+
+    A stream takes its slot (:meth:`take`) before anything is awaited and gives
+    it back (:meth:`give_back`) when it ends, so upgrades racing each other
+    cannot all see a free slot while the first of them is still being set up.
+    """
 
     def __init__(self, limit: int, metrics: Metrics) -> None:
         self.limit = limit
         self.open: set[web.WebSocketResponse] = set()
         self.closing = False
         self._metrics = metrics
+        self._taken = 0
 
     def full(self) -> bool:
-        return len(self.open) >= self.limit
+        return self._taken >= self.limit
+
+    def take(self) -> bool:
+        """Take a slot; False when every slot is taken."""
+        if self.full():
+            return False
+        self._taken += 1
+        return True
+
+    def give_back(self) -> None:
+        self._taken -= 1
 
     def add(self, ws: web.WebSocketResponse) -> None:
         self.open.add(ws)

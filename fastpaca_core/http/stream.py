@@ -217,14 +217,22 @@ def _stream_params(request: web.Request) -> tuple[str, int, bool]:
 @routes.get("/v1/contexts/{id}/stream")
 async def stream(request: web.Request) -> web.StreamResponse:
     cid, cursor, include = _stream_params(request)
-    engine = request.app[ENGINE]
     streams = request.app[STREAMS]
     if streams.closing:
         raise HttpError(503, "shutting_down", "The server is shutting down")
-    if streams.full():
+    if not streams.take():  # before any await: racing upgrades see the slot taken
         raise HttpError(
             503, "too_many_streams", f"This process already serves {streams.limit} streams"
         )
+    try:
+        return await _serve(request, cid, cursor, include)
+    finally:
+        streams.give_back()
+
+
+async def _serve(request: web.Request, cid: str, cursor: int, include: bool) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    streams = request.app[STREAMS]
     await engine.get_context(cid)  # 404 as plain HTTP, before upgrading
     ws = web.WebSocketResponse(autoping=False, max_msg_size=_MAX_CLIENT_FRAME)
     if not ws.can_prepare(request).ok:

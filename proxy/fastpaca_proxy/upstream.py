@@ -64,14 +64,21 @@ class Upstream:
     def request_headers(self, provider: Provider, incoming: Mapping[str, str]) -> dict[str, str]:
         """The headers to send upstream: an allowlist, with server-held keys injected.
 
-        A client that authenticated to Fastpaca with ``Authorization: Bearer
-        <fastpaca key>`` (any tenant's) has that header consumed here, never forwarded.
+        A Fastpaca key (any tenant's) in ``Authorization: Bearer`` or in
+        ``x-api-key`` is consumed here, never forwarded.
         """
         allowed = _FORWARD[provider] | _FORWARD_ANY
         headers = {k: v for k, v in incoming.items() if k.lower() in allowed}
         if self.tenants.auth_required:
-            for name in [k for k in headers if k.lower() == "authorization"]:
-                if self.tenants.is_key(headers[name].partition(" ")[2].strip()):
+            for name in list(headers):
+                lowered = name.lower()
+                if lowered == "authorization":
+                    given = headers[name].partition(" ")[2].strip()
+                elif lowered == "x-api-key":
+                    given = headers[name].strip()
+                else:
+                    continue
+                if self.tenants.is_key(given):
                     del headers[name]
         if provider == "openai" and self.settings.openai_api_key:
             headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
