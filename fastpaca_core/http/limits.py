@@ -4,7 +4,9 @@
 
 - **rate**: a token bucket per tenant (per client IP with auth off) on ``/v1``;
   ``FASTPACA_RATE_LIMIT`` requests a second, ``FASTPACA_RATE_BURST`` at once.
-  Over it: 429 ``rate_limited`` with ``Retry-After`` (whole seconds).
+  Over it: 429 ``rate_limited`` with ``Retry-After`` (whole seconds). Requests
+  with a missing or wrong key spend from their client IP's bucket (auth
+  middleware), so key guessing is throttled too.
 - **body size**: a declared ``Content-Length`` over ``max_body_bytes`` is
   refused before anything is read; a chunked body is cut off once it passes
   the limit (aiohttp's ``client_max_size``). Both 413 ``payload_too_large``.
@@ -45,6 +47,7 @@ __all__ = [
     "extend_deadline",
     "lift_deadline",
     "limits_middleware",
+    "throttle_failed_key",
 ]
 
 
@@ -87,6 +90,22 @@ class RateLimiter:
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+
+
+def _too_many(wait: float) -> web.Response:
+    response = error_response(429, "rate_limited", "Too many requests; slow down")
+    response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
+    return response
+
+
+def throttle_failed_key(request: web.Request) -> web.Response | None:
+    """A request with a missing or wrong key spends from its client IP's bucket:
+    with the rate limit on, guessing keys is throttled like any other traffic."""
+    limiter = request.app.get(RATE_LIMITER)
+    if limiter is None:
+        return None
+    wait = limiter.take(f"unauthorized:{request.remote or '?'}")
+    return _too_many(wait) if wait > 0 else None
 
 
 def _is_api(path: str) -> bool:
@@ -163,9 +182,7 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     if limiter is not None and _is_api(request.path):
         wait = limiter.take(_rate_key(request))
         if wait > 0:
-            response = error_response(429, "rate_limited", "Too many requests; slow down")
-            response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
-            return response
+            return _too_many(wait)
     refused = await _read_body(request)
     if refused is not None:
         return refused

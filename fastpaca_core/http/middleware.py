@@ -14,6 +14,7 @@ from aiohttp import web
 
 from ..errors import FastpacaError
 from .errors import HttpError
+from .limits import throttle_failed_key
 from .state import METRICS, SETTINGS
 from .tenants import TENANT, TENANTS, public_text, tenant_of
 from .types import Handler
@@ -90,6 +91,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         if tenants.auth_required:
             tenant = tenants.resolve(_given_key(request))
             if tenant is None:
+                throttled = throttle_failed_key(request)
+                if throttled is not None:
+                    return throttled
                 raise HttpError(401, "unauthorized", "Missing or invalid API key")
             request[TENANT] = tenant
     elif path == "/metrics":

@@ -181,8 +181,22 @@ async def test_rate_limit_per_tenant_with_retry_after(start: Start) -> None:
     assert (await server.call("GET", "/v1/contexts", headers=globex)).status == 200
     for path in ("/health/live", "/health/ready", "/metrics"):
         assert (await server.call("GET", path)).status == 200
-    # a request without a key is refused by auth, not counted
+    # a request without a key is refused by auth (it spends from its IP's bucket)
     assert (await server.call("GET", "/v1/contexts")).status == 401
+
+
+async def test_guessing_keys_is_throttled_per_client_ip(start: Start) -> None:
+    server = await start(api_keys=f"acme:{ACME_KEY}", rate_limit=0.01, rate_burst=3)
+    for guess in ("a", "b", "c"):
+        wrong = await server.call("GET", "/v1/contexts", headers={"X-Fastpaca-Key": guess})
+        assert_error(wrong, 401, "unauthorized")
+    throttled = await server.call("GET", "/v1/contexts", headers={"X-Fastpaca-Key": ACME_KEY[:-1]})
+    assert_error(throttled, 429, "rate_limited")
+    assert throttled.headers["Retry-After"].isdigit()
+    assert_error(await server.call("GET", "/v1/contexts"), 429, "rate_limited")  # no key either
+    # the tenant's own key is not held back by someone else's guesses
+    acme = {"Authorization": f"Bearer {ACME_KEY}"}
+    assert (await server.call("GET", "/v1/contexts", headers=acme)).status == 200
 
 
 async def test_rate_limit_per_client_ip_with_auth_off(start: Start) -> None:
