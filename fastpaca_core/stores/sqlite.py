@@ -132,9 +132,11 @@ def _path_of(url: str) -> str:
     return url[len(prefix) :].split("?", 1)[0]
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=5.0)
-    conn.execute("PRAGMA busy_timeout = 5000")
+def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+    )
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = FULL")
     return conn
@@ -261,10 +263,12 @@ class _Job:
 
 
 class SQLiteStore(Store):
-    def __init__(self, url: str, *, read_threads: int = 2) -> None:
+    def __init__(self, url: str, *, read_threads: int = 2, timeout: float | None = None) -> None:
         self.url = url
         self.path = _path_of(url)
         self._read_threads = read_threads
+        # how long a write waits for another process's write lock before 503
+        self.timeout = 3.0 if timeout is None else timeout
         self._write_conn: sqlite3.Connection | None = None
         self._writer_pool: ThreadPoolExecutor | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
@@ -287,7 +291,7 @@ class SQLiteStore(Store):
             self._read_threads, thread_name_prefix="fastpaca-sqlite-reader"
         )
         try:
-            self._write_conn = await self._in_writer(_connect, self.path)
+            self._write_conn = await self._in_writer(_connect, self.path, self.timeout)
             await self._in_writer(self._migrate)
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {self.path}: {exc}") from exc
@@ -343,7 +347,7 @@ class SQLiteStore(Store):
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = _connect(self.path)
+            conn = _connect(self.path, self.timeout)
             conn.execute("PRAGMA query_only = ON")
             self._local.conn = conn
             with self._conns_lock:
