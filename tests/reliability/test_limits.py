@@ -10,100 +10,22 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
-from aiohttp import web
+from live_api import Answer, Start
 
-from fastpaca_core.http import create_app
 from fastpaca_core.http.limits import RateLimiter
 from fastpaca_core.http.openapi import openapi_document
 from fastpaca_core.jsonutil import dumps, loads
-from fastpaca_core.settings import Settings
-from fastpaca_proxy import install_proxy
-from fastpaca_proxy.fake_upstream import FakeUpstream, Reply
+from fastpaca_proxy.fake_upstream import Reply
 
 ACME_KEY = "key-acme"
 GLOBEX_KEY = "key-globex"
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return loads(self.body)
-
-
-@dataclass
-class Server:
-    base: str
-    port: int
-    app: web.Application
-    session: aiohttp.ClientSession
-    fake: FakeUpstream
-
-    async def call(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        data: Any = None,
-        headers: dict[str, str] | None = None,
-        params: dict[str, str] | None = None,
-    ) -> Answer:
-        sent = dict(headers or {})
-        if json is not None:
-            data = dumps(json)
-            sent["Content-Type"] = "application/json"
-        async with self.session.request(
-            method, self.base + path, data=data, headers=sent, params=params
-        ) as resp:
-            return Answer(resp.status, dict(resp.headers), await resp.read())
-
-    async def say(self, cid: str, text: str, **headers: str) -> Answer:
-        message = {"role": "user", "parts": [{"type": "text", "text": text}]}
-        return await self.call(
-            "POST", f"/v1/contexts/{cid}/messages", json={"message": message}, headers=headers
-        )
-
-
-Start = Callable[..., Awaitable[Server]]
-
-
-@pytest.fixture
-async def start(tmp_path: Path) -> AsyncIterator[Start]:
-    """``start(**settings)``: the API with its proxy on a loopback socket, and a fake upstream."""
-    runners: list[web.AppRunner] = []
-    async with FakeUpstream() as fake, aiohttp.ClientSession() as session:
-
-        async def run(**options: Any) -> Server:
-            options.setdefault("store", f"sqlite:///{tmp_path / f'{len(runners)}.db'}")
-            options.setdefault("openai_base_url", fake.openai_base_url)
-            options.setdefault("anthropic_base_url", fake.base_url)
-            app = install_proxy(create_app(Settings(**options)))
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
-            runners.append(runner)
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
-            return Server(f"http://127.0.0.1:{port}", port, app, session, fake)
-
-        try:
-            yield run
-        finally:
-            for runner in runners:
-                await runner.cleanup()
 
 
 def assert_error(answer: Answer, status: int, code: str) -> dict[str, Any]:

@@ -12,67 +12,27 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import pytest
-from aiohttp import web
+from live_api import Start
 
-from fastpaca_core.http import create_app
 from fastpaca_core.jsonutil import loads
 from fastpaca_core.settings import Settings
-from fastpaca_proxy import install_proxy
-from fastpaca_proxy.fake_upstream import FakeUpstream
 
 ACME_KEY = "key-acme"
-
-
-@dataclass
-class Server:
-    base: str
-    app: web.Application
-    session: aiohttp.ClientSession
-    fake: FakeUpstream
-
-
-@pytest.fixture
-async def serve(tmp_path: Path) -> AsyncIterator[Any]:
-    """``serve(**settings)``: the API and proxy on a loopback socket, a fake upstream."""
-    runners: list[web.AppRunner] = []
-    async with FakeUpstream() as fake, aiohttp.ClientSession() as session:
-
-        async def run(**options: Any) -> Server:
-            options.setdefault("store", f"sqlite:///{tmp_path / f'{len(runners)}.db'}")
-            options.setdefault("openai_base_url", fake.openai_base_url)
-            options.setdefault("anthropic_base_url", fake.base_url)
-            app = install_proxy(create_app(Settings(**options)))
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
-            runners.append(runner)
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            return Server(f"http://127.0.0.1:{runner.addresses[0][1]}", app, session, fake)
-
-        try:
-            yield run
-        finally:
-            for runner in runners:
-                await runner.cleanup()
 
 
 # -- limits -------------------------------------------------------------------------
 
 
-async def test_stream_cap_holds_under_concurrent_upgrades(serve: Any) -> None:
+async def test_stream_cap_holds_under_concurrent_upgrades(start: Start) -> None:
     """``max_streams`` is a cap, not a hint: upgrades racing each other cannot pass it.
 
     The check and the count were apart by the store read of the context, so
     every upgrade that arrived meanwhile saw the process as not full.
     """
-    server = await serve(max_streams=2)
+    server = await start(max_streams=2)
     async with server.session.put(server.base + "/v1/contexts/s", json={}) as resp:
         assert resp.status == 200
     url = server.base + "/v1/contexts/s/stream"
@@ -97,11 +57,11 @@ async def test_stream_cap_holds_under_concurrent_upgrades(serve: Any) -> None:
 # -- keys -----------------------------------------------------------------------------
 
 
-async def test_a_tenant_key_in_x_api_key_never_reaches_the_upstream(serve: Any) -> None:
+async def test_a_tenant_key_in_x_api_key_never_reaches_the_upstream(start: Start) -> None:
     """Without a server-held provider key the client's ``x-api-key`` is
     forwarded, unless it is one of our keys: those stay with Fastpaca, as in
     ``Authorization``."""
-    server = await serve(api_keys=f"acme:{ACME_KEY}")
+    server = await start(api_keys=f"acme:{ACME_KEY}")
     body = {
         "model": "claude-test",
         "max_tokens": 32,
@@ -163,13 +123,13 @@ def test_a_store_down_at_startup_is_one_log_line_and_exit_1(tmp_path: Path) -> N
 
 
 async def test_sqlite_locked_by_another_process_answers_503_then_recovers(
-    serve: Any, tmp_path: Path
+    start: Start, tmp_path: Path
 ) -> None:
     """Another process holding SQLite's write lock: writes answer 503
     ``store_unavailable`` once the busy timeout passes, reads go on, and writes
     work again once the lock is released."""
     path = tmp_path / "locked.db"
-    server = await serve(store=f"sqlite:///{path}")
+    server = await start(store=f"sqlite:///{path}")
     message = {"message": {"role": "user", "parts": [{"type": "text", "text": "hi"}]}}
     async with server.session.put(server.base + "/v1/contexts/c", json={}) as resp:
         assert resp.status == 200
@@ -205,10 +165,10 @@ async def test_sqlite_locked_by_another_process_answers_503_then_recovers(
 # -- tenants --------------------------------------------------------------------------
 
 
-async def test_hand_made_list_cursors_never_page_into_another_tenant(serve: Any) -> None:
+async def test_hand_made_list_cursors_never_page_into_another_tenant(start: Start) -> None:
     """A cursor is only a position: one that names another tenant's internal id
     is refused, and any other lists the caller's own contexts only."""
-    server = await serve(api_key="key-default", api_keys=f"acme:{ACME_KEY},globex:key-globex")
+    server = await start(api_key="key-default", api_keys=f"acme:{ACME_KEY},globex:key-globex")
     for key, cid in (("key-globex", "g1"), (ACME_KEY, "a1"), ("key-default", "d1")):
         async with server.session.put(
             f"{server.base}/v1/contexts/{cid}", json={}, headers={"X-Fastpaca-Key": key}

@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from live_api import Answer
 
 from fastpaca_core import Engine, Store, open_store
 from fastpaca_core.errors import ValidationError
@@ -38,16 +39,6 @@ KEYS = {"default": DEFAULT_KEY, "acme": ACME_KEY, "globex": GLOBEX_KEY}
 
 
 @dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return loads(self.body)
-
-
-@dataclass
 class Server:
     base: str
     app: web.Application
@@ -63,7 +54,7 @@ class Server:
         json: Any = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
-    ) -> Reply:
+    ) -> Answer:
         sent = dict(headers or {})
         if tenant is not None:
             sent.setdefault("X-Fastpaca-Key", KEYS[tenant])
@@ -73,7 +64,7 @@ class Server:
         async with self.session.request(
             method, self.base + path, data=data, headers=sent, params=params
         ) as resp:
-            return Reply(resp.status, dict(resp.headers), await resp.read())
+            return Answer(resp.status, dict(resp.headers), await resp.read())
 
     async def put(self, tenant: str, cid: str, **config: Any) -> dict[str, Any]:
         reply = await self.call("PUT", f"/v1/contexts/{cid}", tenant, json=config)
@@ -81,7 +72,7 @@ class Server:
         data: dict[str, Any] = reply.json()
         return data
 
-    async def say(self, tenant: str, cid: str, text: str, **extra: Any) -> Reply:
+    async def say(self, tenant: str, cid: str, text: str, **extra: Any) -> Answer:
         body = {"message": {"role": "user", "parts": [{"type": "text", "text": text}]}, **extra}
         return await self.call("POST", f"/v1/contexts/{cid}/messages", tenant, json=body)
 
@@ -175,7 +166,7 @@ def test_every_api_route_of_the_app_is_listed_here(tmp_path: Path) -> None:
 # -- authentication -----------------------------------------------------------
 
 
-def _is_error_shape(reply: Reply, code: str) -> None:
+def _is_error_shape(reply: Answer, code: str) -> None:
     assert reply.headers["Content-Type"].startswith("application/json"), reply.headers
     body = reply.json()
     assert set(body) == {"error", "message"}, body
@@ -225,7 +216,7 @@ async def test_metrics_need_the_metrics_key_and_health_stays_open(server: Server
 # -- REST and websocket: another tenant's context does not exist ------------------
 
 
-def _leaks(reply: Reply) -> bool:
+def _leaks(reply: Answer) -> bool:
     """Whether an internal id (``tenant/...``) shows anywhere in a response."""
     text = reply.body.decode(errors="replace") + repr(reply.headers)
     return re.search(r"\b(acme|globex)/", text) is not None

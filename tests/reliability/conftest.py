@@ -1,0 +1,44 @@
+"""Fixtures of the reliability tests: ``start(**settings)`` runs the API with its
+proxy on a loopback socket over a fake upstream (see live_api.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from live_api import Server, Start
+
+from fastpaca_core.http import create_app
+from fastpaca_core.settings import Settings
+from fastpaca_proxy import install_proxy
+from fastpaca_proxy.fake_upstream import FakeUpstream
+
+
+@pytest.fixture
+async def start(tmp_path: Path) -> AsyncIterator[Start]:
+    """``start(**settings)``: the API with its proxy on a loopback socket, and a fake upstream."""
+    runners: list[web.AppRunner] = []
+    async with FakeUpstream() as fake, aiohttp.ClientSession() as session:
+
+        async def run(**options: Any) -> Server:
+            options.setdefault("store", f"sqlite:///{tmp_path / f'{len(runners)}.db'}")
+            options.setdefault("openai_base_url", fake.openai_base_url)
+            options.setdefault("anthropic_base_url", fake.base_url)
+            app = install_proxy(create_app(Settings(**options)))
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+            await runner.setup()
+            runners.append(runner)
+            site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            return Server(f"http://127.0.0.1:{port}", port, app, session, fake)
+
+        try:
+            yield run
+        finally:
+            for runner in runners:
+                await runner.cleanup()

@@ -1,0 +1,62 @@
+"""The API with its proxy on a loopback socket, as the reliability tests drive it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from fastpaca_core.jsonutil import dumps, loads
+from fastpaca_proxy.fake_upstream import FakeUpstream
+
+__all__ = ["Answer", "Server", "Start"]
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return loads(self.body)
+
+
+@dataclass
+class Server:
+    base: str
+    port: int
+    app: web.Application
+    session: aiohttp.ClientSession
+    fake: FakeUpstream
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Answer:
+        sent = dict(headers or {})
+        if json is not None:
+            data = dumps(json)
+            sent["Content-Type"] = "application/json"
+        async with self.session.request(
+            method, self.base + path, data=data, headers=sent, params=params
+        ) as resp:
+            return Answer(resp.status, dict(resp.headers), await resp.read())
+
+    async def say(self, cid: str, text: str, **headers: str) -> Answer:
+        message = {"role": "user", "parts": [{"type": "text", "text": text}]}
+        return await self.call(
+            "POST", f"/v1/contexts/{cid}/messages", json={"message": message}, headers=headers
+        )
+
+
+Start = Callable[..., Awaitable[Server]]
