@@ -1,9 +1,10 @@
 """Fixtures of the reliability tests: ``start(**settings)`` runs the API with its
-proxy on a loopback socket over a fake upstream (see live_api.py)."""
+proxy on a loopback socket over a fake upstream (see live_api.py); ``private_pg``
+is a PostgreSQL cluster of the test's own (private_pg.py)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from live_api import Server, Start
+from private_pg import PrivatePostgres
+from server_proc import require_private_postgres
 
 from fastpaca_core.http import create_app
 from fastpaca_core.settings import Settings
@@ -42,3 +45,15 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
         finally:
             for runner in runners:
                 await runner.cleanup()
+
+
+@pytest.fixture
+def private_pg() -> Iterator[PrivatePostgres]:
+    """A PostgreSQL cluster of the test's own, which it may stop, crash and restart."""
+    require_private_postgres()
+    pg = PrivatePostgres()
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.destroy()

@@ -13,7 +13,6 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -26,7 +25,6 @@ from server_proc import (
     check_exactly_once,
     figures,
     read_log,
-    require_private_postgres,
     wait_progress,
 )
 
@@ -34,17 +32,6 @@ CLIENTS = 8
 KILLS = 10
 OUTAGE_AFTER = 5  # kills before PostgreSQL is crashed
 CONTEXT = "crash"
-
-
-@pytest.fixture
-def private_pg() -> Iterator[PrivatePostgres]:
-    require_private_postgres()
-    pg = PrivatePostgres()
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @pytest.mark.postgres

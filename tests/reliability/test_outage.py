@@ -20,7 +20,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from private_pg import PrivatePostgres, pg_bin
+from private_pg import PrivatePostgres
 from server_proc import RetryingAppender, acked, figures, read_log
 
 from fastpaca_core.http import create_app
@@ -38,20 +38,6 @@ from fastpaca_proxy.fake_upstream import FakeUpstream
 
 BOUND = 5.0  # the issue's bound for a 503 while the store is down
 CONTEXT = "outage"
-
-
-@pytest.fixture
-def cluster() -> Iterator[PrivatePostgres]:
-    try:
-        pg_bin("initdb")
-    except FileNotFoundError as exc:
-        pytest.fail(f"the outage test needs the PostgreSQL server programs: {exc}")
-    pg = PrivatePostgres()
-    try:
-        pg.start()
-        yield pg
-    finally:
-        pg.destroy()
 
 
 @dataclass
@@ -152,14 +138,14 @@ async def check_down(session: aiohttp.ClientSession, a: Instance, fake: FakeUpst
 
 @pytest.mark.parametrize("mode", ["fast", "immediate"])
 async def test_store_outage_answers_503_and_recovers(
-    cluster: PrivatePostgres, fake: FakeUpstream, mode: str
+    private_pg: PrivatePostgres, fake: FakeUpstream, mode: str
 ) -> None:
     runners: list[web.AppRunner] = []
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
-        a = await start_instance(cluster.url, fake, runners)
-        b = await start_instance(cluster.url, fake, runners)
+        a = await start_instance(private_pg.url, fake, runners)
+        b = await start_instance(private_pg.url, fake, runners)
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             async with session.put(f"{a.base}/v1/contexts/{CONTEXT}", json={}) as resp:
@@ -189,12 +175,12 @@ async def test_store_outage_answers_503_and_recovers(
                 await asyncio.sleep(0.01)
 
             down_at = time.monotonic()
-            await asyncio.to_thread(cluster.stop, mode)
+            await asyncio.to_thread(private_pg.stop, mode)
             print(f"\nPostgreSQL stopped ({mode}) after {acked(appenders)} acknowledged appends")
             worst = max(await check_down(session, a, fake), await check_down(session, b, fake))
             during = acked(appenders)
 
-            await asyncio.to_thread(cluster.start)
+            await asyncio.to_thread(private_pg.start)
             up_at = time.monotonic()
             loop = asyncio.get_running_loop()
             while True:  # the service answers again by itself
@@ -296,18 +282,20 @@ def cluster_pids(pg: PrivatePostgres) -> list[int]:
     return pids
 
 
-async def test_hung_store_answers_503_in_time(cluster: PrivatePostgres, fake: FakeUpstream) -> None:
+async def test_hung_store_answers_503_in_time(
+    private_pg: PrivatePostgres, fake: FakeUpstream
+) -> None:
     """A server that accepts connections but never answers (SIGSTOP): the timeouts,
     not socket errors, produce the 503s, still within the bound."""
     runners: list[web.AppRunner] = []
     stopped: list[int] = []
     try:
-        a = await start_instance(cluster.url, fake, runners)
+        a = await start_instance(private_pg.url, fake, runners)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
             ctx = f"{a.base}/v1/contexts/{CONTEXT}"
             async with session.put(ctx, json={}) as resp:
                 assert resp.status == 200
-            stopped = cluster_pids(cluster)
+            stopped = cluster_pids(private_pg)
             for pid in stopped:
                 os.kill(pid, signal.SIGSTOP)
             calls: list[tuple[str, str, dict[str, Any]]] = [
@@ -354,7 +342,7 @@ async def test_hung_store_answers_503_in_time(cluster: PrivatePostgres, fake: Fa
 
 
 async def test_changes_missed_while_listen_was_away_reach_streams(
-    cluster: PrivatePostgres, fake: FakeUpstream
+    private_pg: PrivatePostgres, fake: FakeUpstream
 ) -> None:
     """A's LISTEN connection is cut, and B appends before A can listen again.
 
@@ -367,10 +355,10 @@ async def test_changes_missed_while_listen_was_away_reach_streams(
     import asyncpg
 
     runners: list[web.AppRunner] = []
-    admin = await asyncpg.connect(cluster.url.rsplit("/", 1)[0] + "/template1")
+    admin = await asyncpg.connect(private_pg.url.rsplit("/", 1)[0] + "/template1")
     try:
-        a = await start_instance(cluster.url, fake, runners)
-        b = await start_instance(cluster.url, fake, runners)
+        a = await start_instance(private_pg.url, fake, runners)
+        b = await start_instance(private_pg.url, fake, runners)
         async with aiohttp.ClientSession() as session:
             ctx_b = f"{b.base}/v1/contexts/{CONTEXT}"
             async with session.put(ctx_b, json={}) as resp:
