@@ -7,6 +7,11 @@ tiktoken itself expects, and build a real ``tiktoken.Encoding``.
 A message costs a fixed overhead plus its parts: text-like parts are counted
 on their text, every other part on its compact JSON. A client-supplied
 ``token_count`` is always used verbatim.
+
+Counts of text that repeats (a proxied request's system prompt, tools and
+parameters; the messages of a prompt re-estimated every turn) are cached by a
+digest of the text (``count_text_cached``, ``count_fresh``): a bounded LRU
+per counter, safe to share between threads.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import functools
 import gzip
 import hashlib
 import importlib.resources
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import tiktoken
@@ -32,6 +39,10 @@ MESSAGE_OVERHEAD = 4
 # Above this many characters, counting moves off the event loop.
 _INLINE_CHARS = 16_384
 _TEXT_PARTS = frozenset({"text", "reasoning"})
+# Cached counts (digest -> tokens) per counter; texts shorter than
+# _CACHE_MIN_CHARS count about as fast as they hash and are not cached.
+CACHE_SIZE = 8192
+_CACHE_MIN_CHARS = 64
 
 _O200K_PAT = "|".join(
     [
@@ -92,10 +103,13 @@ def load_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
 class TokenCounter:
     """Counts tokens of messages; the encoding loads on first use."""
 
-    def __init__(self, encoding: str = "o200k_base") -> None:
+    def __init__(self, encoding: str = "o200k_base", cache_size: int = CACHE_SIZE) -> None:
         if encoding not in ENCODINGS:
             raise ValidationError("encoding", f"must be one of {', '.join(sorted(ENCODINGS))}")
         self.encoding_name = encoding
+        self.cache_size = cache_size
+        self._cache: OrderedDict[bytes, int] = OrderedDict()
+        self._lock = threading.Lock()
 
     @property
     def encoding(self) -> tiktoken.Encoding:
@@ -125,11 +139,80 @@ class TokenCounter:
             return message.token_count
         return self._count_pieces(self._pieces(message))
 
+    # -- cached counts -----------------------------------------------------
+
+    @staticmethod
+    def _digest(kind: bytes, pieces: Sequence[str]) -> bytes:
+        h = hashlib.blake2b(kind, digest_size=16)
+        for piece in pieces:
+            data = piece.encode("utf-8", "surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        return h.digest()
+
+    def _lookup(self, key: bytes) -> int | None:
+        with self._lock:
+            count = self._cache.get(key)
+            if count is not None:
+                self._cache.move_to_end(key)
+            return count
+
+    def _remember(self, key: bytes, count: int) -> int:
+        with self._lock:
+            self._cache[key] = count
+            self._cache.move_to_end(key)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return count
+
+    def count_text_cached(self, text: str) -> int:
+        """``count_text``, cached by a digest of the text."""
+        if len(text) < _CACHE_MIN_CHARS or self.cache_size <= 0:
+            return self.count_text(text)
+        key = self._digest(b"t", (text,))
+        count = self._lookup(key)
+        return count if count is not None else self._remember(key, self.count_text(text))
+
+    def count_fresh(self, message: Message) -> int:
+        """Our own count of ``message``, ignoring its ``token_count``; cached by
+        a digest of its content."""
+        pieces = self._pieces(message)
+        if self.cache_size <= 0:
+            return self._count_pieces(pieces)
+        key = self._digest(b"m", pieces)
+        count = self._lookup(key)
+        return count if count is not None else self._remember(key, self._count_pieces(pieces))
+
+    async def acount_fresh(self, messages: Sequence[Message]) -> list[int]:
+        """``count_fresh`` of many messages; large uncached ones are counted off
+        the event loop."""
+        counts: list[int] = []
+        for message in messages:
+            pieces = self._pieces(message)
+            key = self._digest(b"m", pieces)
+            count = self._lookup(key) if self.cache_size > 0 else None
+            if count is None:
+                if sum(len(p) for p in pieces) > _INLINE_CHARS:
+                    count = await asyncio.to_thread(self._count_pieces, pieces)
+                else:
+                    count = self._count_pieces(pieces)
+                if self.cache_size > 0:
+                    self._remember(key, count)
+            counts.append(count)
+        return counts
+
     async def acount_text(self, text: str) -> int:
-        """``count_text``, off the event loop when the text is large."""
+        """``count_text_cached``, off the event loop when the text is large and
+        not cached."""
+        if len(text) > _INLINE_CHARS and self.cache_size > 0:
+            key = self._digest(b"t", (text,))
+            count = self._lookup(key)
+            if count is None:
+                count = self._remember(key, await asyncio.to_thread(self.count_text, text))
+            return count
         if len(text) > _INLINE_CHARS:
             return await asyncio.to_thread(self.count_text, text)
-        return self.count_text(text)
+        return self.count_text_cached(text)
 
     async def count_messages(self, messages: Sequence[Message]) -> list[int]:
         """Count many messages; large ones are counted off the event loop."""

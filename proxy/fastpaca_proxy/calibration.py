@@ -3,9 +3,13 @@
 When an upstream reply reports its prompt tokens (``Usage.prompt_tokens``),
 the proxy compares them with :func:`estimate_prompt_tokens` of the body it
 sent and feeds the pair to :meth:`Engine.record_usage`, which moves the
-context's calibration factor (``used_tokens = estimate * factor``). The
-estimate is computed in a background task on a worker thread, after the
-reply is on its way: never on the request path.
+context's calibration factor (``used_tokens = estimate * factor``).
+
+The estimate is computed while the upstream works on the request (a task
+started once the request has gone out), from counts cached by content (the
+same messages are re-sent every turn), so it is ready when the reply arrives.
+``record_usage`` is then queued right before the turn's append and joins the
+same group commit: no write or token counting of its own after the reply.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +28,14 @@ from fastpaca_core.tokens import TokenCounter
 
 from .adapters import Adapter
 
-__all__ = ["CALIBRATOR", "Calibrator", "calibrator_ctx", "estimate_prompt_tokens"]
+__all__ = [
+    "CALIBRATOR",
+    "Calibrator",
+    "Estimate",
+    "aestimate_prompt_tokens",
+    "calibrator_ctx",
+    "estimate_prompt_tokens",
+]
 
 log = logging.getLogger("fastpaca.proxy")
 
@@ -38,52 +48,98 @@ def estimate_prompt_tokens(
     The conversation, converted back to our message shape, counted as the
     engine counts appended messages (tiktoken, 4 tokens per message), plus the
     rest of the body (preamble, tools, parameters) as compact JSON text, as
-    the proxy reserves it. A pure function of the body.
+    the proxy reserves it. A pure function of the body (counts are cached by
+    content, see ``TokenCounter.count_fresh``).
     """
     chat = adapter.split(upstream_body)
     rest = {k: v for k, v in upstream_body.items() if k != adapter.conversation_key}
-    messages = sum(counter.count_message(replace(m, token_count=None)) for m in chat.messages)
-    return messages + counter.count_text(dumps_str([rest, chat.preamble]))
+    messages = sum(counter.count_fresh(m) for m in chat.messages)
+    return messages + counter.count_text_cached(dumps_str([rest, chat.preamble]))
+
+
+async def aestimate_prompt_tokens(
+    counter: TokenCounter, adapter: Adapter, upstream_body: Mapping[str, Any]
+) -> int:
+    """``estimate_prompt_tokens``; large uncached texts are counted off the loop."""
+    chat = adapter.split(upstream_body)
+    rest = {k: v for k, v in upstream_body.items() if k != adapter.conversation_key}
+    messages = sum(await counter.acount_fresh(chat.messages))
+    return messages + await counter.acount_text(dumps_str([rest, chat.preamble]))
+
+
+class Estimate:
+    """The estimate of one upstream body, computed while the upstream works."""
+
+    def __init__(self, task: asyncio.Task[int]) -> None:
+        self.task = task
+        self.used = False
+
+    def close(self) -> None:
+        """No calibration will use it (the call failed): stop computing it."""
+        if not self.used:
+            self.task.cancel()
+
+
+async def _estimate_soon(
+    counter: TokenCounter, adapter: Adapter, upstream_body: Mapping[str, Any]
+) -> int:
+    await asyncio.sleep(0)  # let the upstream request go out first
+    return await aestimate_prompt_tokens(counter, adapter, upstream_body)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # reported by the calibration that awaits it, if any
 
 
 class Calibrator:
-    """Background calibrations of one app; drained on shutdown."""
+    """Calibrations of one app; drained on shutdown."""
 
     def __init__(self) -> None:
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def observe(
-        self,
-        engine: Engine,
-        context_id: str,
-        adapter: Adapter,
-        upstream_body: Mapping[str, Any],
-        prompt_tokens: object,
-    ) -> None:
-        """Schedule a calibration when the provider reported ``prompt_tokens``."""
-        if not isinstance(prompt_tokens, int) or isinstance(prompt_tokens, bool):
-            return
-        if prompt_tokens <= 0:
-            return
-        task = asyncio.create_task(
-            self._calibrate(engine, context_id, adapter, upstream_body, prompt_tokens)
-        )
+    def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def estimate(
+        self, counter: TokenCounter, adapter: Adapter, upstream_body: Mapping[str, Any]
+    ) -> Estimate:
+        """Start estimating ``upstream_body`` (call it right before sending it;
+        the body must not change afterwards)."""
+        task = asyncio.create_task(_estimate_soon(counter, adapter, upstream_body))
+        task.add_done_callback(_retrieve)
+        self._track(task)
+        return Estimate(task)
+
+    def observe(
+        self, engine: Engine, context_id: str, estimate: Estimate, prompt_tokens: object
+    ) -> None:
+        """Record a calibration when the provider reported ``prompt_tokens``.
+
+        Called right before the turn is appended: when the estimate is ready,
+        ``record_usage`` is queued in the same loop step and the store commits
+        both together.
+        """
+        estimate.used = True
+        if (
+            not isinstance(prompt_tokens, int)
+            or isinstance(prompt_tokens, bool)
+            or prompt_tokens <= 0
+        ):
+            estimate.task.cancel()
+            return
+        self._track(
+            asyncio.create_task(self._calibrate(engine, context_id, estimate, prompt_tokens))
+        )
+
     @staticmethod
     async def _calibrate(
-        engine: Engine,
-        context_id: str,
-        adapter: Adapter,
-        upstream_body: Mapping[str, Any],
-        prompt_tokens: int,
+        engine: Engine, context_id: str, estimate: Estimate, prompt_tokens: int
     ) -> None:
         try:
-            estimate = await asyncio.to_thread(
-                estimate_prompt_tokens, engine.tokens, adapter, upstream_body
-            )
-            await engine.record_usage(context_id, estimate, prompt_tokens)
+            value = await estimate.task  # no suspension when it is done already
+            await engine.record_usage(context_id, value, prompt_tokens)
         except (FastpacaError, TypeError, ValueError, KeyError) as exc:
             log.info(
                 "calibration skipped",

@@ -45,9 +45,9 @@ from fastpaca_core.model import (
 )
 
 from .adapters import Adapter, Usage
-from .calibration import CALIBRATOR
+from .calibration import CALIBRATOR, Estimate
 from .sse import SSEParser
-from .turns import align, window_sizes
+from .turns import Alignment, align, tail_match, tail_size, window_sizes
 from .upstream import UPSTREAM, Upstream
 
 __all__ = ["proxy_call"]
@@ -82,16 +82,42 @@ def _error(adapter: Adapter, status: int, message: str) -> web.Response:
 
 
 async def _snapshot(
-    engine: Engine, context_id: str, size: int
+    engine: Engine, context_id: str, newest: int, oldest: int
 ) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
     """The context (created with the server's defaults when it does not exist
-    yet), its live rows, and the log rows a request of ``size`` messages is
-    aligned against: one snapshot, two store reads in the common case."""
-    newest, oldest = window_sizes(size)
+    yet), its live rows, and its newest ``newest`` and first ``oldest`` log
+    rows: one snapshot, two store reads in the common case."""
     try:
         return await engine.read_turn(context_id, newest, oldest)
     except ContextNotFound:
         return await engine.put_context(context_id), [], []
+
+
+async def _align(
+    engine: Engine, adapter: Adapter, context_id: str, request: list[Message]
+) -> tuple[ContextRecord, list[StoredMessage], Alignment]:
+    """The snapshot (context and live rows) and the request aligned with the log.
+
+    First on the newest ``tail_size`` rows only (a client that resends its
+    history, or sends only its newest message); the wider read of
+    ``window_sizes`` only when that does not settle it.
+    """
+    newest = tail_size(len(request))
+    ctx, live, rows = await _snapshot(engine, context_id, newest, 0)
+    if ctx.tombstoned:
+        raise ContextTombstoned(context_id)
+    messages = adapter.resolve(request, [row.as_message() for row in rows])
+    if ctx.last_seq <= newest:  # these rows are the whole log: nothing wider to read
+        return ctx, live, align(messages, rows, ctx.last_seq)
+    if not adapter.unresolved(messages):
+        alignment = tail_match(messages, rows, ctx.last_seq)
+        if alignment is not None:
+            return ctx, live, alignment
+    ctx, live, rows = await _snapshot(engine, context_id, *window_sizes(len(request)))
+    if ctx.tombstoned:
+        raise ContextTombstoned(context_id)
+    messages = adapter.resolve(request, [row.as_message() for row in rows])
+    return ctx, live, align(messages, rows, ctx.last_seq)
 
 
 async def _prepare(
@@ -101,25 +127,25 @@ async def _prepare(
     chat = adapter.split(body)
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
-    ctx, live, rows = await _snapshot(engine, context_id, len(chat.messages))
-    if ctx.tombstoned:
-        raise ContextTombstoned(context_id)
-    messages = adapter.resolve(chat.messages, [row.as_message() for row in rows])
-    alignment = align(messages, rows, ctx.last_seq)
+    ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages)
+    # counted once: the window and the append use these counts as given
+    counts = await engine.tokens.count_messages(alignment.new)
+    new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
+    # the same preamble, tools and parameters come every turn: cached by content
     reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
     reserved = calibrated(reserved, ctx.calibration)  # budgets are in the provider's tokens
     window = await engine.window(
         context_id,
         budget_tokens=max(1, ctx.token_budget - reserved),
-        pending=alignment.new,
+        pending=new,
         rewind_to_seq=alignment.rewind_to_seq,
         snapshot=(ctx, live),
     )
     return _Turn(
         ctx,
         chat.preamble,
-        alignment.new,
+        new,
         alignment.rewind_to_seq,
         window.messages,
         window.used_tokens,
@@ -127,10 +153,19 @@ async def _prepare(
 
 
 async def _store(
-    engine: Engine, context_id: str, turn: _Turn, reply: Message, usage: Usage
+    request: web.Request,
+    engine: Engine,
+    context_id: str,
+    turn: _Turn,
+    reply: Message,
+    usage: Usage,
+    estimate: Estimate | None,
 ) -> AppendResult | None:
+    """Append the turn (with the reply); the calibration, queued first, joins
+    the same commit."""
     if isinstance(usage.completion_tokens, int) and usage.completion_tokens >= 0:
         reply = reply.with_tokens(usage.completion_tokens)
+    _calibrate(request, engine, context_id, estimate, usage)
     try:
         return await engine.append_batch(
             context_id, [*turn.new, reply], rewind_to_seq=turn.rewind_to_seq
@@ -179,13 +214,51 @@ async def proxy_call(
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
     url = upstream.url(adapter.provider, adapter.path)
+    payload = dumps(upstream_body)
+    calibrator = request.app.get(CALIBRATOR)
+    estimate = None
+    if calibrator is not None:  # computed while the upstream works
+        estimate = calibrator.estimate(engine.tokens, adapter, upstream_body)
+    try:
+        return await _forward(
+            request,
+            engine,
+            adapter,
+            context_id,
+            turn,
+            url,
+            payload,
+            headers,
+            stream,
+            hide,
+            estimate,
+        )
+    finally:
+        if estimate is not None:
+            estimate.close()
+
+
+async def _forward(
+    request: web.Request,
+    engine: Engine,
+    adapter: Adapter,
+    context_id: str,
+    turn: _Turn,
+    url: str,
+    payload: bytes,
+    headers: dict[str, str],
+    stream: bool,
+    hide: bool,
+    estimate: Estimate | None,
+) -> web.StreamResponse:
+    upstream = request.app[UPSTREAM]
     try:
         async with upstream.session.post(
-            url, data=dumps(upstream_body), headers=headers, allow_redirects=False
+            url, data=payload, headers=headers, allow_redirects=False
         ) as resp:
             if stream and resp.status < 300 and _is_sse(resp):
                 return await _relay_stream(
-                    request, engine, adapter, context_id, turn, resp, hide, upstream_body
+                    request, engine, adapter, context_id, turn, resp, hide, estimate
                 )
             data = await resp.read()
     except TimeoutError as exc:
@@ -199,10 +272,9 @@ async def proxy_call(
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored = await _store(engine, context_id, turn, reply, usage)
+            stored = await _store(request, engine, context_id, turn, reply, usage, estimate)
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
-            _calibrate(request, engine, adapter, context_id, upstream_body, usage)
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, version, used))
     return web.Response(status=resp.status, body=data, headers=out_headers)
@@ -224,15 +296,14 @@ def _timeout(request: web.Request, adapter: Adapter, exc: TimeoutError) -> web.R
 def _calibrate(
     request: web.Request,
     engine: Engine,
-    adapter: Adapter,
     context_id: str,
-    upstream_body: dict[str, Any],
+    estimate: Estimate | None,
     usage: Usage,
 ) -> None:
-    """Learn from the provider's prompt count, in the background (calibration.py)."""
+    """Learn from the provider's prompt count (calibration.py)."""
     calibrator = request.app.get(CALIBRATOR)
-    if calibrator is not None:
-        calibrator.observe(engine, context_id, adapter, upstream_body, usage.prompt_tokens)
+    if calibrator is not None and estimate is not None:
+        calibrator.observe(engine, context_id, estimate, usage.prompt_tokens)
 
 
 def _is_sse(resp: aiohttp.ClientResponse) -> bool:
@@ -247,7 +318,7 @@ async def _relay_stream(
     turn: _Turn,
     resp: aiohttp.ClientResponse,
     hide: bool,
-    upstream_body: dict[str, Any],
+    estimate: Estimate | None,
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     out_headers = upstream.response_headers(resp.headers)
@@ -266,8 +337,9 @@ async def _relay_stream(
                     # that reads the log right after the stream finds the turn
                     stored = True
                     reply, usage = assembler.reply()
-                    await asyncio.shield(_store(engine, context_id, turn, reply, usage))
-                    _calibrate(request, engine, adapter, context_id, upstream_body, usage)
+                    await asyncio.shield(
+                        _store(request, engine, context_id, turn, reply, usage, estimate)
+                    )
                 if client_gone or (hide and adapter.hide(event)):
                     continue
                 try:
@@ -284,8 +356,7 @@ async def _relay_stream(
     assembler.end()
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
-        await asyncio.shield(_store(engine, context_id, turn, reply, usage))
-        _calibrate(request, engine, adapter, context_id, upstream_body, usage)
+        await asyncio.shield(_store(request, engine, context_id, turn, reply, usage, estimate))
     await _finish(request, out, dropped, client_gone)
     return out
 

@@ -14,6 +14,12 @@ context forgets the abandoned branch while the log keeps it.
 Messages are compared by their content (text, tool calls, tool results,
 files), not by ids or token counts, so an assistant reply we stored matches
 the same reply when the client sends it back.
+
+The common cases are checked first on few rows (``tail_match``): a client
+that resends its history sends, before its new message, exactly the newest
+log messages; a client that sends only its newest message needs no history.
+Only when that check fails is the request aligned against the wider set of
+rows ``window_sizes`` names.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from fastpaca_core.jsonutil import dumps_str
 from fastpaca_core.model import Message, StoredMessage
 from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, part_call_id
 
-__all__ = ["Alignment", "align", "fingerprint", "window_sizes"]
+__all__ = ["Alignment", "align", "fingerprint", "tail_match", "tail_size", "window_sizes"]
 
 _TEXT_TYPES = frozenset({"text", "refusal"})
 
@@ -65,6 +71,40 @@ class Alignment:
 def window_sizes(request_len: int) -> tuple[int, int]:
     """How many log messages to read from the end and from the start."""
     return 2 * request_len + 16, request_len
+
+
+def tail_size(request_len: int) -> int:
+    """How many of the newest log messages ``tail_match`` needs."""
+    return max(0, request_len - 1)
+
+
+def tail_match(
+    request: Sequence[Message], log: Sequence[StoredMessage], last_seq: int
+) -> Alignment | None:
+    """``align``'s answer when the request's messages before its last are
+    exactly the newest log messages (or there are none); None when they are
+    not, and ``align`` must look further.
+
+    ``log`` holds at least the newest ``tail_size(len(request))`` rows, in seq
+    order. A run ending at the log's end covering every request message but
+    the last is the longest and latest run ``align`` can find, so the answers
+    agree.
+    """
+    if not request:
+        return Alignment([], 0, None)
+    wanted = request[:-1]
+    if not wanted:
+        return Alignment(list(request), 0, None)
+    first = last_seq - len(wanted) + 1
+    if first < 1:
+        return None
+    tail = [row for row in log if row.seq >= first]
+    if len(tail) != len(wanted) or tail[0].seq != first or tail[-1].seq != last_seq:
+        return None
+    for message, row in zip(reversed(wanted), reversed(tail), strict=True):
+        if fingerprint(message) != fingerprint(row):
+            return None
+    return Alignment(list(request[-1:]), len(wanted), None)
 
 
 def align(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: int) -> Alignment:

@@ -55,6 +55,11 @@ class Adapter(abc.ABC):
         """Replace what the request only refers to by what the log holds."""
         return messages
 
+    def unresolved(self, messages: Sequence[Message]) -> bool:
+        """Whether ``messages`` (after ``resolve``) still refer to something
+        the log given to ``resolve`` did not hold."""
+        return False
+
     @abc.abstractmethod
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]

@@ -19,6 +19,7 @@ from fastpaca_core.formats import (
     resolve_item_references,
     to_responses_input,
 )
+from fastpaca_core.formats.openai_responses import RAW_ITEM
 from fastpaca_core.jsonutil import JSONError, loads
 from fastpaca_core.model import Message
 
@@ -77,6 +78,15 @@ class OpenAIResponses(Adapter):
     def resolve(self, messages: list[Message], log: Sequence[Message]) -> list[Message]:
         """``item_reference`` items (sent when the upstream stores responses) -> the items."""
         return resolve_item_references(messages, log)
+
+    def unresolved(self, messages: Sequence[Message]) -> bool:
+        return any(
+            part.get("type") == RAW_ITEM
+            and isinstance(part.get("data"), Mapping)
+            and part["data"].get("type") == "item_reference"
+            for message in messages
+            for part in message.parts
+        )
 
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]

@@ -1,0 +1,180 @@
+"""The proxy's per-call work: cached token counts, narrow history reads, one commit."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from fastpaca_core.jsonutil import dumps_str
+from fastpaca_core.model import Message, StoredMessage
+from fastpaca_core.stores.sqlite import SQLiteStore
+from fastpaca_core.tokens import TokenCounter
+from fastpaca_proxy.adapters import OpenAIChat
+from fastpaca_proxy.calibration import aestimate_prompt_tokens, estimate_prompt_tokens
+from fastpaca_proxy.turns import align, tail_match, tail_size
+
+from .support import OPENAI_MODEL, Stack, run_stack
+
+TEXTS = [
+    "",
+    "short",
+    "You are a terse assistant. Answer in one short paragraph, please, and be kind.",
+    "naïve café — 東京 🚀 " * 50,
+    "x" * 20_000,  # large: counted off the loop when not cached
+    '{"tools": [{"type": "function", "name": "w"}]}' * 30,
+]
+
+
+def test_cached_text_counts_equal_uncached() -> None:
+    cached, plain = TokenCounter(), TokenCounter(cache_size=0)
+    for _ in range(2):  # the second round is served from the cache
+        for text in TEXTS:
+            assert cached.count_text_cached(text) == plain.count_text(text)
+            assert asyncio.run(cached.acount_text(text)) == plain.count_text(text)
+
+
+def test_cached_message_counts_equal_uncached() -> None:
+    cached, plain = TokenCounter(), TokenCounter(cache_size=0)
+    messages = [Message("user", [{"type": "text", "text": t}], token_count=7) for t in TEXTS] + [
+        Message("assistant", [{"type": "tool-w", "toolCallId": "c", "input": {"q": "x" * 90}}]),
+        # the same text split differently is a different message
+        Message("user", [{"type": "text", "text": "ab"}, {"type": "text", "text": "c" * 80}]),
+        Message("user", [{"type": "text", "text": "abc" + "c" * 79}]),
+    ]
+    for _ in range(2):
+        expected = [plain.count_message(replace(m, token_count=None)) for m in messages]
+        assert [cached.count_fresh(m) for m in messages] == expected
+        assert asyncio.run(cached.acount_fresh(messages)) == expected
+
+
+def test_the_cache_is_bounded() -> None:
+    counter = TokenCounter(cache_size=4)
+    for i in range(20):
+        counter.count_text_cached(f"text number {i} " * 10)
+    assert len(counter._cache) == 4
+
+
+def test_prompt_estimate_is_unchanged_by_the_cache() -> None:
+    body: dict[str, Any] = {
+        "model": "m",
+        "tools": [{"type": "function", "function": {"name": "w", "parameters": {}}}],
+        "messages": [
+            {"role": "system", "content": "You are a terse assistant. " * 5},
+            {"role": "user", "content": "hello there " * 20},
+            {"role": "assistant", "content": "hi " * 30},
+            {"role": "user", "content": "and again"},
+        ],
+    }
+    chat, plain = OpenAIChat(), TokenCounter(cache_size=0)
+    split = chat.split(body)
+    rest = {k: v for k, v in body.items() if k != "messages"}
+    expected = sum(plain.count_message(m) for m in split.messages) + plain.count_text(
+        dumps_str([rest, split.preamble])
+    )
+    counter = TokenCounter()
+    for _ in range(2):
+        assert estimate_prompt_tokens(counter, chat, body) == expected
+        assert asyncio.run(aestimate_prompt_tokens(counter, chat, body)) == expected
+
+
+# -- alignment on few rows ----------------------------------------------------------
+
+
+def _log(texts: list[str]) -> list[StoredMessage]:
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    return [
+        StoredMessage(
+            i, "user" if i % 2 else "assistant", [{"type": "text", "text": t}], {}, 1, i, i, now
+        )
+        for i, t in enumerate(texts, start=1)
+    ]
+
+
+def _as_messages(rows: list[StoredMessage]) -> list[Message]:
+    return [Message(r.role, r.parts) for r in rows]
+
+
+def test_tail_match_agrees_with_align() -> None:
+    log = _log([f"m{i}" for i in range(1, 41)])
+    new = Message("user", [{"type": "text", "text": "new"}])
+    cases = [
+        [*_as_messages(log[-6:]), new],  # a trimmed window: the newest six, then new
+        [new],  # only the newest message
+        [*_as_messages(log[-6:-1]), new],  # stops short of the log's end: not a tail
+        [*_as_messages(log[-6:-3]), *_as_messages(log[-2:]), new],  # a gap
+    ]
+    for request in cases:
+        quick = tail_match(request, log[-tail_size(len(request)) :] if len(request) > 1 else [], 40)
+        full = align(request, log, 40)
+        if quick is not None:
+            assert quick == full
+    assert tail_match(cases[0], log[-6:], 40) is not None
+    assert tail_match(cases[2], log[-5:], 40) is None
+    assert tail_match(cases[3], log[-5:], 40) is None
+
+
+@pytest.fixture
+def rows_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many rows each read of the (real) SQLite store returned."""
+    counts: list[int] = []
+    real = SQLiteStore.read_messages
+
+    async def counting(self: SQLiteStore, context_id: str, a: int, b: int) -> list[StoredMessage]:
+        rows = await real(self, context_id, a, b)
+        counts.append(len(rows))
+        return rows
+
+    monkeypatch.setattr(SQLiteStore, "read_messages", counting)
+    yield counts
+
+
+def test_long_history_clients_read_few_rows(tmp_path: Path, rows_read: list[int]) -> None:
+    with run_stack(f"sqlite:///{tmp_path / 'p.db'}") as stack:
+        _conversation(stack, rows_read)
+
+
+def _conversation(stack: Stack, rows_read: list[int]) -> None:
+    stack.api.put("/v1/contexts/long", json={"token_budget": 300, "trigger_ratio": 0.7})
+    sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("long"), api_key="k", max_retries=0))
+    history: list[dict[str, Any]] = []
+
+    def call(messages: list[dict[str, Any]]) -> None:
+        reply = sdk.chat.completions.create(model=OPENAI_MODEL, messages=messages)
+        history.append({"role": "assistant", "content": reply.choices[0].message.content})
+
+    for turn in range(30):  # a client resending its whole history: a 60-message log
+        history.append({"role": "user", "content": f"question {turn} " * 4})
+        call(list(history))
+    assert len(stack.log("long")) == 60
+    live = len(stack.window("long")["messages"])
+
+    # a client sending a trimmed window: its last 6 messages and the new one
+    rows_read.clear()
+    for turn in range(30, 35):
+        history.append({"role": "user", "content": f"question {turn} " * 4})
+        call(history[-7:])
+    reads = list(rows_read)
+    log = stack.log("long")
+    assert len(log) == 70  # each turn stored once: nothing of the window stored again
+    assert [m["parts"][0]["text"] for m in log[60::2]] == [
+        f"question {t} " * 4 for t in range(30, 35)
+    ]
+    # one read per call, of the newest 6 rows and the live ones (the wide read: 30+)
+    assert len(reads) == 5 and max(reads) <= max(6, live + 4) < 30
+
+    # a client sending only its newest message: no history read beyond the live rows
+    rows_read.clear()
+    for turn in range(35, 38):
+        history.append({"role": "user", "content": f"question {turn} " * 4})
+        call(history[-1:])
+    reads = list(rows_read)
+    assert len(stack.log("long")) == 76
+    assert len(reads) == 3 and max(reads) <= live + 4
