@@ -6,7 +6,12 @@ in three variants, interleaved ``--rounds`` times:
 - ``none``: ``BEGIN; INSERT; COMMIT``;
 - ``in-tx``: ``BEGIN; INSERT; SELECT pg_notify(...); COMMIT`` (what the
   Postgres store does on every write);
-- ``after``: ``BEGIN; INSERT; COMMIT`` then ``SELECT pg_notify(...)`` on its own.
+- ``after``: ``BEGIN; INSERT; COMMIT`` then ``SELECT pg_notify(...)`` on its own;
+- ``single``: the ``INSERT`` alone, committing by itself (one round trip);
+- ``coalesced``: ``single``, plus the hint through the store's
+  :class:`~fastpaca_core.stores._pglisten.Notifier` (one ``pg_notify``
+  statement in flight per process, carrying every hint since the last): what
+  the Postgres store does for an append.
 
 A transaction that has notified takes a database-wide lock at commit and holds
 it until the commit is durable, so notifying commits cannot share a WAL flush:
@@ -28,22 +33,38 @@ from typing import Any
 
 from . import _support as s
 
-VARIANTS = ("none", "in-tx", "after")
+VARIANTS = ("none", "in-tx", "after", "single", "coalesced")
 
 
 async def one(dsn: str, schema: str, variant: str, conns: int, seconds: float) -> float:
     import asyncpg
 
-    pool = await asyncpg.create_pool(
-        dsn, min_size=conns, max_size=conns, server_settings={"search_path": schema}
+    pool = await asyncpg.create_pool(  # + 1: the coalesced variant's notifier
+        dsn, min_size=conns + 1, max_size=conns + 1, server_settings={"search_path": schema}
     )
+    from fastpaca_core.stores._pglisten import Notifier
+
     done = 0
     stop = time.perf_counter() + seconds
+
+    async def send(payloads: list[str]) -> None:
+        async with pool.acquire() as conn:
+            await conn.execute(
+                "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", schema, payloads
+            )
+
+    notifier = Notifier(send, "bench")
 
     async def worker() -> None:
         nonlocal done
         async with pool.acquire() as conn:
             while time.perf_counter() < stop:
+                if variant in ("single", "coalesced"):
+                    await conn.execute("INSERT INTO log (v) VALUES ($1)", "x" * 200)
+                    if variant == "coalesced":
+                        notifier.add(f"c{done % 64}", done)
+                    done += 1
+                    continue
                 async with conn.transaction():
                     await conn.execute("INSERT INTO log (v) VALUES ($1)", "x" * 200)
                     if variant == "in-tx":
@@ -54,6 +75,7 @@ async def one(dsn: str, schema: str, variant: str, conns: int, seconds: float) -
 
     try:
         await asyncio.gather(*(worker() for _ in range(conns)))
+        await notifier.drain(5.0)
     finally:
         await pool.close()
     return done / seconds
@@ -73,7 +95,7 @@ async def measure(args: argparse.Namespace) -> dict[str, list[float]]:
             for variant in VARIANTS:
                 rate = await one(dsn, schema, variant, args.conns, args.seconds)
                 rates[variant].append(rate)
-                print(f"  {variant:6} {rate:8,.0f} commits/s", flush=True)
+                print(f"  {variant:9} {rate:8,.0f} commits/s", flush=True)
     finally:
         await admin.execute(f'DROP SCHEMA "{schema}" CASCADE')
         await admin.close()
@@ -96,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     medians = {v: statistics.median(r) for v, r in rates.items()}
     print(f"\nmedian commits/s with {args.conns} connections:")
     for variant, rate in medians.items():
-        print(f"  {variant:6} {rate:8,.0f}  ({rate / medians['none']:.0%} of none)")
+        print(f"  {variant:9} {rate:8,.0f}  ({rate / medians['none']:.0%} of none)")
     data: dict[str, Any] = s.envelope(
         "pg_notify", {"conns": args.conns, "seconds": args.seconds, "rounds": args.rounds}
     )

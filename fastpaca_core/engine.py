@@ -432,12 +432,15 @@ class Engine:
         For a caller that aligns a request with the log and then builds the
         window from the same snapshot (``window(snapshot=...)``).
         """
-        ctx = await self.get_context(context_id)
+        validate_context_id(context_id)
+        found, rows = await self.store.read_window(context_id, tail=max(newest, 1))
+        if found is None:
+            raise ContextNotFound(context_id)
+        ctx = found
         if ctx.last_seq == 0:
             return ctx, [], []
         tail_from = max(1, ctx.last_seq - newest + 1)
         start = min(ctx.live_from_seq, tail_from)
-        rows = await self.store.read_messages(context_id, start, ctx.last_seq)
         live = [row for row in rows if row.seq >= ctx.live_from_seq]
         history = [row for row in rows if row.seq >= tail_from]
         head_to = min(oldest, tail_from - 1)

@@ -174,11 +174,11 @@ class TimedStore(Store):
             self._observe("read_messages", started)
 
     async def read_window(
-        self, context_id: str
+        self, context_id: str, tail: int = 0
     ) -> tuple[ContextRecord | None, list[StoredMessage]]:
         started = time.perf_counter()
         try:
-            return await self.inner.read_window(context_id)
+            return await self.inner.read_window(context_id, tail)
         finally:
             self._observe("read_window", started)
 

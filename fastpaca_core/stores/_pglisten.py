@@ -1,4 +1,18 @@
-"""The PostgreSQL store's LISTEN connection, which comes back by itself.
+"""The PostgreSQL store's change hints: NOTIFY sent after commit, LISTEN that comes back.
+
+:class:`Notifier` sends the hints ``token|version|context id`` for this
+process's commits, coalesced: at most one ``pg_notify`` statement in flight,
+carrying every context written since the previous one (its latest version),
+several hints a payload, one per line. It runs after the commit, not inside
+the transaction: a transaction that has notified takes a database-wide lock at
+commit and holds it until the commit is durable, which serialises every
+notifying commit (measured: ~610 commits/s with NOTIFY in the transaction
+against ~2,000 without, ``python -m bench pg_notify``). The price: a hint is
+not atomic with its commit. A process killed between the two (a few ms), or a
+database lost right after a commit, leaves the other processes' streams of
+that context without a hint until its next change (whose hint makes them
+catch up from the store); a lost database also drops every listener's
+connection, and a listener that reconnects resyncs what it follows.
 
 :class:`Listener` holds one dedicated connection with ``LISTEN`` on a channel.
 When that connection is lost (the server restarted, a failover moved the
@@ -16,13 +30,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import asyncpg
 
-from ..errors import StoreUnavailable
+from ..errors import FastpacaError, StoreUnavailable
 
-__all__ = ["FAILED", "UNAVAILABLE", "Listener"]
+__all__ = ["FAILED", "UNAVAILABLE", "Listener", "Notifier", "parse_hints"]
 
 log = logging.getLogger("fastpaca.store")
 
@@ -43,6 +57,76 @@ FAILED: tuple[type[BaseException], ...] = (*UNAVAILABLE, asyncpg.PostgresError)
 
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 2.0
+_NOTIFY_DELAY = 0.002  # seconds a hint waits for others to share its statement
+_PAYLOAD_MAX = 7_000  # bytes of hints per NOTIFY (PostgreSQL's limit is 8,000)
+
+
+def parse_hints(payload: str) -> Iterator[tuple[str, str, int]]:
+    """``(token, context id, version)`` for each well-formed line of ``payload``."""
+    for line in payload.split("\n"):
+        token, _, rest = line.partition("|")
+        version, _, context_id = rest.partition("|")
+        if version.isdigit() and context_id:
+            yield token, context_id, int(version)
+
+
+class Notifier:
+    """This process's hints, sent after their commits, coalesced (see the module doc).
+
+    ``send(payloads)`` sends each payload with one statement; a failure loses
+    those hints (logged), as a crash would.
+    """
+
+    def __init__(self, send: Callable[[list[str]], Awaitable[None]], token: str) -> None:
+        self._send = send
+        self._token = token
+        self._pending: dict[str, int] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, context_id: str, version: int) -> None:
+        if self._pending.get(context_id, -1) < version:
+            self._pending[context_id] = version
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="fastpaca-pg-notify"
+            )
+
+    def _payloads(self) -> list[str]:
+        pending, self._pending = self._pending, {}
+        payloads: list[str] = []
+        lines: list[str] = []
+        size = 0
+        for context_id, version in pending.items():
+            line = f"{self._token}|{version}|{context_id}"
+            if lines and size + len(line) + 1 > _PAYLOAD_MAX:
+                payloads.append("\n".join(lines))
+                lines, size = [], 0
+            lines.append(line)
+            size += len(line) + 1
+        if lines:
+            payloads.append("\n".join(lines))
+        return payloads
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                await asyncio.sleep(_NOTIFY_DELAY)
+                payloads = self._payloads()
+                try:
+                    await self._send(payloads)
+                except FastpacaError as exc:  # lost hints; the writes committed all the same
+                    log.warning(
+                        "could not send change hints", extra={"fields": {"error": str(exc)}}
+                    )
+        finally:
+            self._task = None
+
+    async def drain(self, timeout: float) -> None:
+        """Wait (up to ``timeout`` s) for the hints already added to be sent."""
+        task = self._task
+        if task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(task), timeout)
 
 
 class Listener:

@@ -2,10 +2,12 @@
 
 A backend offers a few reads and one way to write: :meth:`Store.run`, which
 runs an *operation* (an async function of a :class:`Tx`) atomically on one
-context. The operation locks the context row with :meth:`Tx.load_context`, and
-everything it writes commits together or not at all. Operations never wait on
-anything but their ``Tx``; a backend may run them again after a transient
-conflict, so they must not have side effects outside it.
+context. The operation reads the context row with :meth:`Tx.load_context`;
+everything it writes commits together or not at all, and only if no other
+write touched that context since the read (the backend locks the row, or checks
+it at commit and runs the operation again). Operations never wait on anything
+but their ``Tx``; a backend may run them again after a transient conflict, so
+they must not have side effects outside it.
 
 Order comes from the store (row locks and the ``(context_id, seq)`` key), so
 several processes may share one database.
@@ -54,7 +56,8 @@ class Tx(Protocol):
     context_id: str
 
     async def load_context(self) -> ContextRecord | None:
-        """Read the context row and lock it until the operation ends."""
+        """Read the context row; no other write to it may commit between this read
+        and the operation's own commit (a lock, or a check and a rerun)."""
         ...
 
     async def save_context(self, ctx: ContextRecord, *, created: bool) -> None: ...
@@ -127,17 +130,21 @@ class Store(abc.ABC):
         """Log rows with ``from_seq <= seq <= to_seq``, oldest first."""
 
     async def read_window(
-        self, context_id: str
+        self, context_id: str, tail: int = 0
     ) -> tuple[ContextRecord | None, list[StoredMessage]]:
-        """The context row and its live log rows (one consistent snapshot).
+        """The context row and its live log rows (one consistent snapshot); with
+        ``tail``, the rows from ``min(live_from_seq, last_seq - tail + 1)`` on.
 
-        Log rows never change, so reading the row then its live range is
-        consistent; a backend may override this to do both in one trip.
+        Log rows never change, so reading the row then its range is consistent;
+        a backend may override this to do both in one trip.
         """
         ctx = await self.get_context(context_id)
-        if ctx is None or ctx.live_from_seq > ctx.last_seq:
+        if ctx is None:
+            return None, []
+        start = window_start(ctx, tail)
+        if start > ctx.last_seq:
             return ctx, []
-        return ctx, await self.read_messages(context_id, ctx.live_from_seq, ctx.last_seq)
+        return ctx, await self.read_messages(context_id, start, ctx.last_seq)
 
     @abc.abstractmethod
     async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
@@ -157,13 +164,22 @@ class Store(abc.ABC):
         await self.close()
 
 
+def window_start(ctx: ContextRecord, tail: int) -> int:
+    """The first seq :meth:`Store.read_window` returns: the live range, widened
+    to the newest ``tail`` rows."""
+    if tail <= 0:
+        return ctx.live_from_seq
+    return max(1, min(ctx.live_from_seq, ctx.last_seq - tail + 1))
+
+
 def open_store(url: str, *, timeout: float | None = None) -> Store:
     """A store for ``url``: ``memory://``, ``sqlite:///path``, ``postgresql://...``.
 
     Backends are imported lazily, so a driver is needed only when it is used.
     The store still has to be opened (``await store.open()`` or ``async with``).
-    ``timeout``: the seconds a PostgreSQL operation may take before it raises
-    ``StoreUnavailable`` (the server's ``store_timeout``; unset: 3).
+    ``timeout``: the seconds a PostgreSQL operation, or an SQLite write waiting
+    for another process's lock, may take before it raises ``StoreUnavailable``
+    (the server's ``store_timeout``; unset: 3).
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
@@ -173,7 +189,7 @@ def open_store(url: str, *, timeout: float | None = None) -> Store:
     if scheme == "sqlite":
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(url)
+        return SQLiteStore(url, timeout=timeout)
     if scheme in ("postgres", "postgresql"):
         from .postgres import PostgresStore
 

@@ -1,10 +1,16 @@
 """``postgresql://...``: several API processes or machines sharing one database.
 
-asyncpg with a connection pool. Each operation runs in one transaction that
-locks the context row (``SELECT ... FOR UPDATE``), so appends from any number
-of processes are ordered by the database; the ``(context_id, seq)`` primary
-key backs that up. Schema migrations are a numbered list applied under an
-advisory lock and recorded in ``schema_version``.
+asyncpg with a connection pool. Order comes from the database: a write on a
+context commits only if the context row is still the one its operation read,
+and the ``(context_id, seq)`` primary key backs that up. An operation first
+runs optimistically (:class:`PgTx`): it reads the row without a lock, and all
+its writes go in one statement that commits by itself and applies only if the
+row's ``xmin`` is unchanged, so an append is 2 round trips (3 with an
+idempotency key). An operation that lost that race, or needs a lock (creating a
+context, leases, summaries), runs again in a transaction that locks the row
+(``SELECT ... FOR UPDATE``), its writes still sent as one statement. Schema
+migrations are a numbered list applied under an advisory lock and recorded in
+``schema_version``.
 
 URL options: ``?schema=NAME`` puts the tables in their own schema (created on
 open). Multi-host URLs with ``target_session_attrs=read-write``
@@ -17,21 +23,23 @@ statement and the commit), each get ``timeout`` seconds; past that, or on any
 error that means the server cannot be reached, the operation raises
 :class:`StoreUnavailable` (HTTP 503) and its connection is dropped, so the pool
 reconnects once the server is back. (Waiting for a free pooled connection is
-load, not an outage, and is not timed.) A failure before ``COMMIT`` was sent is
-retried once on a fresh connection; a connection lost during ``COMMIT`` leaves
-the outcome unknown and is reported as such: retrying with the same
-idempotency key is safe either way.
+load, not an outage, and is not timed.) A failure before the commit (``COMMIT``,
+or the optimistic write statement) was sent is retried once on a fresh
+connection; a connection lost during it leaves the outcome unknown and is
+reported as such: retrying with the same idempotency key is safe either way.
 
-Every write also sends ``NOTIFY fastpaca_<schema>`` with ``token|version|id``
-inside its transaction, so it is delivered only on commit;
-:meth:`PostgresStore.listen` lets another process hear about changes it did
-not make (``token`` tells a store's own writes apart).
+After each committed write the store sends a hint ``NOTIFY fastpaca_<schema>``
+with ``token|version|id`` (coalesced, after the commit, not inside it: see
+:mod:`._pglisten` for why and what that costs); :meth:`PostgresStore.listen`
+lets another process hear about changes it did not make (``token`` tells a
+store's own writes apart).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -47,26 +55,25 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 
 from ..errors import FastpacaError, StoreError, StoreUnavailable, ValidationError
 from ..events import Event
-from ..jsonutil import dumps_str, loads
+from ..jsonutil import loads
 from ..model import ContextRecord, StoredMessage, SummaryRecord
 from ._codec import (
     CONTEXT_COLUMNS,
-    MESSAGE_COLUMNS,
     SUMMARY_COLUMNS,
     context_from_row,
-    context_values,
     message_from_row,
     summary_from_row,
-    summary_values,
 )
-from ._pglisten import FAILED, UNAVAILABLE, Listener
-from .base import IdempotencyRecord, Op, Store, tenant_range
+from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
+from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
+from .base import Op, Store, tenant_range, window_start
 
 __all__ = ["PostgresStore"]
 
 R = TypeVar("R")
 _MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
 _RETRIES = 5  # for serialisation failures, deadlocks, a lost insert race
+_CONTENDED_FOR = 1.0  # seconds a context that lost an optimistic race is written locked
 _MIGRATE_TIMEOUT = 60.0  # migrating may wait for another process's migration
 DEFAULT_TIMEOUT = 3.0
 log = logging.getLogger("fastpaca.store")
@@ -167,36 +174,6 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.DeadlockDetectedError,
 )
 
-_UPDATE_COLUMNS = [c.strip() for c in CONTEXT_COLUMNS.split(",")][1:]
-_SAVE_SQL = "UPDATE contexts SET {} WHERE id = $1".format(
-    ", ".join(f"{c} = ${i}" for i, c in enumerate(_UPDATE_COLUMNS, start=2))
-)
-_CREATE_SQL = "INSERT INTO contexts ({}) VALUES ({})".format(
-    CONTEXT_COLUMNS, ", ".join(f"${i}" for i in range(1, len(_UPDATE_COLUMNS) + 2))
-)
-_INSERT_MESSAGES_SQL = (
-    f"INSERT INTO messages (context_id, {MESSAGE_COLUMNS}) "
-    "SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], "
-    "$6::bigint[], $7::bigint[], $8::bigint[], $9::timestamptz[])"
-)
-_INSERT_SUMMARY_SQL = (
-    f"INSERT INTO summaries (context_id, {SUMMARY_COLUMNS}) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-)
-# the database's clock decides expiry, so processes with skewed clocks agree
-_TAKE_LEASE_SQL = (
-    "INSERT INTO leases (context_id, holder, expires_at) "
-    "VALUES ($1, $2, clock_timestamp() + make_interval(secs => $3)) "
-    "ON CONFLICT (context_id) DO UPDATE SET holder = EXCLUDED.holder, "
-    "expires_at = EXCLUDED.expires_at "
-    "WHERE leases.holder = EXCLUDED.holder OR leases.expires_at <= clock_timestamp() "
-    "RETURNING holder"
-)
-_READ_MESSAGES_SQL = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages "
-    "WHERE context_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"
-)
-
 
 def _split_url(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
@@ -209,93 +186,28 @@ def _split_url(url: str) -> tuple[str, str | None]:
     return dsn, schema
 
 
-class _PgTx:
-    def __init__(self, conn: Conn, context_id: str, channel: str, token: str) -> None:
-        self._conn = conn
-        self.context_id = context_id
-        self._channel = channel
-        self._token = token
-
-    async def load_context(self) -> ContextRecord | None:
-        row = await self._conn.fetchrow(
-            f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = $1 FOR UPDATE", self.context_id
-        )
-        return None if row is None else context_from_row(row)
-
-    async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
-        await self._conn.execute(_CREATE_SQL if created else _SAVE_SQL, *context_values(ctx))
-        payload = f"{self._token}|{ctx.version}|{self.context_id}"
-        await self._conn.execute("SELECT pg_notify($1, $2)", self._channel, payload)
-
-    async def insert_messages(self, rows: list[StoredMessage]) -> None:
-        await self._conn.execute(
-            _INSERT_MESSAGES_SQL,
-            self.context_id,
-            [r.seq for r in rows],
-            [r.role for r in rows],
-            [dumps_str(r.parts) for r in rows],
-            [dumps_str(r.metadata) for r in rows],
-            [r.token_count for r in rows],
-            [r.cum_tokens for r in rows],
-            [r.version for r in rows],
-            [r.inserted_at for r in rows],
-        )
-
-    async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
-        rows = await self._conn.fetch(_READ_MESSAGES_SQL, self.context_id, from_seq, to_seq)
-        return [message_from_row(r) for r in rows]
-
-    async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
-        row = await self._conn.fetchrow(
-            "SELECT request_hash, response, created_at FROM idempotency_keys "
-            "WHERE context_id = $1 AND key = $2",
-            self.context_id,
-            key,
-        )
-        if row is None:
-            return None
-        return IdempotencyRecord(key, row[0], loads(row[1]), row[2])
-
-    async def put_idempotency(self, record: IdempotencyRecord) -> None:
-        await self._conn.execute(
-            "INSERT INTO idempotency_keys (context_id, key, request_hash, response, created_at) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            self.context_id,
-            record.key,
-            record.request_hash,
-            dumps_str(record.response),
-            record.created_at,
-        )
-
-    async def insert_event(self, event: Event) -> None:
-        await self._conn.execute(
-            "INSERT INTO events (context_id, version, type, data) VALUES ($1, $2, $3, $4)",
-            self.context_id,
-            event.version,
-            event.type,
-            dumps_str(event.data),
-        )
-
-    async def insert_summary(self, record: SummaryRecord) -> None:
-        await self._conn.execute(_INSERT_SUMMARY_SQL, self.context_id, *summary_values(record))
-
-    async def take_lease(self, holder: str, ttl: float) -> bool:
-        taken = await self._conn.fetchval(_TAKE_LEASE_SQL, self.context_id, holder, float(ttl))
-        return taken is not None
-
-    async def drop_lease(self, holder: str) -> None:
-        await self._conn.execute(
-            "DELETE FROM leases WHERE context_id = $1 AND holder = $2", self.context_id, holder
-        )
-
-
-async def _release(pool: asyncpg.Pool, conn: asyncpg.pool.PoolConnectionProxy) -> None:
+async def _release(
+    pool: asyncpg.Pool, conn: asyncpg.pool.PoolConnectionProxy, timeout: float
+) -> None:
     """Give ``conn`` back to the pool. When resetting it fails the pool drops
     it; that must not turn what ``fn`` did (perhaps a commit) into an error."""
     try:
-        await pool.release(conn)
+        await pool.release(conn, timeout=timeout)
     except FAILED as exc:
         log.debug("dropped a broken pooled connection", extra={"fields": {"error": str(exc)}})
+
+
+async def _no_reset(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing to send.
+
+    asyncpg's default sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` on every release, a round trip per operation, for
+    session state this store never leaves behind: its one advisory lock
+    (migrations) is transaction-scoped, it opens no cursors, sets nothing per
+    session (``search_path`` is a connection parameter), and LISTENs only on
+    the listener's own connection. asyncpg still rolls back a transaction left
+    open and drops client-side listeners before calling this.
+    """
 
 
 def _in_use(exc: BaseException) -> bool:
@@ -324,6 +236,10 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self.channel = f"fastpaca_{self.schema or 'public'}"
         self._token = uuid.uuid4().hex
+        self._notifier = Notifier(self._send_hints, self._token)
+        # context id -> when an optimistic write on it last lost a race
+        self._contended: dict[str, float] = {}
+        self._inflight: dict[str, int] = {}  # context id -> operations under way
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -344,7 +260,12 @@ class PostgresStore(Store):
                 max_size=self._max_size,
                 server_settings=settings,
                 timeout=self.timeout,  # connecting
-                command_timeout=self.timeout,  # each statement
+                # no command_timeout: _guard's one timer bounds an operation's
+                # statements together, and a timer per statement costs CPU
+                reset=_no_reset,
+                # idle connections stay open (up to max_size): asyncpg's idle
+                # timer is re-armed on every release, ~4% of a worker's CPU
+                max_inactive_connection_lifetime=0,
             )
             async with self._pool.acquire(timeout=_MIGRATE_TIMEOUT) as pooled:
                 await self._migrate(pooled)
@@ -357,6 +278,7 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         if self._pool is not None:
+            await self._notifier.drain(self.timeout)
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), self.timeout)
@@ -416,7 +338,7 @@ class PostgresStore(Store):
                     raise
                 finally:
                     timer.cancel()
-                    await _release(pool, conn)
+                    await _release(pool, conn, self.timeout)
             except FastpacaError:
                 raise
             except _UNAVAILABLE as exc:
@@ -441,23 +363,70 @@ class PostgresStore(Store):
         await self._guard(ping)
 
     async def run(self, context_id: str, op: Op[R]) -> R:
-        async def attempt(conn: Conn) -> R:
-            committing = False
-            try:
-                async with conn.transaction():
-                    result = await op(_PgTx(conn, context_id, self.channel, self._token))
-                    committing = True  # leaving the block sends COMMIT
-            except _UNAVAILABLE as exc:
-                if committing:
-                    conn.terminate()
-                    raise _Unknown(
-                        "PostgreSQL went away during COMMIT, so this write may or may not "
-                        "have been applied; retry it with the same Idempotency-Key"
-                    ) from exc
-                raise
-            return result
+        """Run ``op``: optimistically first (2 round trips for an append), then
+        locked when it must be (see :class:`PgTx`).
 
-        return await self._guard(attempt)
+        Straight to the locked path when the optimistic attempt would likely
+        lose: another operation on the same context is under way in this
+        process, or one lost a race on it within the last ``_CONTENDED_FOR``
+        seconds (another process writes it too). So one busy context does not
+        pay for failed attempts.
+        """
+        inflight = self._inflight
+        busy = inflight.get(context_id, 0)
+        inflight[context_id] = busy + 1
+        try:
+            since = self._contended.get(context_id)
+            if not busy and (since is None or time.monotonic() - since > _CONTENDED_FOR):
+                try:
+                    return await self._guard(
+                        lambda conn: self._attempt(conn, context_id, op, False)
+                    )
+                except NeedLock:
+                    pass
+                except Conflict:
+                    if len(self._contended) >= 10_000:
+                        self._contended.clear()
+                    self._contended[context_id] = time.monotonic()
+            return await self._guard(lambda conn: self._attempt(conn, context_id, op, True))
+        finally:
+            if inflight[context_id] == 1:
+                del inflight[context_id]
+            else:
+                inflight[context_id] -= 1
+
+    async def _attempt(self, conn: Conn, context_id: str, op: Op[R], locked: bool) -> R:
+        tx = PgTx(conn, context_id, locked=locked)
+        committing = False
+        try:
+            if locked:
+                async with conn.transaction():
+                    result = await op(tx)
+                    await tx.flush()
+                    committing = True  # leaving the block sends COMMIT
+            else:
+                result = await op(tx)
+                committing = tx.pending  # the one write statement commits by itself
+                await tx.flush()
+        except _UNAVAILABLE as exc:
+            if committing:
+                conn.terminate()
+                raise _Unknown(
+                    "PostgreSQL went away during COMMIT, so this write may or may not "
+                    "have been applied; retry it with the same Idempotency-Key"
+                ) from exc
+            raise
+        if tx.version is not None:
+            self._notifier.add(context_id, tx.version)
+        return result
+
+    async def _send_hints(self, payloads: list[str]) -> None:
+        async def send(conn: Conn) -> None:
+            await conn.execute(
+                "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p", self.channel, payloads
+            )
+
+        await self._guard(send)
 
     async def get_context(self, context_id: str) -> ContextRecord | None:
         async def read(conn: Conn) -> ContextRecord | None:
@@ -469,7 +438,7 @@ class PostgresStore(Store):
         return await self._guard(read)
 
     async def read_window(
-        self, context_id: str
+        self, context_id: str, tail: int = 0
     ) -> tuple[ContextRecord | None, list[StoredMessage]]:
         async def read(conn: Conn) -> tuple[ContextRecord | None, list[StoredMessage]]:
             row = await conn.fetchrow(
@@ -478,9 +447,10 @@ class PostgresStore(Store):
             if row is None:
                 return None, []
             ctx = context_from_row(row)
-            if ctx.live_from_seq > ctx.last_seq:
+            start = window_start(ctx, tail)
+            if start > ctx.last_seq:
                 return ctx, []
-            rows = await conn.fetch(_READ_MESSAGES_SQL, context_id, ctx.live_from_seq, ctx.last_seq)
+            rows = await conn.fetch(READ_MESSAGES_SQL, context_id, start, ctx.last_seq)
             return ctx, [message_from_row(r) for r in rows]
 
         return await self._guard(read)
@@ -518,7 +488,7 @@ class PostgresStore(Store):
         self, context_id: str, from_seq: int, to_seq: int
     ) -> list[StoredMessage]:
         async def read(conn: Conn) -> list[StoredMessage]:
-            rows = await conn.fetch(_READ_MESSAGES_SQL, context_id, from_seq, to_seq)
+            rows = await conn.fetch(READ_MESSAGES_SQL, context_id, from_seq, to_seq)
             return [message_from_row(r) for r in rows]
 
         return await self._guard(read)
@@ -564,10 +534,9 @@ class PostgresStore(Store):
         """
 
         def on_notify(payload: str) -> None:
-            token, _, rest = payload.partition("|")
-            version, _, context_id = rest.partition("|")
-            if token != self._token and version.isdigit() and context_id:
-                callback(context_id, int(version))
+            for token, context_id, version in parse_hints(payload):
+                if token != self._token:
+                    callback(context_id, version)
 
         listener = Listener(
             self._dsn, self.channel, on_notify, on_reconnect=on_reconnect, timeout=self.timeout

@@ -42,7 +42,7 @@ from ._codec import (
     summary_from_row,
     summary_values,
 )
-from .base import IdempotencyRecord, Op, Store, tenant_range
+from .base import IdempotencyRecord, Op, Store, tenant_range, window_start
 
 __all__ = ["SQLiteStore"]
 
@@ -474,7 +474,7 @@ class SQLiteStore(Store):
         return await self._read(read)
 
     async def read_window(
-        self, context_id: str
+        self, context_id: str, tail: int = 0
     ) -> tuple[ContextRecord | None, list[StoredMessage]]:
         def read(conn: sqlite3.Connection) -> tuple[ContextRecord | None, list[StoredMessage]]:
             row = conn.execute(
@@ -483,9 +483,10 @@ class SQLiteStore(Store):
             if row is None:
                 return None, []
             ctx = context_from_row(row)
-            if ctx.live_from_seq > ctx.last_seq:
+            start = window_start(ctx, tail)
+            if start > ctx.last_seq:
                 return ctx, []
-            return ctx, _read_messages(conn, context_id, ctx.live_from_seq, ctx.last_seq)
+            return ctx, _read_messages(conn, context_id, start, ctx.last_seq)
 
         return await self._read(read)
 

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from fastpaca_core.jsonutil import dumps_str
-from fastpaca_core.model import Message, StoredMessage
+from fastpaca_core.model import ContextRecord, Message, StoredMessage
 from fastpaca_core.stores.sqlite import SQLiteStore
 from fastpaca_core.tokens import TokenCounter
 from fastpaca_proxy.adapters import OpenAIChat
@@ -126,13 +126,22 @@ def rows_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     """How many rows each read of the (real) SQLite store returned."""
     counts: list[int] = []
     real = SQLiteStore.read_messages
+    real_window = SQLiteStore.read_window
 
     async def counting(self: SQLiteStore, context_id: str, a: int, b: int) -> list[StoredMessage]:
         rows = await real(self, context_id, a, b)
         counts.append(len(rows))
         return rows
 
+    async def counting_window(
+        self: SQLiteStore, context_id: str, tail: int = 0
+    ) -> tuple[ContextRecord | None, list[StoredMessage]]:
+        ctx, rows = await real_window(self, context_id, tail)
+        counts.append(len(rows))
+        return ctx, rows
+
     monkeypatch.setattr(SQLiteStore, "read_messages", counting)
+    monkeypatch.setattr(SQLiteStore, "read_window", counting_window)
     yield counts
 
 
