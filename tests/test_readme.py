@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
+
+from doc_commands import run_against_server
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -29,39 +27,9 @@ def test_readme_starts_with_the_two_setup_commands() -> None:
     assert "./scripts/test" in ci
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
     section = README[README.index("## A compacting") : README.index("## What is in the box")]
-    port = free_port()
-    script = "set -euo pipefail\n" + "\n".join(sh_blocks(section))
-    script = script.replace("127.0.0.1:4000", f"127.0.0.1:{port}")
-    fastpaca = Path(sys.executable).parent / "fastpaca"
-    server = subprocess.Popen(
-        [str(fastpaca), "serve", "--port", str(port), "--store", f"sqlite:///{tmp_path}/r.db"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.1)
-        out = subprocess.run(
-            ["bash", "-c", script], capture_output=True, text=True, timeout=60, check=True
-        ).stdout
-    finally:
-        server.terminate()
-        server.wait(timeout=15)
-    bodies = [json.loads(line) for line in out.splitlines() if line.strip()]
+    bodies = run_against_server(sh_blocks(section), tmp_path / "r.db")
     assert "error" not in json.dumps(bodies)
     created, *appends = bodies[:8]
     assert created["token_budget"] == 60
