@@ -8,20 +8,11 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from http_reply import Reply
 
 from fastpaca_core.engine import Engine
 from fastpaca_core.http import ENGINE
-from fastpaca_core.jsonutil import dumps, loads
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return loads(self.body)
+from fastpaca_core.jsonutil import dumps
 
 
 @dataclass

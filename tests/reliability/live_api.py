@@ -8,21 +8,12 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from http_reply import Reply as Answer
 
-from fastpaca_core.jsonutil import dumps, loads
+from fastpaca_core.jsonutil import dumps
 from fastpaca_proxy.fake_upstream import FakeUpstream
 
 __all__ = ["Answer", "Server", "Start"]
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return loads(self.body)
 
 
 @dataclass
