@@ -427,25 +427,24 @@ class Engine:
         self, context_id: str, newest: int, oldest: int
     ) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
         """The context, its live rows, and the newest ``newest`` plus first
-        ``oldest`` log rows, in as few store reads as possible (typically two).
+        ``oldest`` log rows, in as few store reads as possible (typically one).
 
         For a caller that aligns a request with the log and then builds the
         window from the same snapshot (``window(snapshot=...)``).
         """
         validate_context_id(context_id)
-        found, rows = await self.store.read_window(context_id, tail=max(newest, 1))
+        found, rows = await self.store.read_window(context_id, tail=newest)
         if found is None:
             raise ContextNotFound(context_id)
         ctx = found
         if ctx.last_seq == 0:
             return ctx, [], []
         tail_from = max(1, ctx.last_seq - newest + 1)
-        start = min(ctx.live_from_seq, tail_from)
         live = [row for row in rows if row.seq >= ctx.live_from_seq]
         history = [row for row in rows if row.seq >= tail_from]
         head_to = min(oldest, tail_from - 1)
         if head_to >= 1:
-            if start == 1:
+            if rows and rows[0].seq == 1:
                 head = [row for row in rows if row.seq <= head_to]
             else:
                 head = await self.store.read_messages(context_id, 1, head_to)
