@@ -86,7 +86,7 @@ async def _snapshot(
 ) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
     """The context (created with the server's defaults when it does not exist
     yet), its live rows, and its newest ``newest`` and first ``oldest`` log
-    rows: one snapshot, two store reads in the common case."""
+    rows: one snapshot, one store read in the common case."""
     try:
         return await engine.read_turn(context_id, newest, oldest)
     except ContextNotFound:
