@@ -139,7 +139,7 @@ async def plan_fold(
         resume = later[0].from_seq if later else rest[cut].from_seq
         if resume > previous_to + 1:
             gap = await read_log(previous_to + 1, resume - 1)
-            units.extend(WindowItem(r.as_message(), "live", r.seq, r.seq, True, r) for r in gap)
+            units.extend(WindowItem.of_row(r) for r in gap)
     units.extend(later)
     if not units:
         return None

@@ -72,9 +72,16 @@ def utcnow() -> datetime:
 
 
 def format_time(value: datetime) -> str:
-    """ISO 8601 in UTC with microseconds and a ``Z``: sorts as text."""
+    """ISO 8601 in UTC with microseconds and a ``Z``: sorts as text.
+
+    orjson writes the common case ~4x faster than ``isoformat`` (this runs once
+    per message of every window read); it leaves out a zero microsecond, which
+    ``isoformat`` then writes.
+    """
     if value.tzinfo is not UTC:
         value = value.astimezone(UTC)
+    if value.microsecond:
+        return orjson.dumps(value, option=orjson.OPT_UTC_Z)[1:-1].decode()
     return value.isoformat(timespec="microseconds")[:-6] + "Z"
 
 
@@ -142,7 +149,7 @@ def validate_trigger_ratio(value: object, field_name: str = "trigger_ratio") -> 
     return ratio
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     """A message as appended: role, parts (each with a string ``type``), metadata."""
 
@@ -202,7 +209,7 @@ def parse_messages(values: object, field_name: str = "messages") -> list[Message
     return [Message.parse(v, f"{field_name}[{i}]") for i, v in enumerate(values)]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredMessage:
     """A row of the message log."""
 

@@ -9,7 +9,6 @@ they fit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .model import ContextRecord, Message, PrefixEntry, SegmentKind, StoredMessage
@@ -18,17 +17,48 @@ from .toolcalls import RESULT_TYPE, part_call_id, tool_refs
 __all__ = ["WindowItem", "apply_items", "fit", "items_of", "segments_of", "valid_cuts"]
 
 
-@dataclass(frozen=True, slots=True)
 class WindowItem:
-    message: Message  # token_count is always set
-    kind: SegmentKind
-    from_seq: int
-    to_seq: int
-    in_log: bool  # True: exactly the log row ``from_seq``, unmodified
-    stored: StoredMessage | None = None
+    """One message of a window: a prefix entry, a live log row, or a new one.
+
+    A live log row's :class:`Message` is built on first use: a plain window
+    read renders the stored row and never needs it.
+    """
+
+    __slots__ = ("_message", "kind", "from_seq", "to_seq", "in_log", "stored")
+
+    def __init__(
+        self,
+        message: Message | None,
+        kind: SegmentKind,
+        from_seq: int,
+        to_seq: int,
+        in_log: bool,  # True: exactly the log row ``from_seq``, unmodified
+        stored: StoredMessage | None = None,
+    ) -> None:
+        assert message is not None or stored is not None
+        self._message = message  # token_count is always set
+        self.kind: SegmentKind = kind
+        self.from_seq = from_seq
+        self.to_seq = to_seq
+        self.in_log = in_log
+        self.stored = stored
+
+    @classmethod
+    def of_row(cls, row: StoredMessage) -> WindowItem:
+        return cls(None, "live", row.seq, row.seq, True, row)
+
+    @property
+    def message(self) -> Message:
+        message = self._message
+        if message is None:
+            assert self.stored is not None
+            message = self._message = self.stored.as_message()
+        return message
 
     @property
     def tokens(self) -> int:
+        if self.stored is not None:
+            return self.stored.token_count
         return self.message.token_count or 0
 
     def rewritten(self, message: Message) -> WindowItem:
@@ -42,11 +72,18 @@ class WindowItem:
         out["seq"] = self.from_seq if self.kind == "live" else None
         return out
 
+    def __repr__(self) -> str:
+        return (
+            f"WindowItem({self.kind} {self.from_seq}..{self.to_seq}, in_log={self.in_log}, "
+            f"message={self.message!r})"
+        )
+
 
 def items_of(ctx: ContextRecord, rows: Sequence[StoredMessage]) -> list[WindowItem]:
     """The window's items: the prefix, then the live log rows."""
     items = [WindowItem(e.message, e.kind, e.from_seq, e.to_seq, False) for e in ctx.prefix]
-    items.extend(WindowItem(row.as_message(), "live", row.seq, row.seq, True, row) for row in rows)
+    of_row = WindowItem.of_row
+    items.extend(of_row(row) for row in rows)
     return items
 
 

@@ -88,15 +88,10 @@ def context_from_row(row: Row) -> ContextRecord:
 
 
 def message_from_row(row: Row) -> StoredMessage:
+    # positional, and the integer columns as the driver gives them (SQLite and
+    # asyncpg both return int): this runs once per row of every window read
     return StoredMessage(
-        seq=int(row[0]),
-        role=row[1],
-        parts=loads(row[2]),
-        metadata=loads(row[3]),
-        token_count=int(row[4]),
-        cum_tokens=int(row[5]),
-        version=int(row[6]),
-        inserted_at=parse_time(row[7]),
+        row[0], row[1], loads(row[2]), loads(row[3]), row[4], row[5], row[6], parse_time(row[7])
     )
 
 
