@@ -142,6 +142,18 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     return conn
 
 
+_COLUMNS = [c.strip() for c in CONTEXT_COLUMNS.split(",")]
+_CREATED_AT = _COLUMNS.index("created_at")
+_UPDATED_AT = _COLUMNS.index("updated_at")
+_INSERT_CONTEXT = (
+    f"INSERT INTO contexts ({CONTEXT_COLUMNS}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+_UPDATE_CONTEXT = f"UPDATE contexts SET {', '.join(f'{c} = ?' for c in _COLUMNS[1:])} WHERE id = ?"
+_INSERT_MESSAGES = (
+    f"INSERT INTO messages (context_id, {MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)"
+)
+
+
 def _times(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(format_time(v) if isinstance(v, datetime) else v for v in values)
 
@@ -158,20 +170,18 @@ class _SQLiteTx:
         return None if row is None else context_from_row(row)
 
     async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
-        values = _times(context_values(ctx))
+        values = list(context_values(ctx))  # once per append: no generic per-value pass
+        values[_CREATED_AT] = format_time(ctx.created_at)
+        values[_UPDATED_AT] = format_time(ctx.updated_at)
         if created:
-            marks = ", ".join("?" * len(values))
-            self._conn.execute(f"INSERT INTO contexts ({CONTEXT_COLUMNS}) VALUES ({marks})", values)
+            self._conn.execute(_INSERT_CONTEXT, values)
         else:
-            columns = [c.strip() for c in CONTEXT_COLUMNS.split(",")][1:]
-            assignments = ", ".join(f"{c} = ?" for c in columns)
-            self._conn.execute(
-                f"UPDATE contexts SET {assignments} WHERE id = ?", (*values[1:], values[0])
-            )
+            values.append(values[0])
+            self._conn.execute(_UPDATE_CONTEXT, values[1:])
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:
         self._conn.executemany(
-            f"INSERT INTO messages (context_id, {MESSAGE_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
+            _INSERT_MESSAGES,
             [
                 (
                     self.context_id,
