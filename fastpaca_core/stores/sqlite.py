@@ -285,6 +285,7 @@ class SQLiteStore(Store):
         self._local = threading.local()
         self._read_conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        self._loop_conn: sqlite3.Connection | None = None  # reads on the event loop
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
 
@@ -321,6 +322,9 @@ class SQLiteStore(Store):
             for conn in self._read_conns:
                 conn.close()
             self._read_conns.clear()
+        if self._loop_conn is not None:
+            self._loop_conn.close()
+            self._loop_conn = None
         if self._write_conn is not None:
             await self._in_writer(self._write_conn.close)
             self._write_conn = None
@@ -364,9 +368,35 @@ class SQLiteStore(Store):
                 self._read_conns.append(conn)
         return conn
 
+    def _loop_reader(self) -> sqlite3.Connection:
+        conn = self._loop_conn
+        if conn is None:
+            conn = self._loop_conn = _connect(self.path, 0.0)
+            conn.execute("PRAGMA query_only = ON")
+        return conn
+
     async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """Run a read on the event loop; in a reader thread only if it would wait.
+
+        In WAL mode a reader does not wait for the writer, and a read is mostly
+        Python work (decoding rows) that holds the GIL anyway: the hand-off to a
+        thread and back cost more than it overlapped (``bench reads``, 16 clients:
+        ~650-730 reads/s through threads, ~930-950 on the loop; p50 1.4-1.9 vs
+        1.2 ms). The loop's connection never waits for a lock (busy timeout 0);
+        a read that meets one (a checkpoint truncating the WAL, recovery after a
+        crash, another process's exclusive lock) is retried in a reader thread,
+        which waits up to the store timeout.
+        """
         if self._reader_pool is None:
             raise StoreUnavailable("the SQLite store is not open")
+        try:
+            return fn(self._loop_reader())
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite read failed: {exc}") from exc
 
         def call() -> R:
             return fn(self._reader_conn())

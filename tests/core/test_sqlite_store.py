@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,50 @@ async def test_closed_store_refuses_work(tmp_path: Path) -> None:
         await Engine(store).put_context("x")
     with pytest.raises(StoreUnavailable):
         await store.get_context("x")
+
+
+async def test_reads_run_on_the_loop_and_wait_for_a_lock_in_a_thread(tmp_path: Path) -> None:
+    """A read runs on the event loop's own connection, which never waits; one that
+    meets a lock is retried in a reader thread, which waits for it while the loop
+    goes on serving."""
+    path = tmp_path / "r.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert isinstance(store, SQLiteStore)
+        engine = Engine(store)
+        await engine.put_context("c")
+        await engine.append("c", text("user", "hello"))
+        threads: list[str] = []
+
+        def where(conn: sqlite3.Connection) -> int:
+            threads.append(threading.current_thread().name)
+            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+
+        assert await store._read(where) == 1
+        assert threads == [threading.current_thread().name]  # no hand-off
+        assert (await engine.window("c")).messages[0].parts[0]["text"] == "hello"
+
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process's write lock
+        threads.clear()
+
+        def locked(conn: sqlite3.Connection) -> str:
+            threads.append(threading.current_thread().name)
+            conn.execute("PRAGMA query_only = OFF")  # a statement that needs the lock
+            try:
+                conn.execute("BEGIN IMMEDIATE")  # busy at once on the loop's connection
+                conn.execute("ROLLBACK")
+            finally:
+                conn.execute("PRAGMA query_only = ON")
+            return "got it"
+
+        read = asyncio.ensure_future(store._read(locked))
+        ticks = 0
+        while ticks < 20:  # the loop is free while the read waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not read.done()
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert await asyncio.wait_for(read, 5) == "got it"
+        assert threads[0] == threading.current_thread().name
+        assert threads[1].startswith("fastpaca-sqlite-reader")
