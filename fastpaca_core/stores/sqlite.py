@@ -154,6 +154,12 @@ _INSERT_MESSAGES = (
 )
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """The statement would have had to wait for another connection's lock."""
+    code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def _times(values: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(format_time(v) if isinstance(v, datetime) else v for v in values)
 
@@ -304,6 +310,8 @@ class SQLiteStore(Store):
         try:
             self._write_conn = await self._in_writer(_connect, self.path, self.timeout)
             await self._in_writer(self._migrate)
+            # from here on the writer waits for a lock only in _begin_waiting
+            await self._in_writer(self._write_conn.execute, "PRAGMA busy_timeout = 0")
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {self.path}: {exc}") from exc
         self._queue = asyncio.Queue()
@@ -392,8 +400,7 @@ class SQLiteStore(Store):
         try:
             return fn(self._loop_reader())
         except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            if code not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            if not _is_busy(exc):
                 raise StoreUnavailable(f"SQLite read failed: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite read failed: {exc}") from exc
@@ -454,11 +461,29 @@ class SQLiteStore(Store):
                 failure.__cause__ = exc
                 job.future.set_exception(failure)
 
+    async def _begin(self, conn: sqlite3.Connection) -> None:
+        """``BEGIN IMMEDIATE``: on the loop when the lock is free (the common case,
+        one thread hand-off less per batch), else waiting in the writer thread."""
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # busy timeout 0: never waits here
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+        await self._in_writer(self._begin_waiting, conn)
+
+    def _begin_waiting(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        finally:
+            conn.execute("PRAGMA busy_timeout = 0")
+
     async def _run_batch(self, jobs: list[_Job]) -> None:
         conn = self._write_conn
         assert conn is not None
         try:
-            await self._in_writer(conn.execute, "BEGIN IMMEDIATE")
+            await self._begin(conn)
         except sqlite3.Error as exc:
             for job in jobs:
                 if not job.future.done():

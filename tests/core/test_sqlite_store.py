@@ -128,3 +128,24 @@ async def test_reads_run_on_the_loop_and_wait_for_a_lock_in_a_thread(tmp_path: P
         assert await asyncio.wait_for(read, 5) == "got it"
         assert threads[0] == threading.current_thread().name
         assert threads[1].startswith("fastpaca-sqlite-reader")
+
+
+async def test_a_write_waits_for_another_process_lock_off_the_loop(tmp_path: Path) -> None:
+    """BEGIN runs on the loop when the write lock is free; when another connection
+    holds it, the batch waits for it in the writer thread while the loop goes on."""
+    path = tmp_path / "w.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        engine = Engine(store)
+        await engine.put_context("c")
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        write = asyncio.ensure_future(engine.append("c", text("user", "waited")))
+        for _ in range(20):  # the loop is free while the write waits
+            await asyncio.sleep(0.01)
+        assert not write.done()
+        holder.execute("ROLLBACK")
+        holder.close()
+        result = await asyncio.wait_for(write, 5)
+        assert result.seqs == [1]
+        result = await engine.append("c", text("user", "at once"))  # the lock is free again
+        assert result.seqs == [2]
