@@ -56,6 +56,13 @@ class Settings:
         default=1024 * 1024,
         metadata=_opt("FASTPACA_MAX_BODY_BYTES", "largest request body accepted, in bytes"),
     )
+    proxy_max_body_bytes: int = field(
+        default=32 * 1024 * 1024,
+        metadata=_opt(
+            "FASTPACA_PROXY_MAX_BODY_BYTES",
+            "largest request body accepted on the LLM proxy's routes, in bytes",
+        ),
+    )
     max_page_size: int = field(
         default=1000,
         metadata=_opt("FASTPACA_MAX_PAGE_SIZE", "largest 'limit' accepted by paged reads"),
@@ -218,6 +225,7 @@ class Settings:
             raise ValidationError("port", "must be 0-65535")
         for name in (
             "max_body_bytes",
+            "proxy_max_body_bytes",
             "max_page_size",
             "max_streams",
             "summarizer_max_attempts",

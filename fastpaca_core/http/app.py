@@ -16,7 +16,7 @@ from ..stores.base import open_store
 from ..summarizer import Summarizer
 from ..tokens import load_encoding
 from . import contexts, messages, ops, stream, summaries
-from .errors import error_middleware
+from .errors import DIALECTS, Dialects, error_middleware
 from .limits import RATE_LIMITER, RateLimiter, lift_deadline, limits_middleware
 from .metrics import MeteredBus, Metrics, TimedStore
 from .middleware import access_middleware, auth_middleware
@@ -117,11 +117,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
         middlewares=[access_middleware, error_middleware, auth_middleware, limits_middleware],
-        client_max_size=settings.max_body_bytes,
+        # the larger limit; limits_middleware holds each route to its own
+        client_max_size=max(settings.max_body_bytes, settings.proxy_max_body_bytes),
     )
     metrics = Metrics()
     app[SETTINGS] = settings
     app[TENANTS] = Tenants.from_settings(settings)
+    app[DIALECTS] = Dialects()  # routes plugged in that speak another API (the proxy)
     if settings.rate_limit > 0:
         app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
     app.on_response_prepare.append(lift_deadline)

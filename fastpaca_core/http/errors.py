@@ -6,11 +6,20 @@ key, a bad query parameter. :func:`error_middleware` maps it, every other
 :class:`~fastpaca_core.errors.FastpacaError` (by its ``code`` and ``status``)
 and aiohttp's own HTTP errors (unknown route, wrong method, body too large) to
 the JSON shape. Anything else is logged and answered as a bare 500.
+
+Routes plugged in that speak another API (the LLM proxy's OpenAI and
+Anthropic routes) register a :class:`Dialect` for their paths in the app's
+:data:`DIALECTS`: :func:`render_error` then answers in that API's own error
+shape (same status, same headers), and the body limit is the dialect's. The
+core never imports the package that registers one.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -18,7 +27,17 @@ from ..errors import FastpacaError
 from ..jsonutil import dumps
 from .types import Handler
 
-__all__ = ["HttpError", "error_middleware", "error_response"]
+__all__ = [
+    "DIALECTS",
+    "Dialect",
+    "Dialects",
+    "ErrorBody",
+    "HttpError",
+    "dialect_of",
+    "error_middleware",
+    "error_response",
+    "render_error",
+]
 
 log = logging.getLogger("fastpaca.http")
 
@@ -36,6 +55,41 @@ _HTTP_CODES = {
     503: "service_unavailable",
 }
 
+ErrorBody = Callable[[int, str, str], bytes]
+"""``(status, code, message) -> body``: one error in another API's JSON shape."""
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    """How the routes of another API answer: their error shape, their body limit."""
+
+    name: str
+    error_body: ErrorBody
+    max_body_bytes: int | None = None  # None: the app's ``max_body_bytes``
+
+
+class Dialects:
+    """Which paths speak which :class:`Dialect`; a path no pattern matches is ours."""
+
+    def __init__(self) -> None:
+        self._rules: list[tuple[re.Pattern[str], Dialect]] = []
+
+    def add(self, pattern: str, dialect: Dialect) -> None:
+        """Paths that ``re.fullmatch`` ``pattern`` speak ``dialect`` (first added wins).
+
+        Paths are matched as the router matches them: decoded, except ``%2F``.
+        """
+        self._rules.append((re.compile(pattern), dialect))
+
+    def of(self, path: str) -> Dialect | None:
+        for pattern, dialect in self._rules:
+            if pattern.fullmatch(path):
+                return dialect
+        return None
+
+
+DIALECTS = web.AppKey("dialects", Dialects)
+
 
 class HttpError(FastpacaError):
     """An error of the HTTP transport itself, with its own code and status."""
@@ -47,6 +101,7 @@ class HttpError(FastpacaError):
 
 
 def error_response(status: int, code: str, message: str) -> web.Response:
+    """The error in Fastpaca's own shape (routes without a dialect)."""
     return web.Response(
         status=status,
         body=dumps({"error": code, "message": message}),
@@ -54,7 +109,25 @@ def error_response(status: int, code: str, message: str) -> web.Response:
     )
 
 
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
+def dialect_of(request: web.Request) -> Dialect | None:
+    """The dialect ``request``'s path speaks; ``None``: Fastpaca's own API."""
+    dialects = request.app.get(DIALECTS)
+    return dialects.of(request.rel_url.path_safe) if dialects is not None else None
+
+
+def render_error(request: web.Request, status: int, code: str, message: str) -> web.Response:
+    """The error as ``request``'s route answers errors: its dialect's shape, or ours."""
+    dialect = dialect_of(request)
+    if dialect is None:
+        return error_response(status, code, message)
+    return web.Response(
+        status=status,
+        body=dialect.error_body(status, code, message),
+        content_type="application/json",
+    )
+
+
+def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Response:
     status = exc.status
     if status == 404:
         message = "No such route"
@@ -64,7 +137,8 @@ def _from_http_exception(exc: web.HTTPException) -> web.Response:
         message = "Request body is too large"
     else:
         message = exc.reason
-    response = error_response(status, _HTTP_CODES.get(status, f"http_{status}"), message)
+    code = _HTTP_CODES.get(status, f"http_{status}")
+    response = render_error(request, status, code, message)
     if status == 405 and "Allow" in exc.headers:
         response.headers["Allow"] = exc.headers["Allow"]
     return response
@@ -75,19 +149,19 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except FastpacaError as exc:
-        response = error_response(exc.status, exc.code, str(exc))
+        response = render_error(request, exc.status, exc.code, str(exc))
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _from_http_exception(exc)
+        return _from_http_exception(request, exc)
     except ConnectionResetError:
         raise
     except Exception:
         log.exception("unhandled error", extra={"fields": {"route": _route_name(request)}})
-        return error_response(500, "internal_error", "Internal server error")
+        return render_error(request, 500, "internal_error", "Internal server error")
 
 
 def _route_name(request: web.Request) -> str:

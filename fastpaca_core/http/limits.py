@@ -7,9 +7,12 @@
   Over it: 429 ``rate_limited`` with ``Retry-After`` (whole seconds). Requests
   with a missing or wrong key spend from their client IP's bucket (auth
   middleware), so key guessing is throttled too.
-- **body size**: a declared ``Content-Length`` over ``max_body_bytes`` is
-  refused before anything is read; a chunked body is cut off once it passes
-  the limit (aiohttp's ``client_max_size``). Both 413 ``payload_too_large``.
+- **body size**: ``max_body_bytes``, or on the routes of a dialect (the LLM
+  proxy's) the dialect's limit (``proxy_max_body_bytes``). A declared
+  ``Content-Length`` over it is refused before anything is read; a chunked
+  or compressed body is cut off once it passes it (aiohttp's
+  ``client_max_size``: the app's is the larger of the two limits, a request
+  under the smaller one gets its own). Both 413 ``payload_too_large``.
 - **body time**: the whole body must arrive within ``FASTPACA_BODY_TIMEOUT``;
   a client that trickles or stalls gets 408 ``request_timeout``. The body is
   read here, once (handlers get it from aiohttp's cache), so no handler ever
@@ -22,7 +25,9 @@
   (:func:`extend_deadline`).
 
 Refusals that leave a body unread (413, 408) close the connection after the
-answer, instead of draining what the client still sends.
+answer, instead of draining what the client still sends. Every refusal is
+rendered by :func:`~.errors.render_error`: in the provider's own shape on
+proxy routes.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .errors import error_response
+from .errors import dialect_of, render_error
 from .state import SETTINGS
 from .tenants import TENANT
 from .types import Handler
@@ -44,6 +49,7 @@ __all__ = [
     "DEADLINE",
     "RATE_LIMITER",
     "RateLimiter",
+    "body_limit",
     "extend_deadline",
     "lift_deadline",
     "limits_middleware",
@@ -92,8 +98,8 @@ RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
 DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
 
 
-def _too_many(wait: float) -> web.Response:
-    response = error_response(429, "rate_limited", "Too many requests; slow down")
+def _too_many(request: web.Request, wait: float) -> web.Response:
+    response = render_error(request, 429, "rate_limited", "Too many requests; slow down")
     response.headers["Retry-After"] = str(max(1, math.ceil(wait)))
     return response
 
@@ -105,7 +111,7 @@ def throttle_failed_key(request: web.Request) -> web.Response | None:
     if limiter is None:
         return None
     wait = limiter.take(f"unauthorized:{request.remote or '?'}")
-    return _too_many(wait) if wait > 0 else None
+    return _too_many(request, wait) if wait > 0 else None
 
 
 def _is_api(path: str) -> bool:
@@ -119,45 +125,89 @@ def _rate_key(request: web.Request) -> str:
     return f"ip:{request.remote or '?'}"
 
 
+# A refused body up to this size is still read (and dropped) after the answer,
+# for at most aiohttp's lingering time (10 s), so that the client can read the answer
+_DRAIN_AT_MOST = 64 * 1024 * 1024
+
+
 async def _refuse_and_close(request: web.Request, response: web.Response) -> web.Response:
-    """Send ``response``, then close the connection without reading the body's rest."""
+    """Send ``response`` and end the connection without handing the body to anyone.
+
+    Closing a socket with unread data in it makes the kernel answer with a reset,
+    which can reach the client before it has read the answer: a client still
+    sending a body it declared too large would see a connection error, not the
+    413. So when the declared rest is of a sane size, the server sends its end
+    of the connection (the client sees the answer and the end at once) and
+    drains what the client still sends before closing (aiohttp's lingering
+    close). A body of unknown or huge size, or one that stalled (408), is cut
+    off at once.
+    """
     response.force_close()
     await response.prepare(request)
     await response.write_eof()
-    request.protocol.force_close()  # flushes what was written, skips draining the body
+    transport = request.transport
+    length = request.content_length
+    if (
+        response.status == 413
+        and length is not None
+        and length <= _DRAIN_AT_MOST
+        and transport is not None
+        and transport.can_write_eof()
+    ):
+        transport.write_eof()  # the client reads the answer and then its end
+    else:
+        request.protocol.force_close()  # flushes what was written, skips draining the body
     return response
 
 
-async def _read_body(request: web.Request) -> web.Response | None:
-    """Read the whole body within the body timeout; a refusal when it cannot be."""
+def body_limit(request: web.Request) -> int:
+    """The largest body ``request``'s route accepts, in bytes."""
+    dialect = dialect_of(request)
+    if dialect is not None and dialect.max_body_bytes is not None:
+        return dialect.max_body_bytes
+    return request.app[SETTINGS].max_body_bytes
+
+
+def _too_large(request: web.Request, limit: int) -> web.Response:
+    return render_error(request, 413, "payload_too_large", f"Request body exceeds {limit} bytes")
+
+
+async def _read_body(request: web.Request) -> tuple[web.Request, web.Response | None]:
+    """Read the whole body within the body timeout; a refusal when it cannot be.
+
+    The request comes back as the handler is to see it: with the route's own
+    ``client_max_size`` when a chunked or compressed body could pass the
+    route's limit before the app's.
+    """
     settings = request.app[SETTINGS]
-    limit = settings.max_body_bytes
+    if not request.body_exists:
+        return request, None
+    limit = body_limit(request)
     length = request.content_length
     if length is not None and length > limit:
-        return await _refuse_and_close(
-            request,
-            error_response(413, "payload_too_large", f"Request body exceeds {limit} bytes"),
-        )
+        return request, await _refuse_and_close(request, _too_large(request, limit))
     if not request.can_read_body:
-        return None
+        return request, None
+    if limit < request.client_max_size and (
+        length is None or "Content-Encoding" in request.headers
+    ):
+        request = request.clone(client_max_size=limit)
     try:
         async with asyncio.timeout(settings.body_timeout):
             await request.read()
     except TimeoutError:
-        return await _refuse_and_close(
+        return request, await _refuse_and_close(
             request,
-            error_response(
+            render_error(
+                request,
                 408,
                 "request_timeout",
                 f"The request body did not arrive within {settings.body_timeout:g} s",
             ),
         )
     except web.HTTPRequestEntityTooLarge:
-        return await _refuse_and_close(
-            request,
-            error_response(413, "payload_too_large", f"Request body exceeds {limit} bytes"),
-        )
-    return None
+        return request, await _refuse_and_close(request, _too_large(request, limit))
+    return request, None
 
 
 def extend_deadline(request: web.Request, seconds: float) -> None:
@@ -182,8 +232,8 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     if limiter is not None and _is_api(request.path):
         wait = limiter.take(_rate_key(request))
         if wait > 0:
-            return _too_many(wait)
-    refused = await _read_body(request)
+            return _too_many(request, wait)
+    request, refused = await _read_body(request)
     if refused is not None:
         return refused
     deadline = asyncio.timeout(settings.request_timeout)
@@ -197,7 +247,8 @@ async def limits_middleware(request: web.Request, handler: Handler) -> web.Strea
     except TimeoutError:
         if not deadline.expired():
             raise
-        response = error_response(
+        response = render_error(
+            request,
             503,
             "deadline_exceeded",
             f"The request did not complete within {settings.request_timeout:g} s",

@@ -13,6 +13,7 @@ from aiohttp import web
 from ..errors import ValidationError
 from ..jsonutil import JSONError, loads
 from .errors import HttpError
+from .limits import body_limit
 from .state import SETTINGS
 from .tenants import scoped_id
 
@@ -77,7 +78,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     A declared ``Content-Length`` over the limit is refused before anything is
     read; a chunked body is cut off by aiohttp's ``client_max_size``.
     """
-    limit = request.app[SETTINGS].max_body_bytes
+    limit = body_limit(request)
     length = request.content_length
     if length is not None and length > limit:
         raise HttpError(413, "payload_too_large", f"Request body exceeds {limit} bytes")

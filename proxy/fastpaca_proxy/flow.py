@@ -18,6 +18,7 @@ upstream, pass the reply through, and store the turn once the call succeeded.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,16 +55,7 @@ __all__ = ["proxy_call"]
 
 log = logging.getLogger("fastpaca.proxy")
 
-_ERROR_KINDS = {
-    400: "invalid_request_error",
-    404: "not_found_error",
-    409: "conflict_error",
-    413: "request_too_large",
-    504: "timeout_error",
-    422: "invalid_request_error",
-    502: "api_error",
-    503: "overloaded_error",
-}
+_LARGE_BODY = 1024 * 1024  # bytes; larger upstream bodies are written in chunks
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,8 +68,15 @@ class _Turn:
     used_tokens: int
 
 
-def _error(adapter: Adapter, status: int, message: str) -> web.Response:
-    body = adapter.error_body(status, _ERROR_KINDS.get(status, "api_error"), message)
+def _body(data: bytes) -> bytes | io.BytesIO:
+    """An upstream request body: a large one (a prompt with images) goes out in
+    chunks, letting the event loop breathe between them."""
+    return io.BytesIO(data) if len(data) > _LARGE_BODY else data
+
+
+def _error(adapter: Adapter, status: int, code: str, message: str) -> web.Response:
+    """Our own error (``code`` as in the REST API), in the provider's shape."""
+    body = adapter.error_body(status, code, message)
     return web.Response(status=status, body=body, content_type="application/json")
 
 
@@ -198,7 +197,7 @@ async def proxy_call(
     except JSONError:
         body = None
     if not isinstance(body, dict):
-        return _error(adapter, 400, "The request body must be a JSON object")
+        return _error(adapter, 400, "invalid_request", "The request body must be a JSON object")
     upstream = request.app[UPSTREAM]
     if context_id is None:
         return await _pass_through(request, upstream, adapter, raw, adapter.is_stream(body))
@@ -207,7 +206,7 @@ async def proxy_call(
         context_id = scoped_id(request, context_id, "context")  # the tenant's own context
         turn = await _prepare(engine, adapter, context_id, body)
     except FastpacaError as exc:
-        return _error(adapter, exc.status, public_text(request, str(exc)))
+        return _error(adapter, exc.status, exc.code, public_text(request, str(exc)))
     upstream_body = adapter.build(body, turn.preamble, turn.window)
     stream = adapter.is_stream(body)
     hide = adapter.prepare_stream(upstream_body) if stream else False
@@ -254,7 +253,7 @@ async def _forward(
     upstream = request.app[UPSTREAM]
     try:
         async with upstream.session.post(
-            url, data=payload, headers=headers, allow_redirects=False
+            url, data=_body(payload), headers=headers, allow_redirects=False
         ) as resp:
             if stream and resp.status < 300 and _is_sse(resp):
                 return await _relay_stream(
@@ -264,7 +263,7 @@ async def _forward(
     except TimeoutError as exc:
         return _timeout(request, adapter, exc)
     except aiohttp.ClientError as exc:
-        return _error(adapter, 502, f"The upstream could not be reached: {type(exc).__name__}")
+        return _unreachable(adapter, exc)
     version, used = turn.ctx.version, turn.used_tokens
     if 200 <= resp.status < 300:
         try:
@@ -290,7 +289,12 @@ def _timeout(request: web.Request, adapter: Adapter, exc: TimeoutError) -> web.R
         )
     else:
         message = f"The upstream did not answer within {settings.upstream_timeout:g} s"
-    return _error(adapter, 504, message)
+    return _error(adapter, 504, "upstream_timeout", message)
+
+
+def _unreachable(adapter: Adapter, exc: aiohttp.ClientError) -> web.Response:
+    message = f"The upstream could not be reached: {type(exc).__name__}"
+    return _error(adapter, 502, "upstream_unreachable", message)
 
 
 def _calibrate(
@@ -398,8 +402,9 @@ async def relay(
 ) -> web.StreamResponse:
     """Send one request upstream and copy the answer back, streaming when it streams."""
     try:
+        body = None if raw is None else _body(raw)
         async with upstream.session.request(
-            method, url, data=raw, headers=headers, allow_redirects=False
+            method, url, data=body, headers=headers, allow_redirects=False
         ) as resp:
             out_headers = upstream.response_headers(resp.headers)
             if not _is_sse(resp):
@@ -420,4 +425,4 @@ async def relay(
     except TimeoutError as exc:
         return _timeout(request, adapter, exc)
     except aiohttp.ClientError as exc:
-        return _error(adapter, 502, f"The upstream could not be reached: {type(exc).__name__}")
+        return _unreachable(adapter, exc)

@@ -8,6 +8,11 @@ Context in the path (an SDK's ``base_url``)::
 or in the ``X-Fastpaca-Context`` header on ``/v1/chat/completions``,
 ``/v1/responses`` and ``/v1/messages``. Without a context: pure pass-through.
 
+Every error answered under these paths, whoever raises it (auth, limits, the
+router, the flow), is in the provider's own shape: :func:`install_proxy`
+registers the paths as dialects (``fastpaca_core.http.errors.Dialect``), which
+also gives them their own body limit (``proxy_max_body_bytes``).
+
 Ids are the caller's tenant's (``fastpaca_core/http/tenants.py``): the same
 id under two tenants' keys is two contexts. The request deadline is extended
 by the upstream's timeouts, which bound a proxied call instead.
@@ -20,6 +25,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from fastpaca_core.http import SETTINGS
+from fastpaca_core.http.errors import DIALECTS, Dialect, Dialects
 from fastpaca_core.http.limits import extend_deadline
 from fastpaca_core.http.openapi import OPENAPI_EXTRA
 
@@ -104,8 +110,30 @@ for _path in (
     routes.get(_path)(_models)
 
 
+# (path pattern, adapter whose error shape the paths answer in), as the router
+# matches paths; wider than the routes, so an unknown route or a wrong method
+# under a provider's base URL is answered in that provider's shape too.
+_DIALECT_PATHS: tuple[tuple[str, Adapter], ...] = (
+    (r"/v1/contexts/[^/]*/openai(?:/.*)?", _CHAT),
+    (r"/v1/contexts/[^/]*/anthropic(?:/.*)?", _MESSAGES),
+    (r"/v1/(?:chat/completions|responses|models)(?:/.*)?", _CHAT),
+    (r"/v1/messages(?:/.*)?", _MESSAGES),
+)
+
+
+def _register_dialects(dialects: Dialects, max_body_bytes: int) -> None:
+    by_provider = {
+        adapter.provider: Dialect(adapter.provider, adapter.error_body, max_body_bytes)
+        for _, adapter in _DIALECT_PATHS
+    }
+    for pattern, adapter in _DIALECT_PATHS:
+        dialects.add(pattern, by_provider[adapter.provider])
+
+
 def install_proxy(app: web.Application) -> web.Application:
-    """Add the proxy's routes and its upstream session to a canonical API app."""
+    """Add the proxy's routes and its upstream session to a canonical API app;
+    errors on its paths take the provider's shape, bodies its own limit."""
+    _register_dialects(app[DIALECTS], app[SETTINGS].proxy_max_body_bytes)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(calibrator_ctx)
     app.add_routes(routes)

@@ -4,7 +4,7 @@ The document is the canonical API's plus the proxy's routes (``proxy_openapi``),
 and the server is the one ``fastpaca serve`` runs: the API with its proxy,
 whose upstream is the fake upstream, so proxied calls reach a real server.
 Every error response has its JSON error shape: ``{"error", "message"}`` on the
-canonical routes, the provider's on the proxy's.
+canonical routes, the provider's on the proxy's (whoever refuses the request).
 
 schemathesis calls the server with blocking ``requests``, so the server runs on
 an event loop of its own in a background thread. Most generated cases are
@@ -112,15 +112,17 @@ def json_error_shape(
     assert response.headers.get("content-type", [""])[0].startswith("application/json")
     body = loads(response.content)
     path = case.operation.path
-    # a proxy path's request refused before the proxy (no route, wrong method,
-    # auth, limits) has the canonical shape
-    if path not in PROXY_PATHS or isinstance(body.get("error"), str):
+    # on a proxy path, whoever refused the request (router, auth, limits, the
+    # proxy itself), the error is in the provider's shape
+    if path not in PROXY_PATHS:
         assert isinstance(body, dict) and set(body) == {"error", "message"}, body
         assert isinstance(body["error"], str) and isinstance(body["message"], str), body
-    elif body.get("type") == "error":  # Anthropic
+    elif path.endswith("/messages"):  # Anthropic
+        assert body.get("type") == "error", body
         assert isinstance(body["error"]["type"], str), body
         assert isinstance(body["error"]["message"], str), body
     else:  # OpenAI
+        assert isinstance(body["error"], dict), body
         assert isinstance(body["error"]["message"], str), body
         assert isinstance(body["error"]["type"], str), body
     return True

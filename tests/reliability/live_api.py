@@ -13,7 +13,7 @@ from http_reply import Reply as Answer
 from fastpaca_core.jsonutil import dumps
 from fastpaca_proxy.fake_upstream import FakeUpstream
 
-__all__ = ["Answer", "Server", "Start"]
+__all__ = ["Answer", "Server", "Start", "provider_error"]
 
 
 @dataclass
@@ -51,3 +51,22 @@ class Server:
 
 
 Start = Callable[..., Awaitable[Server]]
+
+
+def provider_error(answer: Answer, status: int, provider: str, kind: str) -> dict[str, Any]:
+    """The error object of ``answer``, checked to be in ``provider``'s own shape
+    (``openai`` or ``anthropic``) with status ``status`` and error type ``kind``."""
+    assert answer.status == status, (answer.status, answer.body)
+    assert answer.headers["Content-Type"].startswith("application/json"), answer.headers
+    body = answer.json()
+    if provider == "openai":
+        assert set(body) == {"error"}, body
+        error: dict[str, Any] = body["error"]
+        assert set(error) == {"message", "type", "param", "code"}, body
+    else:
+        assert set(body) == {"type", "error"} and body["type"] == "error", body
+        error = body["error"]
+        assert set(error) == {"type", "message"}, body
+    assert error["type"] == kind, body
+    assert isinstance(error["message"], str) and error["message"], body
+    return error

@@ -342,34 +342,37 @@ def path_cases() -> Iterator[Case]:
     for i, target in enumerate(raw_paths):
         yield Case(f"raw-path-get-{i}", request("GET", target), "parser", 400)
         yield Case(f"raw-path-put-{i}", request("PUT", target, b"{}"), "parser", 400)
-    # unknown routes and methods
-    for i, target in enumerate(
+    # unknown routes and methods; under a provider's base URL, in its shape
+    for i, (target, kind) in enumerate(
         [
-            "/",
-            "/v1",
-            "/v1/nope",
-            "/v2/contexts/keep",
-            "/v1/contexts/keep/nope",
-            "/v1/contexts/keep/openai/nope",
+            ("/", "api"),
+            ("/v1", "api"),
+            ("/v1/nope", "api"),
+            ("/v2/contexts/keep", "api"),
+            ("/v1/contexts/keep/nope", "api"),
+            ("/v1/contexts/keep/openai/nope", "openai"),
+            ("/v1/contexts/keep/anthropic/v1/nope", "anthropic"),
+            ("/v1/messages/nope", "anthropic"),
         ]
     ):
-        yield Case(f"unknown-route-{i}", request("GET", target), "api", 404)
+        yield Case(f"unknown-route-{i}", request("GET", target), kind, 404)
     wrong_methods = [
-        ("PATCH", "/v1/contexts/keep"),
-        ("POST", "/v1/contexts/keep"),
-        ("DELETE", "/v1/contexts"),
-        ("POST", "/v1/contexts/keep/tail"),
-        ("PUT", "/v1/contexts/keep/messages"),
-        ("GET", "/v1/contexts/keep/compact"),
-        ("DELETE", "/v1/contexts/keep/context"),
-        ("GET", "/v1/chat/completions"),
-        ("PUT", "/v1/contexts/keep/openai/chat/completions"),
-        ("DELETE", "/v1/contexts/keep/anthropic/v1/messages"),
-        ("POST", "/health/live"),
+        ("PATCH", "/v1/contexts/keep", "api"),
+        ("POST", "/v1/contexts/keep", "api"),
+        ("DELETE", "/v1/contexts", "api"),
+        ("POST", "/v1/contexts/keep/tail", "api"),
+        ("PUT", "/v1/contexts/keep/messages", "api"),
+        ("GET", "/v1/contexts/keep/compact", "api"),
+        ("DELETE", "/v1/contexts/keep/context", "api"),
+        ("GET", "/v1/chat/completions", "openai"),
+        ("PUT", "/v1/contexts/keep/openai/chat/completions", "openai"),
+        ("DELETE", "/v1/contexts/keep/anthropic/v1/messages", "anthropic"),
+        ("GET", "/v1/messages", "anthropic"),
+        ("POST", "/health/live", "api"),
     ]
-    for method, target in wrong_methods:
+    for method, target, kind in wrong_methods:
         raw = request(method, target, b"{}")
-        yield Case(f"method-{method}-{target}", raw, "api", 405)
+        yield Case(f"method-{method}-{target}", raw, kind, 405)
     yield Case("method-BREW", request("BREW", "/v1/contexts/keep"), "parser", 400)
     yield Case("method-junk", request(b"G\xffT", "/v1/contexts/keep"), "parser", 400)
 
@@ -383,6 +386,15 @@ def header_cases() -> Iterator[Case]:
         yield Case(f"auth-{i}", raw, "api", 401)
     raw = request("PUT", target, b"{}", (b"X-Fastpaca-Key: \xc3\x28",), auth=False)
     yield Case("fastpaca-key-bad-utf8", raw, "api", 401)
+    # a proxy route without our key: 401 in the provider's shape
+    for path, kind in [
+        ("/v1/chat/completions", "openai"),
+        ("/v1/contexts/keep/openai/responses", "openai"),
+        ("/v1/messages", "anthropic"),
+        ("/v1/contexts/keep/anthropic/v1/messages", "anthropic"),
+    ]:
+        raw = request("POST", path, b"{}", (b"Authorization: Bearer wrong",), auth=False)
+        yield Case(f"auth-proxy-{path}", raw, kind, 401)
     for i, value in enumerate([b"Bearer \xff\xfe", b"Bearer wrong"]):
         raw = request("GET", "/metrics", None, (b"Authorization: " + value,), auth=False)
         yield Case(f"metrics-key-{i}", raw, "api", 401)
@@ -536,7 +548,8 @@ def check_shape(case: Case, answer: Answer) -> None:
         assert isinstance(body["message"], str) and body["message"]
     elif case.kind == "openai":
         error = body["error"]
-        assert isinstance(error, dict) and isinstance(error["message"], str), body
+        assert isinstance(error, dict) and set(error) == {"message", "type", "param", "code"}
+        assert isinstance(error["message"], str) and error["message"], body
         assert isinstance(error["type"], str) and error["type"], body
     else:
         assert body["type"] == "error", body

@@ -1,8 +1,8 @@
 """Limits, over real sockets: rate, body size and time, page sizes, streams,
 the request deadline and the upstream's timeouts.
 
-Every refusal has the JSON error shape; a slow or stalled client is cut off
-without holding up anyone else.
+Every refusal has the JSON error shape (on proxy routes, the provider's); a
+slow or stalled client is cut off without holding up anyone else.
 """
 
 from __future__ import annotations
@@ -11,12 +11,15 @@ import asyncio
 import base64
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import asyncpg
+import httpx
 import pytest
-from live_api import Answer, Start
+from live_api import Answer, Start, provider_error
+from server_proc import ServerProc
 
 from fastpaca_core.http.limits import RateLimiter
 from fastpaca_core.http.openapi import openapi_document
@@ -26,6 +29,11 @@ from fastpaca_proxy.fake_upstream import Reply
 ACME_KEY = "key-acme"
 GLOBEX_KEY = "key-globex"
 CHAT = {"model": "gpt-test", "messages": [{"role": "user", "content": "hello"}]}
+ANTHROPIC = {
+    "model": "claude-test",
+    "max_tokens": 16,
+    "messages": [{"role": "user", "content": "hello"}],
+}
 
 
 def assert_error(answer: Answer, status: int, code: str) -> dict[str, Any]:
@@ -95,9 +103,10 @@ async def test_rate_limit_per_tenant_with_retry_after(start: Start) -> None:
     assert_error(refused, 429, "rate_limited")
     retry_after = refused.headers["Retry-After"]
     assert retry_after.isdigit() and 1 <= int(retry_after) <= 100
-    # a proxy route counts against the same bucket
+    # a proxy route counts against the same bucket, and refuses in the provider's shape
     limited = await server.call("POST", "/v1/chat/completions", json=CHAT, headers=acme)
-    assert_error(limited, 429, "rate_limited")
+    assert provider_error(limited, 429, "openai", "rate_limit_error")["code"] == "rate_limited"
+    assert limited.headers["Retry-After"].isdigit()
     # the other tenant has its own bucket; health and metrics are never limited
     globex = {"X-Fastpaca-Key": GLOBEX_KEY}
     assert (await server.call("GET", "/v1/contexts", headers=globex)).status == 200
@@ -136,17 +145,23 @@ async def test_no_rate_limit_by_default(start: Start) -> None:
 
 # -- body size ------------------------------------------------------------------
 
-BODY_ROUTES = [
+REST_BODY_ROUTES = [
     "PUT /v1/contexts/big",
     "POST /v1/contexts/big/messages",
-    "POST /v1/chat/completions",  # the proxy, with no context: pass-through
-    "POST /v1/contexts/big/anthropic/v1/messages",
 ]
+# the proxy's routes have their own limit (proxy_max_body_bytes) and error shape
+PROXY_BODY_ROUTES = [
+    ("POST /v1/chat/completions", "openai"),  # no context: pass-through
+    ("POST /v1/contexts/big/openai/responses", "openai"),
+    ("POST /v1/contexts/big/anthropic/v1/messages", "anthropic"),
+]
+PROXY_TOO_LARGE = {"openai": "invalid_request_error", "anthropic": "request_too_large"}
 
 
 async def test_declared_length_over_the_limit_is_refused_before_reading(start: Start) -> None:
-    server = await start(max_body_bytes=1024, body_timeout=600)
-    for route in BODY_ROUTES:
+    server = await start(max_body_bytes=1024, proxy_max_body_bytes=2048, body_timeout=600)
+    routes = [(route, None) for route in REST_BODY_ROUTES] + PROXY_BODY_ROUTES
+    for route, provider in routes:
         method, path = route.split()
         # headers only: the 413 comes without the server waiting for the body
         reader, writer = await raw_request(
@@ -156,25 +171,76 @@ async def test_declared_length_over_the_limit_is_refused_before_reading(start: S
         )
         answer = parse_response(await read_to_eof(reader))
         writer.close()
-        assert_error(answer, 413, "payload_too_large")
+        if provider is None:
+            body = assert_error(answer, 413, "payload_too_large")
+            assert body["message"] == "Request body exceeds 1024 bytes"
+        else:
+            error = provider_error(answer, 413, provider, PROXY_TOO_LARGE[provider])
+            assert error["message"] == "Request body exceeds 2048 bytes"
         assert answer.headers["Connection"] == "close"
     assert server.fake.requests == []
 
 
-async def test_chunked_body_over_the_limit_is_413(start: Start) -> None:
-    server = await start(max_body_bytes=1024)
+async def test_a_client_still_sending_a_too_large_body_reads_the_413(tmp_path: Path) -> None:
+    """The 413 comes before the body is read, and a client that goes on sending
+    the body it declared still gets to read it, not a connection reset. A real
+    ``fastpaca serve`` process (default 1 MiB limit) and httpx clients, as the
+    Python client and the SDKs use it, each sending 3 MiB."""
+    server = ServerProc(f"sqlite:///{tmp_path / 'big.db'}", tmp_path)
+    await server.start()
+    try:
+        body = b'{"message": "' + b"x" * (3 * 1024 * 1024) + b'"}'
+        url = server.base + "/v1/contexts/big/messages"
 
-    async def chunks() -> AsyncIterator[bytes]:
+        async def send(client: httpx.AsyncClient) -> int | str:
+            try:
+                resp = await client.post(
+                    url, content=body, headers={"Content-Type": "application/json"}
+                )
+            except httpx.TransportError as exc:
+                return type(exc).__name__
+            return resp.status_code
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            assert (await client.put(server.base + "/v1/contexts/big", json={})).status_code == 200
+            outcomes: list[int | str] = []
+            for _ in range(5):
+                outcomes += await asyncio.gather(*(send(client) for _ in range(8)))
+            assert outcomes == [413] * len(outcomes)
+            message = {"message": {"role": "user", "parts": [{"type": "text", "text": "ok"}]}}
+            resp = await client.post(url, json=message)
+            assert resp.status_code == 201 and resp.json()["seq"] == 1
+    finally:
+        await server.stop()
+
+
+async def test_chunked_body_over_the_limit_is_413(start: Start) -> None:
+    server = await start(max_body_bytes=1024, proxy_max_body_bytes=2048)
+
+    async def chunks(count: int) -> AsyncIterator[bytes]:
         yield b'{"message": {"role": "user", "parts": [{"type": "text", "text": "'
-        for _ in range(10):
+        for _ in range(count):
             yield b"x" * 500
 
-    for route in BODY_ROUTES:
+    for route in REST_BODY_ROUTES:
+        method, path = route.split()
+        for count in (3, 10):  # over the limit of the REST routes (and the proxy's)
+            answer = await server.call(
+                method, path, data=chunks(count), headers={"Content-Type": "application/json"}
+            )
+            assert_error(answer, 413, "payload_too_large")
+    for route, provider in PROXY_BODY_ROUTES:
         method, path = route.split()
         answer = await server.call(
-            method, path, data=chunks(), headers={"Content-Type": "application/json"}
+            method, path, data=chunks(10), headers={"Content-Type": "application/json"}
         )
-        assert_error(answer, 413, "payload_too_large")
+        provider_error(answer, 413, provider, PROXY_TOO_LARGE[provider])
+        if "/contexts/" in path:  # (pass-through would forward it)
+            # over the REST routes' limit, under the proxy's: read (and refused as not JSON)
+            answer = await server.call(
+                method, path, data=chunks(3), headers={"Content-Type": "application/json"}
+            )
+            provider_error(answer, 400, provider, "invalid_request_error")
     # a body just within the limit is read
     padded = {"metadata": {"pad": "x" * 900}}
     assert len(dumps(padded)) <= 1024
@@ -315,10 +381,17 @@ async def test_stalled_upstream_gives_504(start: Start) -> None:
     for path, body in calls:
         server.fake.script(Reply(text="too late", latency=5.0))
         answer = await server.call("POST", path, json=body)
-        assert answer.status == 504, answer.body
-        error = answer.json()["error"]  # the provider's error shape, as proxy errors are
-        assert error["type"] == "timeout_error"
+        error = provider_error(answer, 504, "openai", "server_error")  # as proxy errors are
+        assert error["code"] == "upstream_timeout"
         assert "0.5 s" in error["message"]
+    server.fake.script(Reply(text="too late", latency=5.0))
+    answer = await server.call(
+        "POST",
+        "/v1/contexts/u/anthropic/v1/messages",
+        json=ANTHROPIC,
+        headers={"anthropic-version": "2023-06-01"},
+    )
+    assert "0.5 s" in provider_error(answer, 504, "anthropic", "timeout_error")["message"]
     log = await server.call("GET", "/v1/contexts/u/messages")
     assert log.json()["messages"] == []  # a failed call stores nothing
 
@@ -344,10 +417,14 @@ async def test_stalled_bodies_are_cut_off_while_others_are_served(start: Start) 
     assert (await server.call("PUT", "/v1/contexts/fine", json={})).status == 200
     results = await asyncio.gather(*(server.say("fine", f"m{n}") for n in range(20)))
     assert [r.status for r in results] == [201] * 20
-    for reader, writer in stalled:
+    for index, (reader, writer) in enumerate(stalled):
         answer = parse_response(await read_to_eof(reader))  # then closed
         writer.close()
-        body = assert_error(answer, 408, "request_timeout")
+        if index < 10:
+            body = assert_error(answer, 408, "request_timeout")
+        else:  # the proxy route
+            body = provider_error(answer, 408, "openai", "invalid_request_error")
+            assert body["code"] == "request_timeout"
         assert "1 s" in body["message"]
     assert server.fake.requests == []
 

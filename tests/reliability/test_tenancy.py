@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from live_api import Answer
+from live_api import Answer, provider_error
 
 from fastpaca_core import Engine, Store, open_store
 from fastpaca_core.errors import ValidationError
@@ -173,13 +173,23 @@ def _is_error_shape(reply: Answer, code: str) -> None:
     assert body["error"] == code, body
 
 
+def _provider_of(path: str) -> str:
+    """The provider whose shape a proxy route's errors come in."""
+    return "anthropic" if path.endswith("/messages") else "openai"
+
+
 async def test_every_api_route_needs_a_key(server: Server) -> None:
+    proxied = _proxy_routes()
     for method, path in sorted(_api_routes()):
         body = BODIES.get((method, path))
         for headers in ({}, {"X-Fastpaca-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
             reply = await server.call(method, _concrete(path), None, json=body, headers=headers)
             assert reply.status == 401, (method, path, headers, reply.body)
-            _is_error_shape(reply, "unauthorized")
+            if (method, path) in proxied:  # in the provider's own shape
+                error = provider_error(reply, 401, _provider_of(path), "authentication_error")
+                assert error["message"] == "Missing or invalid API key"
+            else:
+                _is_error_shape(reply, "unauthorized")
             assert reply.headers["WWW-Authenticate"] == "Bearer"
     # the websocket route refuses before upgrading
     with pytest.raises(aiohttp.WSServerHandshakeError) as refused:

@@ -127,5 +127,5 @@ class AnthropicMessages(Adapter):
     def assembler(self) -> Assembler:
         return _MessagesAssembler()
 
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        return anthropic_error(kind, message)
+    def error_body(self, status: int, code: str, message: str) -> bytes:
+        return anthropic_error(status, code, message)

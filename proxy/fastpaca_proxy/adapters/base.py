@@ -83,17 +83,44 @@ class Adapter(abc.ABC):
         return False
 
     @abc.abstractmethod
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        """An error in this provider's own shape."""
+    def error_body(self, status: int, code: str, message: str) -> bytes:
+        """An error (our ``status`` and machine ``code``) in this provider's own shape."""
 
     @staticmethod
     def is_stream(body: Mapping[str, Any]) -> bool:
         return body.get("stream") is True
 
 
-def openai_error(kind: str, message: str) -> bytes:
-    return dumps({"error": {"message": message, "type": kind, "param": None, "code": kind}})
+# Our statuses as the providers' error types; a status not listed is a server error.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    408: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_ANTHROPIC_TYPES = {
+    **_OPENAI_TYPES,
+    413: "request_too_large",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 
 
-def anthropic_error(kind: str, message: str) -> bytes:
+def openai_error(status: int, code: str, message: str) -> bytes:
+    """OpenAI's ``{"error": {message, type, param, code}}``; ``code`` is ours
+    (``rate_limited``, ``payload_too_large``...)."""
+    kind = _OPENAI_TYPES.get(status, "server_error")
+    return dumps({"error": {"message": message, "type": kind, "param": None, "code": code}})
+
+
+def anthropic_error(status: int, code: str, message: str) -> bytes:
+    """Anthropic's ``{"type": "error", "error": {type, message}}``."""
+    kind = _ANTHROPIC_TYPES.get(status, "api_error")
     return dumps({"type": "error", "error": {"type": kind, "message": message}})

@@ -135,5 +135,5 @@ class OpenAIChat(Adapter):
             return False
         return isinstance(chunk, dict) and chunk.get("choices") == [] and bool(chunk.get("usage"))
 
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        return openai_error(kind, message)
+    def error_body(self, status: int, code: str, message: str) -> bytes:
+        return openai_error(status, code, message)

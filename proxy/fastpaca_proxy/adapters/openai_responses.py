@@ -101,5 +101,5 @@ class OpenAIResponses(Adapter):
     def assembler(self) -> Assembler:
         return _ResponsesAssembler()
 
-    def error_body(self, status: int, kind: str, message: str) -> bytes:
-        return openai_error(kind, message)
+    def error_body(self, status: int, code: str, message: str) -> bytes:
+        return openai_error(status, code, message)
