@@ -8,6 +8,7 @@ context row's ``xmin``) or locked (``SELECT ... FOR UPDATE`` in a transaction).
 from __future__ import annotations
 
 import functools
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -27,7 +28,7 @@ from ._codec import (
 )
 from .base import IdempotencyRecord
 
-__all__ = ["READ_MESSAGES_SQL", "Conflict", "NeedLock", "PgTx"]
+__all__ = ["READ_MESSAGES_SQL", "Conflict", "NeedLock", "PgTx", "copy_context"]
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -57,6 +58,12 @@ READ_MESSAGES_SQL = (
 )
 
 
+def copy_context(ctx: ContextRecord) -> ContextRecord:
+    """A copy an operation may change without changing ``ctx`` (operations assign
+    new lists and dicts to a context's fields, they never change them in place)."""
+    return replace(ctx, prefix=list(ctx.prefix), metadata=dict(ctx.metadata))
+
+
 class NeedLock(Exception):
     """An optimistic attempt met something only a locked transaction can do."""
 
@@ -73,19 +80,19 @@ def _flush_sql(ctx_write: str, cas: bool, messages: bool, events: bool, idem: bo
     row is written only if its ``xmin`` is still the one read (the last
     parameter), and every other write hangs off that row (``FROM c``), so either
     all of them happen or none. The statement returns how many context rows
-    matched (0: an optimistic attempt lost a race). Few shapes, so asyncpg's
-    statement cache keeps each one prepared.
+    matched (0: an optimistic attempt lost a race) and the row's ``xmin`` after
+    the write. Few shapes, so asyncpg's statement cache keeps each one prepared.
     """
     n = 1 if ctx_write == "none" else 1 + len(_UPDATE_COLUMNS)  # $1 = id, the columns
     ctes: list[str] = []
     if ctx_write == "update":
         where = f" AND xmin = ${n + 1}::xid" if cas else ""
-        ctes.append(f"c AS ({_SAVE_SQL}{where} RETURNING 1)")
+        ctes.append(f"c AS ({_SAVE_SQL}{where} RETURNING xmin AS x)")
     elif ctx_write == "insert":
-        ctes.append(f"c AS ({_CREATE_SQL} RETURNING 1)")
+        ctes.append(f"c AS ({_CREATE_SQL} RETURNING xmin AS x)")
     else:
         where = f" AND xmin = ${n + 1}::xid" if cas else ""
-        ctes.append(f"c AS (SELECT 1 FROM contexts WHERE id = $1{where} FOR UPDATE)")
+        ctes.append(f"c AS (SELECT xmin AS x FROM contexts WHERE id = $1{where} FOR UPDATE)")
     i = n + 1 + (1 if cas else 0)
     if messages:
         ctes.append(
@@ -107,7 +114,7 @@ def _flush_sql(ctx_write: str, cas: bool, messages: bool, events: bool, idem: bo
             "k AS (INSERT INTO idempotency_keys (context_id, key, request_hash, response, "
             f"created_at) SELECT $1, ${i}, ${i + 1}, ${i + 2}, ${i + 3}::timestamptz FROM c)"
         )
-    return f"WITH {', '.join(ctes)} SELECT count(*) FROM c"
+    return f"WITH {', '.join(ctes)} SELECT count(*), min(x::text::bigint) FROM c"
 
 
 class PgTx:
@@ -122,10 +129,23 @@ class PgTx:
     when it is not, :class:`Conflict` sends the operation round again, locked.
     """
 
-    def __init__(self, conn: Conn, context_id: str, *, locked: bool) -> None:
+    def __init__(
+        self,
+        conn: Conn,
+        context_id: str,
+        *,
+        locked: bool,
+        known: tuple[ContextRecord, int] | None = None,
+    ) -> None:
         self._conn = conn
         self.context_id = context_id
         self.locked = locked
+        # the context row as this process last wrote it, and its xmin then: an
+        # optimistic attempt starts from it instead of reading the row
+        self._known = None if locked else known
+        self.from_known = False
+        self.saved: ContextRecord | None = None  # the row as written
+        self.written_xmin: int | None = None  # its xmin after the write
         self._xmin: int | None = None
         self._loaded = False
         self._ctx: tuple[Any, ...] | None = None
@@ -140,6 +160,11 @@ class PgTx:
             raise NeedLock
 
     async def load_context(self) -> ContextRecord | None:
+        if self._known is not None:
+            known, self._known = self._known, None
+            self._loaded = self.from_known = True
+            self._xmin = known[1]
+            return copy_context(known[0])
         lock = " FOR UPDATE" if self.locked else ""
         row = await self._conn.fetchrow(
             f"SELECT {CONTEXT_COLUMNS}, xmin FROM contexts WHERE id = $1{lock}", self.context_id
@@ -157,6 +182,7 @@ class PgTx:
             self._need_lock()
         self._ctx = context_values(ctx)
         self._created = created
+        self.saved = ctx
         self.version = ctx.version
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:
@@ -258,8 +284,12 @@ class PgTx:
         if idem is not None:
             args += [idem.key, idem.request_hash, dumps_str(idem.response), idem.created_at]
         sql = _flush_sql(ctx_write, cas, bool(rows), bool(events), idem is not None)
-        matched = await self._conn.fetchval(sql, *args)
+        row = await self._conn.fetchrow(sql, *args)
+        assert row is not None  # an aggregate: always one row
+        matched, xmin = row[0], row[1]
         if not matched:
             if cas:
                 raise Conflict
             raise StoreError("the locked context row was not written")
+        if ctx_write != "none":
+            self.written_xmin = xmin

@@ -65,7 +65,7 @@ from ._codec import (
     summary_from_row,
 )
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
-from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
+from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx, copy_context
 from .base import Op, Store, tenant_range, window_start
 
 __all__ = ["PostgresStore"]
@@ -73,6 +73,7 @@ __all__ = ["PostgresStore"]
 R = TypeVar("R")
 _MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
 _RETRIES = 5  # for serialisation failures, deadlocks, a lost insert race
+_KNOWN_ROWS = 1024  # context rows kept as last written (the contexts in use)
 _CONTENDED_FOR = 1.0  # seconds a context that lost an optimistic race is written locked
 _MIGRATE_TIMEOUT = 60.0  # migrating may wait for another process's migration
 DEFAULT_TIMEOUT = 3.0
@@ -215,6 +216,11 @@ def _in_use(exc: BaseException) -> bool:
     return isinstance(exc, _LOST)
 
 
+class _Stale(Exception):
+    """An attempt that started from a known row found (or may have found) it out
+    of date: the operation runs again on the row as read."""
+
+
 class _Unknown(StoreUnavailable):
     """The connection was lost while ``COMMIT`` was under way."""
 
@@ -239,6 +245,7 @@ class PostgresStore(Store):
         self._notifier = Notifier(self._send_hints, self._token)
         # context id -> when an optimistic write on it last lost a race
         self._contended: dict[str, float] = {}
+        self._known: dict[str, tuple[ContextRecord, int]] = {}  # see _remember
         self._inflight: dict[str, int] = {}  # context id -> operations under way
 
     async def open(self) -> None:
@@ -378,6 +385,14 @@ class PostgresStore(Store):
         try:
             since = self._contended.get(context_id)
             if not busy and (since is None or time.monotonic() - since > _CONTENDED_FOR):
+                known = self._known.get(context_id)
+                if known is not None:  # one round trip: the write checks the row is as known
+                    try:
+                        return await self._guard(
+                            lambda conn: self._attempt(conn, context_id, op, False, known)
+                        )
+                    except (NeedLock, _Stale):
+                        self._known.pop(context_id, None)
                 try:
                     return await self._guard(
                         lambda conn: self._attempt(conn, context_id, op, False)
@@ -395,8 +410,15 @@ class PostgresStore(Store):
             else:
                 inflight[context_id] -= 1
 
-    async def _attempt(self, conn: Conn, context_id: str, op: Op[R], locked: bool) -> R:
-        tx = PgTx(conn, context_id, locked=locked)
+    async def _attempt(
+        self,
+        conn: Conn,
+        context_id: str,
+        op: Op[R],
+        locked: bool,
+        known: tuple[ContextRecord, int] | None = None,
+    ) -> R:
+        tx = PgTx(conn, context_id, locked=locked, known=known)
         committing = False
         try:
             if locked:
@@ -405,9 +427,21 @@ class PostgresStore(Store):
                     await tx.flush()
                     committing = True  # leaving the block sends COMMIT
             else:
-                result = await op(tx)
+                try:
+                    result = await op(tx)
+                except FastpacaError as exc:
+                    if tx.from_known:  # decided on a row that may be out of date
+                        raise _Stale from exc
+                    raise
+                if tx.from_known and not tx.pending:
+                    raise _Stale  # an answer no write confirmed the row for
                 committing = tx.pending  # the one write statement commits by itself
-                await tx.flush()
+                try:
+                    await tx.flush()
+                except Conflict:
+                    if tx.from_known:  # another process wrote the row since
+                        raise _Stale from None
+                    raise
         except _UNAVAILABLE as exc:
             if committing:
                 conn.terminate()
@@ -418,7 +452,18 @@ class PostgresStore(Store):
             raise
         if tx.version is not None:
             self._notifier.add(context_id, tx.version)
+        if tx.saved is not None and tx.written_xmin is not None:
+            self._remember(context_id, tx.saved, tx.written_xmin)
         return result
+
+    def _remember(self, context_id: str, ctx: ContextRecord, xmin: int) -> None:
+        """Keep the row as written: this process's next operation on the context
+        starts from it and skips the read (its write still checks ``xmin``)."""
+        known = self._known
+        known.pop(context_id, None)
+        if len(known) >= _KNOWN_ROWS:
+            del known[next(iter(known))]  # the least recently written
+        known[context_id] = (copy_context(ctx), xmin)
 
     async def _send_hints(self, payloads: list[str]) -> None:
         async def send(conn: Conn) -> None:

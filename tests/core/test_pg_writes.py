@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from fastpaca_core import Engine
 from fastpaca_core.errors import VersionConflict
 from fastpaca_core.stores._pglisten import Notifier, parse_hints
+from fastpaca_core.stores._pgtx import PgTx
 from fastpaca_core.stores.base import Tx
 from fastpaca_core.stores.postgres import PostgresStore
 
@@ -56,7 +58,7 @@ async def test_lost_race_runs_again_locked(pg_url: str) -> None:
     await a.open()
     await b.open()
     try:
-        await Engine(a).put_context("c", policy={"strategy": "manual"})
+        await Engine(b).put_context("c", policy={"strategy": "manual"})  # a reads the row
         gate = asyncio.Event()
         locked: list[bool] = []
 
@@ -78,6 +80,48 @@ async def test_lost_race_runs_again_locked(pg_url: str) -> None:
         assert locked == [False, True]
         assert (await b.get_context("c")).metadata == {"a": 1, "b": 2}
         assert "c" in a._contended
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.postgres
+async def test_a_known_row_saves_the_read_and_a_stale_one_costs_nothing(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store starts an operation from the context row as it last wrote it (one
+    round trip, no read). When another process wrote the row since, the write
+    does nothing and the operation runs again on the row as read: nothing is
+    lost, and no answer comes from the stale row (an ``if_version`` that is
+    current is not refused; one that is not, is)."""
+    attempts: list[PgTx] = []
+    original = PgTx.__init__
+
+    def spy(self: PgTx, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        attempts.append(self)
+
+    monkeypatch.setattr(PgTx, "__init__", spy)
+    a, b = PostgresStore(pg_url), PostgresStore(pg_url)
+    await a.open()
+    await b.open()
+    try:
+        ea, eb = Engine(a), Engine(b)
+        await ea.put_context("c", policy={"strategy": "manual"})
+        attempts.clear()
+        await ea.append("c", text("one"))
+        assert [t.from_known for t in attempts] == [True]  # one attempt, no read
+        assert (await eb.append("c", text("two"), if_version=1)).version == 2
+        attempts.clear()
+        result = await ea.append("c", text("three"), if_version=2)  # a knew version 1
+        assert result.version == 3 and result.seqs == [3]
+        assert [(t.from_known, t.locked) for t in attempts] == [(True, False), (False, False)]
+        with pytest.raises(VersionConflict) as refused:
+            await ea.append("c", text("four"), if_version=2)
+        assert (refused.value.expected, refused.value.found) == (2, 3)
+        assert "c" not in a._contended  # a stale row is not contention
+        rows = await eb.messages("c")
+        assert [r.parts[0]["text"] for r in rows] == ["one", "two", "three"]
     finally:
         await a.close()
         await b.close()
