@@ -13,7 +13,7 @@ from .events import Event
 from .model import ContextRecord, StoredMessage
 from .policies import get_policy
 from .stores.base import Tx
-from .toolcalls import tool_refs
+from .toolcalls import parts_refs
 from .window import apply_items, items_of, valid_cuts
 
 __all__ = ["rewind", "run_policy"]
@@ -52,7 +52,7 @@ async def run_policy(tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessag
     answered: set[str] = set()
     if policy.compacts and (ctx.prefix or ctx.live_from_seq > 1):
         for row in new_rows:
-            answered |= tool_refs(row.as_message())[1]
+            answered |= parts_refs(row.parts)[1]
     if not due and not answered:
         return None
     first_new = new_rows[0].seq if new_rows else ctx.last_seq + 1
@@ -64,7 +64,7 @@ async def run_policy(tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessag
     if not due:
         calls: set[str] = set()
         for item in items:
-            calls |= tool_refs(item.message)[0]
+            calls |= item.refs[0]
         if answered <= calls:
             return None
     result = policy.compact(items, ctx, ctx.policy.config)

@@ -9,11 +9,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from .model import Message
 
-__all__ = ["RESULT_TYPE", "is_call_part", "part_call_id", "tool_refs"]
+__all__ = ["RESULT_TYPE", "is_call_part", "part_call_id", "parts_refs", "tool_refs"]
 
 RESULT_TYPE = "tool-result"
 _SETTLED = frozenset({"output-available", "output-error", "output-denied"})
@@ -31,16 +32,29 @@ def is_call_part(part: dict[str, Any]) -> bool:
     return isinstance(kind, str) and (kind.startswith("tool-") or kind == "dynamic-tool")
 
 
-def tool_refs(message: Message) -> tuple[set[str], set[str]]:
-    """The ids of the open calls a message makes and the results it holds."""
-    calls: set[str] = set()
-    results: set[str] = set()
-    for part in message.parts:
-        call_id = part_call_id(part)
-        if call_id is None:
-            continue
+_NO_IDS: frozenset[str] = frozenset()
+
+
+def parts_refs(parts: Sequence[dict[str, Any]]) -> tuple[frozenset[str], frozenset[str]]:
+    """The ids of the open calls some parts make and of the results they hold."""
+    calls: set[str] | None = None
+    results: set[str] | None = None
+    for part in parts:
+        call_id = part.get("toolCallId")
+        if not isinstance(call_id, str):
+            continue  # most parts (text, files): no set is built for them
         if part.get("type") == RESULT_TYPE:
+            results = results or set()
             results.add(call_id)
         elif is_call_part(part) and part.get("state") not in _SETTLED:
+            calls = calls or set()
             calls.add(call_id)
-    return calls, results
+    return (
+        _NO_IDS if calls is None else frozenset(calls),
+        _NO_IDS if results is None else frozenset(results),
+    )
+
+
+def tool_refs(message: Message) -> tuple[frozenset[str], frozenset[str]]:
+    """The ids of the open calls a message makes and the results it holds."""
+    return parts_refs(message.parts)

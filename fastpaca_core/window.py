@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .model import ContextRecord, Message, PrefixEntry, SegmentKind, StoredMessage
-from .toolcalls import RESULT_TYPE, part_call_id, tool_refs
+from .toolcalls import RESULT_TYPE, part_call_id, parts_refs
 
 __all__ = ["WindowItem", "apply_items", "fit", "items_of", "segments_of", "valid_cuts"]
 
@@ -24,7 +24,7 @@ class WindowItem:
     read renders the stored row and never needs it.
     """
 
-    __slots__ = ("_message", "kind", "from_seq", "to_seq", "in_log", "stored")
+    __slots__ = ("_message", "_refs", "kind", "from_seq", "to_seq", "in_log", "stored")
 
     def __init__(
         self,
@@ -37,6 +37,7 @@ class WindowItem:
     ) -> None:
         assert message is not None or stored is not None
         self._message = message  # token_count is always set
+        self._refs: tuple[frozenset[str], frozenset[str]] | None = None
         self.kind: SegmentKind = kind
         self.from_seq = from_seq
         self.to_seq = to_seq
@@ -54,6 +55,20 @@ class WindowItem:
             assert self.stored is not None
             message = self._message = self.stored.as_message()
         return message
+
+    @property
+    def refs(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The ids of the open tool calls this message makes and the results it holds."""
+        refs = self._refs
+        if refs is None:
+            refs = self._refs = parts_refs(self._parts())
+        return refs
+
+    def _parts(self) -> list[dict[str, Any]]:
+        if self._message is not None:
+            return self._message.parts
+        assert self.stored is not None
+        return self.stored.parts
 
     @property
     def tokens(self) -> int:
@@ -141,7 +156,7 @@ def valid_cuts(items: Sequence[WindowItem]) -> list[bool]:
     call_at: dict[str, int] = {}
     spans: list[tuple[int, int]] = []
     for index, item in enumerate(items):
-        calls, results = tool_refs(item.message)
+        calls, results = item.refs
         for call_id in results:
             if call_id in call_at:
                 spans.append((call_at[call_id], index))
@@ -165,7 +180,7 @@ def _drop_orphan_results(items: Sequence[WindowItem]) -> list[WindowItem]:
     seen_calls: set[str] = set()
     out: list[WindowItem] = []
     for item in items:
-        calls, results = tool_refs(item.message)
+        calls, results = item.refs
         orphans = results - seen_calls
         if orphans:
             parts = [
