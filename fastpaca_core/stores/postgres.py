@@ -246,6 +246,7 @@ class PostgresStore(Store):
         # context id -> when an optimistic write on it last lost a race
         self._contended: dict[str, float] = {}
         self._known: dict[str, tuple[ContextRecord, int]] = {}  # see _remember
+        self._shared: dict[str, float] = {}  # context id -> when its known row was stale
         self._inflight: dict[str, int] = {}  # context id -> operations under way
 
     async def open(self) -> None:
@@ -391,8 +392,13 @@ class PostgresStore(Store):
                         return await self._guard(
                             lambda conn: self._attempt(conn, context_id, op, False, known)
                         )
-                    except (NeedLock, _Stale):
+                    except NeedLock:
                         self._known.pop(context_id, None)
+                    except _Stale:  # another process writes this context too
+                        self._known.pop(context_id, None)
+                        if len(self._shared) >= 10_000:
+                            self._shared.clear()
+                        self._shared[context_id] = time.monotonic()
                 try:
                     return await self._guard(
                         lambda conn: self._attempt(conn, context_id, op, False)
@@ -458,7 +464,15 @@ class PostgresStore(Store):
 
     def _remember(self, context_id: str, ctx: ContextRecord, xmin: int) -> None:
         """Keep the row as written: this process's next operation on the context
-        starts from it and skips the read (its write still checks ``xmin``)."""
+        starts from it and skips the read (its write still checks ``xmin``).
+
+        Not for a context another process wrote within ``_CONTENDED_FOR``
+        seconds: its known row would mostly be out of date, and each attempt
+        from it one wasted round trip.
+        """
+        since = self._shared.get(context_id)
+        if since is not None and time.monotonic() - since <= _CONTENDED_FOR:
+            return
         known = self._known
         known.pop(context_id, None)
         if len(known) >= _KNOWN_ROWS:

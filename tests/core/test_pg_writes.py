@@ -116,6 +116,8 @@ async def test_a_known_row_saves_the_read_and_a_stale_one_costs_nothing(
         result = await ea.append("c", text("three"), if_version=2)  # a knew version 1
         assert result.version == 3 and result.seqs == [3]
         assert [(t.from_known, t.locked) for t in attempts] == [(True, False), (False, False)]
+        # written by another process lately: a's next operations read the row first
+        assert "c" in a._shared and "c" not in a._known
         with pytest.raises(VersionConflict) as refused:
             await ea.append("c", text("four"), if_version=2)
         assert (refused.value.expected, refused.value.found) == (2, 3)
