@@ -201,14 +201,19 @@ def test_proxy_bodies_have_their_own_larger_limit(small: Stack) -> None:
     assert len(small.fake.requests) == sent
     assert len(small.log("img")) == 2
     # a REST append keeps max_body_bytes, and Fastpaca's error shape
-    part = {"type": "text", "text": "x" * 5000}
-    big = small.api.post(
-        "/v1/contexts/img/messages", json={"message": {"role": "user", "parts": [part]}}
+    assert_rest_append_too_large(small, "img", 5000, 4096)
+
+
+def assert_rest_append_too_large(stack: Stack, cid: str, size: int, limit: int) -> None:
+    """A REST append keeps ``max_body_bytes`` and Fastpaca's own error shape."""
+    part = {"type": "text", "text": "x" * size}
+    answer = stack.api.post(
+        f"/v1/contexts/{cid}/messages", json={"message": {"role": "user", "parts": [part]}}
     )
-    assert big.status_code == 413
-    assert big.json() == {
+    assert answer.status_code == 413
+    assert answer.json() == {
         "error": "payload_too_large",
-        "message": "Request body exceeds 4096 bytes",
+        "message": f"Request body exceeds {limit} bytes",
     }
 
 
@@ -220,12 +225,4 @@ def test_default_limits_let_an_image_prompt_through(stack: Stack) -> None:
     reply = sdk.chat.completions.create(model=OPENAI_MODEL, messages=image_chat(data))
     assert reply.choices[0].message.content == "seen"
     assert [m["role"] for m in stack.log("big-img")] == ["user", "assistant"]
-    part = {"type": "text", "text": "x" * 1_500_000}
-    rest = stack.api.post(
-        "/v1/contexts/big-img/messages", json={"message": {"role": "user", "parts": [part]}}
-    )
-    assert rest.status_code == 413
-    assert rest.json() == {
-        "error": "payload_too_large",
-        "message": "Request body exceeds 1048576 bytes",
-    }
+    assert_rest_append_too_large(stack, "big-img", 1_500_000, 1048576)
