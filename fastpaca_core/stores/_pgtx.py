@@ -182,7 +182,7 @@ class PgTx:
             self._need_lock()
         self._ctx = context_values(ctx)
         self._created = created
-        self.saved = ctx
+        self.saved = copy_context(ctx)  # as written, whatever the operation does next
         self.version = ctx.version
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:

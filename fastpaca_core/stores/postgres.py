@@ -65,7 +65,7 @@ from ._codec import (
     summary_from_row,
 )
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
-from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx, copy_context
+from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
 from .base import Op, Store, tenant_range, window_start
 
 __all__ = ["PostgresStore"]
@@ -477,7 +477,7 @@ class PostgresStore(Store):
         known.pop(context_id, None)
         if len(known) >= _KNOWN_ROWS:
             del known[next(iter(known))]  # the least recently written
-        known[context_id] = (copy_context(ctx), xmin)
+        known[context_id] = (ctx, xmin)  # a copy (PgTx.saved); operations get copies of it
 
     async def _send_hints(self, payloads: list[str]) -> None:
         async def send(conn: Conn) -> None:
