@@ -8,7 +8,6 @@ context row's ``xmin``) or locked (``SELECT ... FOR UPDATE`` in a transaction).
 from __future__ import annotations
 
 import functools
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -28,7 +27,7 @@ from ._codec import (
 )
 from .base import IdempotencyRecord
 
-__all__ = ["READ_MESSAGES_SQL", "Conflict", "NeedLock", "PgTx", "copy_context"]
+__all__ = ["READ_MESSAGES_SQL", "Conflict", "NeedLock", "PgTx"]
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -56,12 +55,6 @@ READ_MESSAGES_SQL = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages "
     "WHERE context_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"
 )
-
-
-def copy_context(ctx: ContextRecord) -> ContextRecord:
-    """A copy an operation may change without changing ``ctx`` (operations assign
-    new lists and dicts to a context's fields, they never change them in place)."""
-    return replace(ctx, prefix=list(ctx.prefix), metadata=dict(ctx.metadata))
 
 
 class NeedLock(Exception):
@@ -135,7 +128,7 @@ class PgTx:
         context_id: str,
         *,
         locked: bool,
-        known: tuple[ContextRecord, int] | None = None,
+        known: tuple[tuple[Any, ...], int] | None = None,
     ) -> None:
         self._conn = conn
         self.context_id = context_id
@@ -144,7 +137,7 @@ class PgTx:
         # optimistic attempt starts from it instead of reading the row
         self._known = None if locked else known
         self.from_known = False
-        self.saved: ContextRecord | None = None  # the row as written
+        self.saved: tuple[Any, ...] | None = None  # the row's column values as written
         self.written_xmin: int | None = None  # its xmin after the write
         self._xmin: int | None = None
         self._loaded = False
@@ -164,7 +157,7 @@ class PgTx:
             known, self._known = self._known, None
             self._loaded = self.from_known = True
             self._xmin = known[1]
-            return copy_context(known[0])
+            return context_from_row(known[0])  # decoded afresh: shares nothing
         lock = " FOR UPDATE" if self.locked else ""
         row = await self._conn.fetchrow(
             f"SELECT {CONTEXT_COLUMNS}, xmin FROM contexts WHERE id = $1{lock}", self.context_id
@@ -180,9 +173,8 @@ class PgTx:
             self._need_lock()  # a new row: nothing to compare with
         elif self._xmin is None:
             self._need_lock()
-        self._ctx = context_values(ctx)
+        self._ctx = self.saved = context_values(ctx)  # JSON text: later changes cannot reach it
         self._created = created
-        self.saved = copy_context(ctx)  # as written, whatever the operation does next
         self.version = ctx.version
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:

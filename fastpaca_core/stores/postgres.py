@@ -43,7 +43,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 try:
@@ -245,7 +245,7 @@ class PostgresStore(Store):
         self._notifier = Notifier(self._send_hints, self._token)
         # context id -> when an optimistic write on it last lost a race
         self._contended: dict[str, float] = {}
-        self._known: dict[str, tuple[ContextRecord, int]] = {}  # see _remember
+        self._known: dict[str, tuple[tuple[Any, ...], int]] = {}  # see _remember
         self._shared: dict[str, float] = {}  # context id -> when its known row was stale
         self._inflight: dict[str, int] = {}  # context id -> operations under way
 
@@ -422,7 +422,7 @@ class PostgresStore(Store):
         context_id: str,
         op: Op[R],
         locked: bool,
-        known: tuple[ContextRecord, int] | None = None,
+        known: tuple[tuple[Any, ...], int] | None = None,
     ) -> R:
         tx = PgTx(conn, context_id, locked=locked, known=known)
         committing = False
@@ -462,7 +462,7 @@ class PostgresStore(Store):
             self._remember(context_id, tx.saved, tx.written_xmin)
         return result
 
-    def _remember(self, context_id: str, ctx: ContextRecord, xmin: int) -> None:
+    def _remember(self, context_id: str, row: tuple[Any, ...], xmin: int) -> None:
         """Keep the row as written: this process's next operation on the context
         starts from it and skips the read (its write still checks ``xmin``).
 
@@ -477,7 +477,7 @@ class PostgresStore(Store):
         known.pop(context_id, None)
         if len(known) >= _KNOWN_ROWS:
             del known[next(iter(known))]  # the least recently written
-        known[context_id] = (ctx, xmin)  # a copy (PgTx.saved); operations get copies of it
+        known[context_id] = (row, xmin)  # column values; each operation decodes its own copy
 
     async def _send_hints(self, payloads: list[str]) -> None:
         async def send(conn: Conn) -> None:
