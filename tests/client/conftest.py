@@ -19,6 +19,7 @@ from typing import Any, Literal, TypeVar
 
 import pytest
 from aiohttp import web
+from loopback import serve_app
 
 from fastpaca_core.http import create_app
 from fastpaca_core.settings import Settings
@@ -145,11 +146,7 @@ class Server:
 
 
 async def _start(settings: Settings) -> tuple[web.AppRunner, FaultProxy, int]:
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_app(create_app(settings))
     proxy = FaultProxy(port)
     await proxy.start()
     return runner, proxy, port

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from loopback import serve_app
 
 from fastpaca_core import Engine, open_store
 from fastpaca_core.errors import ContextTombstoned
@@ -156,17 +157,12 @@ async def test_refused_body_client_cannot_hold_the_connection(tmp_path: Path) ->
     then stalls with its socket open: it reads the whole 413, then the server's
     FIN, and nothing after it; the server drops the connection within aiohttp's
     lingering time (10 s), not never."""
-    from aiohttp import web
 
     from fastpaca_core.http.app import create_app
     from fastpaca_core.settings import Settings
 
     app = create_app(Settings(store="memory://", max_body_bytes=2048, body_timeout=30.0))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
+    runner, port = await serve_app(app)
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from http_support import Api, Serve
+from loopback import serve_app
 
 from fastpaca_core.http import create_app
 from fastpaca_core.settings import Settings
@@ -33,12 +34,8 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
         options.setdefault("store", f"sqlite:///{tmp_path / f'{uuid.uuid4().hex[:8]}.db'}")
         options.setdefault("port", 0)
         app = create_app(Settings(**options))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        runner, port = await serve_app(app)
         runners.append(runner)
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
         session = aiohttp.ClientSession()
         sessions.append(session)
         return Api(f"http://127.0.0.1:{port}", session, app, runner)

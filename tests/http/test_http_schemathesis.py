@@ -25,6 +25,7 @@ import pytest
 import schemathesis
 from aiohttp import web
 from hypothesis import HealthCheck, settings
+from loopback import serve_app
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -85,12 +86,9 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, fake: FakeUpstream) -> It
             anthropic_base_url=fake.base_url,
         )
         app = install_proxy(create_app(settings))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
+        runner, port = await serve_app(app)
         await _seed(app)
-        return runner, runner.addresses[0][1]
+        return runner, port
 
     runner, port = run(start())  # type: ignore[misc]
     try:

@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from live_api import Server, Start
+from loopback import serve_app
 from private_pg import PrivatePostgres
 from server_proc import require_private_postgres
 
@@ -32,12 +33,8 @@ async def start(tmp_path: Path) -> AsyncIterator[Start]:
             options.setdefault("openai_base_url", fake.openai_base_url)
             options.setdefault("anthropic_base_url", fake.base_url)
             app = install_proxy(create_app(Settings(**options)))
-            runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-            await runner.setup()
+            runner, port = await serve_app(app, shutdown_timeout=1.0)
             runners.append(runner)
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            port = runner.addresses[0][1]
             return Server(f"http://127.0.0.1:{port}", port, app, session, fake)
 
         try:

@@ -28,6 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from loopback import serve_app
 from private_pg import PrivatePostgres
 from server_proc import RetryingAppender, acked, figures, read_log
 
@@ -59,12 +60,9 @@ async def start_instance(store: str, fake: FakeUpstream, runners: list[web.AppRu
         openai_base_url=fake.openai_base_url,
         anthropic_base_url=fake.base_url,
     )
-    runner = web.AppRunner(install_proxy(create_app(settings)), access_log=None)
-    await runner.setup()
+    runner, port = await serve_app(install_proxy(create_app(settings)))
     runners.append(runner)
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return Instance(f"http://127.0.0.1:{runner.addresses[0][1]}", runner)
+    return Instance(f"http://127.0.0.1:{port}", runner)
 
 
 def say(text: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 from live_api import Answer, provider_error
+from loopback import serve_app
 
 from fastpaca_core import Engine, Store, open_store
 from fastpaca_core.errors import ValidationError
@@ -97,11 +98,8 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
             anthropic_base_url=fake.base_url,
         )
         app = install_proxy(create_app(settings))
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        runner, port = await serve_app(app)
+        base = f"http://127.0.0.1:{port}"
         try:
             async with aiohttp.ClientSession() as session:
                 yield Server(base, app, session, fake)
