@@ -72,6 +72,25 @@ CALIBRATION_ALPHA = 0.3  # EMA weight of a new sample (the first samples average
 CALIBRATION_MIN_ESTIMATE = 16  # prompts smaller than this teach nothing
 
 
+def _calibration_sample(estimate: object, actual: object) -> float | None:
+    """``actual / estimate``, clamped; None when the pair teaches nothing."""
+    estimate = check_int(estimate, "estimate", 0)
+    actual = check_int(actual, "actual", 0)
+    if estimate < CALIBRATION_MIN_ESTIMATE or actual <= 0:
+        return None
+    low, high = CALIBRATION_RANGE
+    return min(high, max(low, actual / estimate))
+
+
+def _calibrate(ctx: ContextRecord, sample: float) -> None:
+    """Move the context's calibration factor towards ``sample`` (see ``record_usage``)."""
+    low, high = CALIBRATION_RANGE
+    weight = max(CALIBRATION_ALPHA, 1.0 / (ctx.calibration_samples + 1))
+    factor = ctx.calibration + weight * (sample - ctx.calibration)
+    ctx.calibration = min(high, max(low, factor))
+    ctx.calibration_samples += 1
+
+
 class Engine:
     """Context operations over a store. Events go to ``bus`` after each commit."""
 
@@ -258,16 +277,24 @@ class Engine:
         if_version: int | None = None,
         idempotency_key: str | None = None,
         rewind_to_seq: int | None = None,
+        usage: tuple[int, int] | None = None,
     ) -> AppendResult:
         """Append several messages atomically, with consecutive seqs.
 
         ``rewind_to_seq``: the messages replace, in the LLM context, every log
         message from that seq on (an edited or regenerated turn). The log keeps
         them; only the window forgets them.
+
+        ``usage``: ``(estimate, actual)``, a provider's prompt count for a prompt
+        we estimated, learnt as ``record_usage`` does, in this same write and
+        before the policy runs (one write and one policy run per proxied turn).
         """
         parsed = parse_messages(messages, "messages")
         rewind = None if rewind_to_seq is None else check_int(rewind_to_seq, "rewind_to_seq", 1)
-        return await self._append(context_id, parsed, True, if_version, idempotency_key, rewind)
+        sample = None if usage is None else _calibration_sample(*usage)
+        return await self._append(
+            context_id, parsed, True, if_version, idempotency_key, rewind, sample
+        )
 
     async def _append(
         self,
@@ -277,6 +304,7 @@ class Engine:
         if_version: object,
         idempotency_key: object,
         rewind_to_seq: int | None = None,
+        calibration: float | None = None,
     ) -> AppendResult:
         validate_context_id(context_id)
         expected = None if if_version is None else check_int(if_version, "if_version", 0)
@@ -336,6 +364,8 @@ class Engine:
             events = [Event(context_id, "message", row.version, MessageData(row)) for row in rows]
             if rewind_to_seq is not None and rewind_to_seq <= rows[0].seq - 1:
                 events.append(await rewind(tx, ctx, rows, rewind_to_seq))
+            if calibration is not None:
+                _calibrate(ctx, calibration)
             compaction = await run_policy(tx, ctx, rows)
             if compaction is not None:
                 events.append(compaction)
@@ -635,23 +665,20 @@ class Engine:
         later ones weigh ``CALIBRATION_ALPHA``), clamped to ``CALIBRATION_RANGE``;
         ``used_tokens`` is the estimate times the factor. The policy then runs,
         so the budget holds against the corrected count.
+
+        ``append_batch(..., usage=(estimate, actual))`` does the same in the
+        append's own write (what the proxy does with each stored turn).
         """
         validate_context_id(context_id)
-        estimate = check_int(estimate, "estimate", 0)
-        actual = check_int(actual, "actual", 0)
-        if estimate < CALIBRATION_MIN_ESTIMATE or actual <= 0:
+        sample = _calibration_sample(estimate, actual)
+        if sample is None:
             return None
-        low, high = CALIBRATION_RANGE
-        sample = min(high, max(low, actual / estimate))
 
         async def op(tx: Tx) -> tuple[float | None, list[Event], bool]:
             ctx = await tx.load_context()
             if ctx is None or ctx.tombstoned:
                 return None, [], False
-            weight = max(CALIBRATION_ALPHA, 1.0 / (ctx.calibration_samples + 1))
-            factor = ctx.calibration + weight * (sample - ctx.calibration)
-            ctx.calibration = min(high, max(low, factor))
-            ctx.calibration_samples += 1
+            _calibrate(ctx, sample)
             compaction = await run_policy(tx, ctx, [])
             await tx.save_context(ctx, created=False)
             return ctx.calibration, [] if compaction is None else [compaction], wants_summary(ctx)

@@ -8,8 +8,8 @@ context's calibration factor (``used_tokens = estimate * factor``).
 The estimate is computed while the upstream works on the request (a task
 started once the request has gone out), from counts cached by content (the
 same messages are re-sent every turn), so it is ready when the reply arrives.
-``record_usage`` is then queued right before the turn's append and joins the
-same group commit: no write or token counting of its own after the reply.
+The sample then rides with the turn's append (``append_batch(usage=...)``):
+one write and one policy run per turn, no write of its own.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from aiohttp import web
 
-from fastpaca_core.engine import Engine
 from fastpaca_core.errors import FastpacaError
 from fastpaca_core.jsonutil import dumps_str
 from fastpaca_core.tokens import TokenCounter
@@ -112,15 +111,11 @@ class Calibrator:
         self._track(task)
         return Estimate(task)
 
-    def observe(
-        self, engine: Engine, context_id: str, estimate: Estimate, prompt_tokens: object
-    ) -> None:
-        """Record a calibration when the provider reported ``prompt_tokens``.
-
-        Called right before the turn is appended: when the estimate is ready,
-        ``record_usage`` is queued in the same loop step and the store commits
-        both together.
-        """
+    @staticmethod
+    async def sample(estimate: Estimate, prompt_tokens: object) -> tuple[int, int] | None:
+        """``(estimate, prompt_tokens)`` for ``append_batch(usage=...)`` when the
+        provider reported ``prompt_tokens``; None when there is nothing to learn
+        (no count, or the estimate failed)."""
         estimate.used = True
         if (
             not isinstance(prompt_tokens, int)
@@ -128,23 +123,13 @@ class Calibrator:
             or prompt_tokens <= 0
         ):
             estimate.task.cancel()
-            return
-        self._track(
-            asyncio.create_task(self._calibrate(engine, context_id, estimate, prompt_tokens))
-        )
-
-    @staticmethod
-    async def _calibrate(
-        engine: Engine, context_id: str, estimate: Estimate, prompt_tokens: int
-    ) -> None:
+            return None
         try:
             value = await estimate.task  # no suspension when it is done already
-            await engine.record_usage(context_id, value, prompt_tokens)
         except (FastpacaError, TypeError, ValueError, KeyError) as exc:
-            log.info(
-                "calibration skipped",
-                extra={"fields": {"context_id": context_id, "error": type(exc).__name__}},
-            )
+            log.info("calibration skipped", extra={"fields": {"error": type(exc).__name__}})
+            return None
+        return value, prompt_tokens
 
     async def drain(self) -> None:
         while self._tasks:

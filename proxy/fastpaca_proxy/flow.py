@@ -46,7 +46,7 @@ from fastpaca_core.model import (
 )
 
 from .adapters import Adapter, Usage
-from .calibration import CALIBRATOR, Estimate
+from .calibration import CALIBRATOR, Calibrator, Estimate
 from .sse import SSEParser
 from .turns import Alignment, align, tail_match, tail_size, window_sizes
 from .upstream import UPSTREAM, Upstream
@@ -160,14 +160,16 @@ async def _store(
     usage: Usage,
     estimate: Estimate | None,
 ) -> AppendResult | None:
-    """Append the turn (with the reply); the calibration, queued first, joins
-    the same commit."""
+    """Append the turn (with the reply) and, in the same write, what the
+    provider's prompt count teaches the context's calibration."""
     if isinstance(usage.completion_tokens, int) and usage.completion_tokens >= 0:
         reply = reply.with_tokens(usage.completion_tokens)
-    _calibrate(request, engine, context_id, estimate, usage)
+    sample = None
+    if estimate is not None:
+        sample = await Calibrator.sample(estimate, usage.prompt_tokens)
     try:
         return await engine.append_batch(
-            context_id, [*turn.new, reply], rewind_to_seq=turn.rewind_to_seq
+            context_id, [*turn.new, reply], rewind_to_seq=turn.rewind_to_seq, usage=sample
         )
     except FastpacaError as exc:
         # The client has its answer; losing the turn is logged, not turned into an error
@@ -295,19 +297,6 @@ def _timeout(request: web.Request, adapter: Adapter, exc: TimeoutError) -> web.R
 def _unreachable(adapter: Adapter, exc: aiohttp.ClientError) -> web.Response:
     message = f"The upstream could not be reached: {type(exc).__name__}"
     return _error(adapter, 502, "upstream_unreachable", message)
-
-
-def _calibrate(
-    request: web.Request,
-    engine: Engine,
-    context_id: str,
-    estimate: Estimate | None,
-    usage: Usage,
-) -> None:
-    """Learn from the provider's prompt count (calibration.py)."""
-    calibrator = request.app.get(CALIBRATOR)
-    if calibrator is not None and estimate is not None:
-        calibrator.observe(engine, context_id, estimate, usage.prompt_tokens)
 
 
 def _is_sse(resp: aiohttp.ClientResponse) -> bool:

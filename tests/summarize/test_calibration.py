@@ -6,9 +6,11 @@ import math
 from pathlib import Path
 
 import openai
+import pytest
 from proxy.support import OPENAI_MODEL, run_stack
 
 from fastpaca_core import Engine
+from fastpaca_core.errors import ValidationError
 from fastpaca_core.tokens import TokenCounter
 from fastpaca_proxy.adapters import OpenAIChat
 from fastpaca_proxy.calibration import estimate_prompt_tokens
@@ -39,6 +41,26 @@ async def test_usage_moves_the_factor_and_used_tokens(engine: Engine) -> None:
     assert await engine.record_usage("c", 1000, 100_000) is not None
     assert (await engine.get_context("c")).calibration <= 2.0  # clamped
     assert await engine.record_usage("c", 3, 30) is None  # too small to teach anything
+
+
+async def test_an_append_carries_a_sample_in_its_own_write(engine: Engine) -> None:
+    await engine.put_context("c", token_budget=400, trigger_ratio=0.5)
+    await engine.append_batch("c", [sized(i) for i in range(10)])  # 200 of 400: no compaction
+    before = await engine.get_context("c")
+    result = await engine.append_batch("c", [sized(10)], usage=(1000, 2000))  # 220 x 2 = 440
+    ctx = await engine.get_context("c")
+    assert (ctx.calibration, ctx.calibration_samples) == (2.0, 1)
+    # the policy ran once, after the sample: the window fits the calibrated count
+    assert ctx.used_tokens <= 200 and ctx.live_from_seq > before.live_from_seq
+    assert result.version == ctx.version and result.used_tokens == ctx.used_tokens
+    assert await engine.record_usage("c", 1000, 1000) == 1.5  # the second sample averages
+    small = await engine.append_batch("c", [sized(11)], usage=(3, 30))  # teaches nothing
+    ctx = await engine.get_context("c")
+    assert (ctx.calibration, ctx.calibration_samples, ctx.last_seq) == (1.5, 2, 12)
+    assert small.seqs == [12]
+    with pytest.raises(ValidationError):
+        await engine.append_batch("c", [sized(12)], usage=(-1, 30))
+    assert (await engine.get_context("c")).last_seq == 12  # refused whole
 
 
 async def test_the_budget_holds_against_the_calibrated_count(engine: Engine) -> None:
