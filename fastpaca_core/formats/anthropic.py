@@ -162,12 +162,11 @@ def _turn(turn: Mapping[str, Any], names: dict[str, str]) -> list[Message]:
     role, content = turn["role"], turn["content"]
     if role not in ("user", "assistant"):
         raise ValueError(f"unknown role {role!r}")
-    if isinstance(content, str):
-        blocks: list[Any] = [{"type": "text", "text": content}]
-    elif isinstance(content, list):
-        blocks = content
-    else:
+    if isinstance(content, str):  # one text block, as the blocks' path reads it
+        return [Message(role, [text_part(content)])]
+    if not isinstance(content, list):
         raise TypeError("content must be a string or a list")
+    blocks: list[Any] = content
     if role == "assistant":
         return [Message("assistant", [_part(b, names) for b in blocks])]
     results = [_result(b, names) for b in blocks if b.get("type") == "tool_result"]
@@ -280,9 +279,14 @@ def _result_block(result: ToolResult, extras: Mapping[str, Any]) -> dict[str, An
 
 def _blocks(message: Message) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The message's own blocks, and tool results that go in a user turn."""
+    parts = message.parts
+    if len(parts) == 1:  # the common case, one bare text part: as the loop makes it
+        text = parts[0].get("text")
+        if len(parts[0]) == 2 and parts[0].get("type") == "text" and type(text) is str:
+            return ([{"type": "text", "text": text}] if text else []), []
     own: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
-    for part in message.parts:
+    for part in parts:
         call = tool_call(part)
         if call is not None and message.role == "assistant":
             value = call.input if isinstance(call.input, dict) else {"input": call.input}

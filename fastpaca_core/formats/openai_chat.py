@@ -207,6 +207,9 @@ def from_openai_chat(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
         if isinstance(role, str) and role in _PREAMBLE:
             preamble.append(dict(raw))
             continue
+        if len(raw) == 2 and role in _PLAIN_ROLES and type(text := raw.get("content")) is str:
+            out.append(Message(role, [text_part(text)]))  # the common case, as _message does it
+            continue
         try:
             out.append(_message(clean(raw), names))
         except _UNREADABLE:
@@ -412,10 +415,33 @@ def _assistant_out(message: Message) -> list[dict[str, Any]]:
     return out + answers
 
 
+_PLAIN_ROLES = frozenset({"user", "assistant"})
+
+
+def _plain_text(message: Message) -> str | None:
+    """The text of a user or assistant message that is one bare text part and
+    has no provider extras: what the general path would send as a plain
+    ``content`` string."""
+    part = message.parts[0]
+    text = part.get("text")
+    if (
+        len(part) == 2
+        and part.get("type") == "text"
+        and type(text) is str
+        and message.role in _PLAIN_ROLES
+        and "providerMetadata" not in message.metadata
+    ):
+        return text
+    return None
+
+
 def to_openai_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for message in messages:
         parts = message.parts
+        if len(parts) == 1 and (text := _plain_text(message)) is not None:
+            out.append({"role": message.role, "content": text})  # the common case
+            continue
         if len(parts) == 1 and parts[0].get("type") == RAW_MESSAGE:
             data = parts[0].get("data")
             if isinstance(data, Mapping):

@@ -49,7 +49,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..model import Message
+from ..model import Message, StoredMessage
 from ..toolcalls import RESULT_TYPE
 from ._openai import (
     OPENAI,
@@ -430,7 +430,9 @@ def to_responses_input(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return out
 
 
-def _items_by_id(messages: Sequence[Message]) -> dict[str, list[dict[str, Any]]]:
+def _items_by_id(
+    messages: Sequence[Message | StoredMessage],
+) -> dict[str, list[dict[str, Any]]]:
     """The parts of every output item the messages hold, by item id."""
     found: dict[str, list[dict[str, Any]]] = {}
     for message in messages:
@@ -450,7 +452,9 @@ def _items_by_id(messages: Sequence[Message]) -> dict[str, list[dict[str, Any]]]
     return found
 
 
-def resolve_item_references(messages: Sequence[Message], known: Sequence[Message]) -> list[Message]:
+def resolve_item_references(
+    messages: Sequence[Message], known: Sequence[Message | StoredMessage]
+) -> list[Message]:
     """Replace ``item_reference`` items by the stored items they name.
 
     A client that lets the upstream store responses (ai-sdk's default) sends

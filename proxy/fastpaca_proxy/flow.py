@@ -105,7 +105,7 @@ async def _align(
     ctx, live, rows = await _snapshot(engine, context_id, newest, 0)
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
-    messages = adapter.resolve(request, [row.as_message() for row in rows])
+    messages = adapter.resolve(request, rows)
     if ctx.last_seq <= newest:  # these rows are the whole log: nothing wider to read
         return ctx, live, align(messages, rows, ctx.last_seq)
     if not adapter.unresolved(messages):
@@ -115,7 +115,7 @@ async def _align(
     ctx, live, rows = await _snapshot(engine, context_id, *window_sizes(len(request)))
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
-    messages = adapter.resolve(request, [row.as_message() for row in rows])
+    messages = adapter.resolve(request, rows)
     return ctx, live, align(messages, rows, ctx.last_seq)
 
 

@@ -55,10 +55,14 @@ def _part_key(part: dict[str, Any]) -> Any:
     return None  # reasoning, step markers, data parts: not compared
 
 
-def fingerprint(message: Message | StoredMessage) -> str:
-    """The content of a message that a client echoes back unchanged."""
-    keys = [k for k in (_part_key(p) for p in message.parts) if k is not None]
-    return dumps_str([message.role, keys])
+def fingerprint(message: Message | StoredMessage) -> tuple[Any, ...]:
+    """The content of a message that a client echoes back unchanged (a
+    hashable value: equal for equal content)."""
+    parts = message.parts
+    if len(parts) == 1 and parts[0].get("type") in _TEXT_TYPES:  # the common case
+        text = parts[0].get("text")
+        return (message.role, (("text", text),) if isinstance(text, str) and text else ())
+    return (message.role, tuple(k for k in map(_part_key, parts) if k is not None))
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastpaca_core.formats import ChatInput
 from fastpaca_core.jsonutil import dumps
-from fastpaca_core.model import Message
+from fastpaca_core.model import Message, StoredMessage
 
 from ..sse import SSEEvent
 from ..upstream import Provider
@@ -51,7 +51,9 @@ class Adapter(abc.ABC):
     def split(self, body: Mapping[str, Any]) -> ChatInput:
         """The request's preamble (kept verbatim) and its conversation (ours)."""
 
-    def resolve(self, messages: list[Message], log: Sequence[Message]) -> list[Message]:
+    def resolve(
+        self, messages: list[Message], log: Sequence[Message | StoredMessage]
+    ) -> list[Message]:
         """Replace what the request only refers to by what the log holds."""
         return messages
 

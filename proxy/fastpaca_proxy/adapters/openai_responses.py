@@ -21,7 +21,7 @@ from fastpaca_core.formats import (
 )
 from fastpaca_core.formats.openai_responses import RAW_ITEM
 from fastpaca_core.jsonutil import JSONError, loads
-from fastpaca_core.model import Message
+from fastpaca_core.model import Message, StoredMessage
 
 from ..sse import SSEEvent
 from .base import Adapter, Assembler, Usage, openai_error
@@ -75,8 +75,12 @@ class OpenAIResponses(Adapter):
             raise ValidationError("input", "must be a string or a list of input items")
         return from_responses_input(items)
 
-    def resolve(self, messages: list[Message], log: Sequence[Message]) -> list[Message]:
+    def resolve(
+        self, messages: list[Message], log: Sequence[Message | StoredMessage]
+    ) -> list[Message]:
         """``item_reference`` items (sent when the upstream stores responses) -> the items."""
+        if not self.unresolved(messages):
+            return messages
         return resolve_item_references(messages, log)
 
     def unresolved(self, messages: Sequence[Message]) -> bool:
