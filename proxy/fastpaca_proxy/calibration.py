@@ -67,15 +67,35 @@ async def aestimate_prompt_tokens(
 
 
 class Estimate:
-    """The estimate of one upstream body, computed while the upstream works."""
+    """The estimate of one upstream body, computed while the upstream works.
 
-    def __init__(self, task: asyncio.Task[int]) -> None:
-        self.task = task
+    ``start`` it once the request has gone out: a call starts it before it
+    waits for the answer; a stream once its first event reached the client,
+    so the count never delays that event.
+    """
+
+    def __init__(
+        self,
+        calibrator: Calibrator,
+        counter: TokenCounter,
+        adapter: Adapter,
+        upstream_body: Mapping[str, Any],
+    ) -> None:
+        self._calibrator = calibrator
+        self._args = (counter, adapter, upstream_body)
+        self.task: asyncio.Task[int] | None = None
         self.used = False
+
+    def start(self) -> asyncio.Task[int]:
+        if self.task is None:
+            self.task = asyncio.create_task(_estimate_soon(*self._args))
+            self.task.add_done_callback(_retrieve)
+            self._calibrator.track(self.task)
+        return self.task
 
     def close(self) -> None:
         """No calibration will use it (the call failed): stop computing it."""
-        if not self.used:
+        if not self.used and self.task is not None:
             self.task.cancel()
 
 
@@ -97,35 +117,32 @@ class Calibrator:
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def _track(self, task: asyncio.Task[Any]) -> None:
+    def track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def estimate(
         self, counter: TokenCounter, adapter: Adapter, upstream_body: Mapping[str, Any]
     ) -> Estimate:
-        """Start estimating ``upstream_body`` (call it right before sending it;
-        the body must not change afterwards)."""
-        task = asyncio.create_task(_estimate_soon(counter, adapter, upstream_body))
-        task.add_done_callback(_retrieve)
-        self._track(task)
-        return Estimate(task)
+        """An estimate of ``upstream_body``, to ``start`` once it was sent (the
+        body must not change afterwards)."""
+        return Estimate(self, counter, adapter, upstream_body)
 
     @staticmethod
     async def sample(estimate: Estimate, prompt_tokens: object) -> tuple[int, int] | None:
         """``(estimate, prompt_tokens)`` for ``append_batch(usage=...)`` when the
         provider reported ``prompt_tokens``; None when there is nothing to learn
         (no count, or the estimate failed)."""
-        estimate.used = True
         if (
             not isinstance(prompt_tokens, int)
             or isinstance(prompt_tokens, bool)
             or prompt_tokens <= 0
         ):
-            estimate.task.cancel()
+            estimate.close()
             return None
+        estimate.used = True
         try:
-            value = await estimate.task  # no suspension when it is done already
+            value = await estimate.start()  # no suspension when it is done already
         except (FastpacaError, TypeError, ValueError, KeyError) as exc:
             log.info("calibration skipped", extra={"fields": {"error": type(exc).__name__}})
             return None

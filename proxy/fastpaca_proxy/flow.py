@@ -127,8 +127,9 @@ async def _prepare(
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
     ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages)
-    # counted once: the window and the append use these counts as given
-    counts = await engine.tokens.count_messages(alignment.new)
+    # counted once: the window and the append use these counts as given; cached by
+    # content, so the calibration estimate of the upstream body finds them
+    counts = await engine.tokens.acount_fresh(alignment.new)
     new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
     # the same preamble, tools and parameters come every turn: cached by content
@@ -220,6 +221,8 @@ async def proxy_call(
     estimate = None
     if calibrator is not None:  # computed while the upstream works
         estimate = calibrator.estimate(engine.tokens, adapter, upstream_body)
+        if not stream:
+            estimate.start()  # its first step lets the request go out
     try:
         return await _forward(
             request,
@@ -339,6 +342,8 @@ async def _relay_stream(
                     await out.write(event.raw)
                 except ConnectionError:
                     client_gone = True  # keep reading: the reply is still stored
+                if estimate is not None:
+                    estimate.start()  # now that the first event is out
         rest = parser.rest()
         if rest and not client_gone:
             await out.write(rest)
