@@ -56,6 +56,30 @@ __all__ = ["proxy_call"]
 log = logging.getLogger("fastpaca.proxy")
 
 _LARGE_BODY = 1024 * 1024  # bytes; larger upstream bodies are written in chunks
+_HOLD_HEADERS = 0.05  # s; a relayed stream's headers wait this long for its first event
+
+
+class _Relayed(web.StreamResponse):
+    """A relayed stream: its headers leave with its first event, in one write
+    (one wake-up of the client instead of two; aiohttp's own ``Response``
+    buffers its headers the same way), or after ``_HOLD_HEADERS`` when the
+    upstream is slow to send that event (see ``_hold_headers``)."""
+
+    _send_headers_immediately = False
+
+
+def _hold_headers(writer: Any) -> asyncio.TimerHandle:
+    """Send a relayed stream's headers after ``_HOLD_HEADERS`` if no event took them."""
+
+    def send() -> None:
+        flush = getattr(writer, "send_headers", None)  # a no-op once they are out
+        if flush is not None:
+            try:
+                flush()
+            except ConnectionError:
+                pass  # the client left; the relay finds out on its next write
+
+    return asyncio.get_running_loop().call_later(_HOLD_HEADERS, send)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,8 +343,8 @@ async def _relay_stream(
     upstream = request.app[UPSTREAM]
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, turn.ctx.version, turn.used_tokens))
-    out = web.StreamResponse(status=resp.status, headers=out_headers)
-    await out.prepare(request)
+    out = _Relayed(status=resp.status, headers=out_headers)
+    headers_out = _hold_headers(await out.prepare(request))
     parser = SSEParser()
     assembler = adapter.assembler()
     client_gone = dropped = stored = False
@@ -351,6 +375,8 @@ async def _relay_stream(
         dropped = True  # the upstream broke off: store nothing
     except ConnectionError:
         client_gone = True
+    finally:
+        headers_out.cancel()
     assembler.end()
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
@@ -404,8 +430,8 @@ async def relay(
             if not _is_sse(resp):
                 data = await resp.read()
                 return web.Response(status=resp.status, body=data, headers=out_headers)
-            out = web.StreamResponse(status=resp.status, headers=out_headers)
-            await out.prepare(request)
+            out = _Relayed(status=resp.status, headers=out_headers)
+            headers_out = _hold_headers(await out.prepare(request))
             dropped = client_gone = False
             try:
                 async for chunk in resp.content.iter_any():
@@ -414,6 +440,8 @@ async def relay(
                 dropped = True
             except ConnectionError:
                 client_gone = True
+            finally:
+                headers_out.cancel()
             await _finish(request, out, dropped, client_gone)
             return out
     except TimeoutError as exc:
