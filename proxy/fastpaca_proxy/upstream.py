@@ -106,8 +106,14 @@ async def upstream_ctx(app: web.Application) -> AsyncIterator[None]:
         total=settings.upstream_timeout, sock_connect=settings.upstream_connect_timeout
     )
     connector = aiohttp.TCPConnector(limit=0)
+    # One session serves every client: cookies an upstream sets (a CDN's, say) must
+    # not be kept and sent along with other clients' requests.
     async with aiohttp.ClientSession(
-        timeout=timeout, connector=connector, auto_decompress=False, trust_env=False
+        timeout=timeout,
+        connector=connector,
+        auto_decompress=False,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         app[UPSTREAM] = Upstream(settings, session, app.get(TENANTS))
         yield
