@@ -207,7 +207,11 @@ def from_openai_chat(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
         if isinstance(role, str) and role in _PREAMBLE:
             preamble.append(dict(raw))
             continue
-        if len(raw) == 2 and role in _PLAIN_ROLES and type(text := raw.get("content")) is str:
+        if (
+            len(raw) == 2
+            and (role == "user" or role == "assistant")
+            and type(text := raw.get("content")) is str
+        ):
             out.append(Message(role, [text_part(text)]))  # the common case, as _message does it
             continue
         try:
@@ -415,9 +419,6 @@ def _assistant_out(message: Message) -> list[dict[str, Any]]:
     return out + answers
 
 
-_PLAIN_ROLES = frozenset({"user", "assistant"})
-
-
 def _plain_text(message: Message) -> str | None:
     """The text of a user or assistant message that is one bare text part and
     has no provider extras: what the general path would send as a plain
@@ -428,7 +429,7 @@ def _plain_text(message: Message) -> str | None:
         len(part) == 2
         and part.get("type") == "text"
         and type(text) is str
-        and message.role in _PLAIN_ROLES
+        and (message.role == "user" or message.role == "assistant")
         and "providerMetadata" not in message.metadata
     ):
         return text

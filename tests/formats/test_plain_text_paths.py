@@ -68,3 +68,12 @@ def test_from_anthropic(convo: list[tuple[str, str]]) -> None:
     blocks = [{"role": r, "content": [{"type": "text", "text": t}]} for r, t in convo]
     assert from_anthropic(plain) == from_anthropic(blocks)
     assert from_anthropic(plain).messages == _plain(convo)
+
+
+def test_a_role_that_is_not_a_string_is_kept_verbatim() -> None:
+    odd: dict[str, Any] = {"role": {"x": 1}, "content": "hi"}
+    split = from_openai_chat([odd])
+    assert [m.parts for m in split.messages] == [
+        [{"type": "data-openai-chat-message", "data": odd}]
+    ]
+    assert from_anthropic([odd]).messages[0].parts[0]["data"] == odd
