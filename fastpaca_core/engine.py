@@ -291,7 +291,11 @@ class Engine:
         """
         parsed = parse_messages(messages, "messages")
         rewind = None if rewind_to_seq is None else check_int(rewind_to_seq, "rewind_to_seq", 1)
-        sample = None if usage is None else _calibration_sample(*usage)
+        sample = None
+        if usage is not None:
+            if not isinstance(usage, (tuple, list)) or len(usage) != 2:
+                raise ValidationError("usage", "must be a pair (estimate, actual)")
+            sample = _calibration_sample(*usage)
         return await self._append(
             context_id, parsed, True, if_version, idempotency_key, rewind, sample
         )

@@ -2,8 +2,9 @@
 
 When an upstream reply reports its prompt tokens (``Usage.prompt_tokens``),
 the proxy compares them with :func:`estimate_prompt_tokens` of the body it
-sent and feeds the pair to :meth:`Engine.record_usage`, which moves the
-context's calibration factor (``used_tokens = estimate * factor``).
+sent and hands the pair to the turn's append (``Engine.append_batch(usage=)``,
+learnt as :meth:`Engine.record_usage` does), which moves the context's
+calibration factor (``used_tokens = estimate * factor``).
 
 The estimate is computed while the upstream works on the request (a task
 started once the request has gone out), from counts cached by content (the
@@ -21,8 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
-from fastpaca_core.errors import FastpacaError
 from fastpaca_core.jsonutil import dumps_str
+from fastpaca_core.model import MAX_INT
 from fastpaca_core.tokens import TokenCounter
 
 from .adapters import Adapter
@@ -129,22 +130,37 @@ class Calibrator:
         return Estimate(self, counter, adapter, upstream_body)
 
     @staticmethod
-    async def sample(estimate: Estimate, prompt_tokens: object) -> tuple[int, int] | None:
+    async def sample(
+        estimate: Estimate, prompt_tokens: object, context_id: str
+    ) -> tuple[int, int] | None:
         """``(estimate, prompt_tokens)`` for ``append_batch(usage=...)`` when the
-        provider reported ``prompt_tokens``; None when there is nothing to learn
-        (no count, or the estimate failed)."""
+        provider reported a usable ``prompt_tokens``; None when there is
+        nothing to learn (no count, one out of range, or the estimate failed).
+        Never raises for the estimate: the turn is stored either way."""
         if (
             not isinstance(prompt_tokens, int)
             or isinstance(prompt_tokens, bool)
-            or prompt_tokens <= 0
+            or not 0 < prompt_tokens <= MAX_INT
         ):
             estimate.close()
             return None
         estimate.used = True
+        task = estimate.start()
+        error = None
         try:
-            value = await estimate.start()  # no suspension when it is done already
-        except (FastpacaError, TypeError, ValueError, KeyError) as exc:
-            log.info("calibration skipped", extra={"fields": {"error": type(exc).__name__}})
+            value = await task  # no suspension when it is done already
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # this call is being cancelled, not only the estimate
+            value, error = None, "cancelled"
+        except Exception as exc:  # the estimate is best effort; the turn is not
+            value, error = None, type(exc).__name__
+        if value is None or not 0 <= value <= MAX_INT:
+            log.info(
+                "calibration skipped",
+                extra={"fields": {"context_id": context_id, "error": error or "out_of_range"}},
+            )
             return None
         return value, prompt_tokens
 

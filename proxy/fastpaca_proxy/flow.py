@@ -21,7 +21,7 @@ import asyncio
 import io
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -38,6 +38,7 @@ from fastpaca_core.http import ENGINE, SETTINGS
 from fastpaca_core.http.tenants import public_id, public_text, scoped_id
 from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
 from fastpaca_core.model import (
+    MAX_INT,
     ContextRecord,
     Message,
     StoredMessage,
@@ -63,23 +64,26 @@ class _Relayed(web.StreamResponse):
     """A relayed stream: its headers leave with its first event, in one write
     (one wake-up of the client instead of two; aiohttp's own ``Response``
     buffers its headers the same way), or after ``_HOLD_HEADERS`` when the
-    upstream is slow to send that event (see ``_hold_headers``)."""
+    upstream is slow to send that event (see ``_hold_headers``), or right
+    before the connection is cut when the upstream broke off first, so the
+    client sees a started response cut short, not a server that never
+    answered (which SDKs retry)."""
 
     _send_headers_immediately = False
 
-
-def _hold_headers(writer: Any) -> asyncio.TimerHandle:
-    """Send a relayed stream's headers after ``_HOLD_HEADERS`` if no event took them."""
-
-    def send() -> None:
-        flush = getattr(writer, "send_headers", None)  # a no-op once they are out
+    def send_headers(self) -> None:
+        """Send the held headers now; a no-op once they are out."""
+        flush = getattr(self._payload_writer, "send_headers", None)
         if flush is not None:
             try:
                 flush()
             except ConnectionError:
                 pass  # the client left; the relay finds out on its next write
 
-    return asyncio.get_running_loop().call_later(_HOLD_HEADERS, send)
+
+def _hold_headers(out: _Relayed) -> asyncio.TimerHandle:
+    """Send a relayed stream's headers after ``_HOLD_HEADERS`` if no event took them."""
+    return asyncio.get_running_loop().call_later(_HOLD_HEADERS, out.send_headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +181,6 @@ async def _prepare(
 
 
 async def _store(
-    request: web.Request,
     engine: Engine,
     context_id: str,
     turn: _Turn,
@@ -187,11 +190,14 @@ async def _store(
 ) -> AppendResult | None:
     """Append the turn (with the reply) and, in the same write, what the
     provider's prompt count teaches the context's calibration."""
-    if isinstance(usage.completion_tokens, int) and usage.completion_tokens >= 0:
-        reply = reply.with_tokens(usage.completion_tokens)
+    completion = usage.completion_tokens
+    if isinstance(completion, int) and not isinstance(completion, bool):
+        # a count no 64-bit column holds: ours instead, as for any message
+        fits = 0 <= completion <= MAX_INT
+        reply = reply.with_tokens(completion) if fits else replace(reply, token_count=None)
     sample = None
     if estimate is not None:
-        sample = await Calibrator.sample(estimate, usage.prompt_tokens)
+        sample = await Calibrator.sample(estimate, usage.prompt_tokens, context_id)
     try:
         return await engine.append_batch(
             context_id, [*turn.new, reply], rewind_to_seq=turn.rewind_to_seq, usage=sample
@@ -300,7 +306,7 @@ async def _forward(
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored = await _store(request, engine, context_id, turn, reply, usage, estimate)
+            stored = await _store(engine, context_id, turn, reply, usage, estimate)
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
     out_headers = upstream.response_headers(resp.headers)
@@ -343,11 +349,12 @@ async def _relay_stream(
     upstream = request.app[UPSTREAM]
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, turn.ctx.version, turn.used_tokens))
-    out = _Relayed(status=resp.status, headers=out_headers)
-    headers_out = _hold_headers(await out.prepare(request))
     parser = SSEParser()
     assembler = adapter.assembler()
     client_gone = dropped = stored = False
+    out = _Relayed(status=resp.status, headers=out_headers)
+    await out.prepare(request)
+    headers_out = _hold_headers(out)
     try:
         async for chunk in resp.content.iter_any():
             for event in parser.feed(chunk):
@@ -357,9 +364,7 @@ async def _relay_stream(
                     # that reads the log right after the stream finds the turn
                     stored = True
                     reply, usage = assembler.reply()
-                    await asyncio.shield(
-                        _store(request, engine, context_id, turn, reply, usage, estimate)
-                    )
+                    await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
                 if client_gone or (hide and adapter.hide(event)):
                     continue
                 try:
@@ -380,7 +385,7 @@ async def _relay_stream(
     assembler.end()
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
-        await asyncio.shield(_store(request, engine, context_id, turn, reply, usage, estimate))
+        await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
     await _finish(request, out, dropped, client_gone)
     return out
 
@@ -392,6 +397,8 @@ async def _finish(
     if client_gone:
         return
     if dropped:
+        if isinstance(out, _Relayed):
+            out.send_headers()  # flushed before the close below
         if request.transport is not None:
             request.transport.close()
         return
@@ -431,7 +438,8 @@ async def relay(
                 data = await resp.read()
                 return web.Response(status=resp.status, body=data, headers=out_headers)
             out = _Relayed(status=resp.status, headers=out_headers)
-            headers_out = _hold_headers(await out.prepare(request))
+            await out.prepare(request)
+            headers_out = _hold_headers(out)
             dropped = client_gone = False
             try:
                 async for chunk in resp.content.iter_any():

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import httpx
 from aiohttp import web
+from loopback import serve_app
 
 from fastpaca_core.http import create_app
 from fastpaca_core.settings import Settings
@@ -131,3 +132,27 @@ def run_stack(store: str, **settings: Any) -> Iterator[Stack]:
                 finally:
                     for client in stack.clients:
                         client.close()
+
+
+@contextlib.asynccontextmanager
+async def proxy_before(
+    upstream: web.Application, store: str, host: str = "127.0.0.1"
+) -> AsyncIterator[str]:
+    """Fastpaca with its proxy in front of ``upstream`` (a test's own aiohttp
+    app, standing for both providers), both on loopback in this event loop;
+    yields Fastpaca's base URL. ``host`` is the name the proxy uses for the
+    upstream."""
+    up_runner, up_port = await serve_app(upstream)
+    config = Settings(
+        store=store,
+        openai_base_url=f"http://{host}:{up_port}/v1",
+        anthropic_base_url=f"http://{host}:{up_port}",
+    )
+    try:
+        runner, port = await serve_app(install_proxy(create_app(config)))
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+    finally:
+        await up_runner.cleanup()

@@ -1,5 +1,6 @@
 """A relayed stream's headers: they leave with its first event when that comes
-at once (one write), and without it when the upstream holds that event back."""
+at once (one write), without it when the upstream holds that event back, and
+before the cut when the upstream breaks off first."""
 
 from __future__ import annotations
 
@@ -7,14 +8,17 @@ import asyncio
 from pathlib import Path
 
 import aiohttp
+import openai
+import pytest
 from aiohttp import web
-from loopback import serve_app
 
-from fastpaca_core.http import create_app
-from fastpaca_core.settings import Settings
-from fastpaca_proxy import install_proxy
+from .support import proxy_before
 
 CHUNK = b'data: {"id":"c1","object":"chat.completion.chunk","model":"m","choices":[]}\n\n'
+BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+# pass-through, and a context's stream
+PATHS = ("/v1/chat/completions", "/v1/contexts/held/openai/chat/completions")
+AUTH = {"Authorization": "Bearer k"}
 
 
 async def test_headers_do_not_wait_for_a_first_event_the_upstream_holds(tmp_path: Path) -> None:
@@ -33,27 +37,54 @@ async def test_headers_do_not_wait_for_a_first_event_the_upstream_holds(tmp_path
 
     upstream = web.Application()
     upstream.router.add_post("/v1/chat/completions", slow)
-    up_runner, up_port = await serve_app(upstream)
-    config = Settings(
-        store=f"sqlite:///{tmp_path / 'h.db'}", openai_base_url=f"http://127.0.0.1:{up_port}/v1"
-    )
-    runner, port = await serve_app(install_proxy(create_app(config)))
-    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    try:
+    async with proxy_before(upstream, f"sqlite:///{tmp_path / 'h.db'}") as base:
         async with aiohttp.ClientSession() as client:
-            # pass-through, and a context's stream
-            for path in ("/v1/chat/completions", "/v1/contexts/held/openai/chat/completions"):
+            for path in PATHS:
                 release.clear()
                 held.clear()
-                url = f"http://127.0.0.1:{port}{path}"
                 async with asyncio.timeout(10):  # headers held for the event would hang here
-                    resp = await client.post(url, json=body, headers={"Authorization": "Bearer k"})
+                    resp = await client.post(f"{base}{path}", json=BODY, headers=AUTH)
                 async with resp:
                     assert held.is_set() and not release.is_set()
                     assert resp.status == 200
                     assert resp.headers["Content-Type"].startswith("text/event-stream")
                     release.set()
                     assert await resp.read() == CHUNK + b"data: [DONE]\n\n"
-    finally:
-        await runner.cleanup()
-        await up_runner.cleanup()
+
+
+async def test_an_upstream_that_breaks_off_before_its_first_event(tmp_path: Path) -> None:
+    """The client sees the stream start and break, as it would calling the
+    upstream itself: not a server that never answered, which SDKs retry."""
+    calls = 0
+
+    async def broken(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await out.prepare(request)
+        await asyncio.sleep(0.01)  # well within the proxy's 50 ms hold
+        assert request.transport is not None
+        request.transport.close()
+        return out
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", broken)
+    async with proxy_before(upstream, f"sqlite:///{tmp_path / 'b.db'}") as base:
+        async with aiohttp.ClientSession() as client:
+            for path in PATHS:
+                async with client.post(f"{base}{path}", json=BODY, headers=AUTH) as resp:
+                    assert resp.status == 200
+                    with pytest.raises(aiohttp.ClientPayloadError):
+                        await resp.read()
+        calls = 0
+        sdk = openai.AsyncOpenAI(
+            base_url=f"{base}/v1/contexts/retried/openai", api_key="k", max_retries=2
+        )
+        async with sdk:
+            stream = await sdk.chat.completions.create(
+                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            with pytest.raises(openai.APIError):  # the stream breaks, as it did upstream
+                async for _ in stream:
+                    pass
+        assert calls == 1  # the SDK did not take the cut for "no answer" and retry

@@ -58,8 +58,9 @@ async def test_an_append_carries_a_sample_in_its_own_write(engine: Engine) -> No
     ctx = await engine.get_context("c")
     assert (ctx.calibration, ctx.calibration_samples, ctx.last_seq) == (1.5, 2, 12)
     assert small.seqs == [12]
-    with pytest.raises(ValidationError):
-        await engine.append_batch("c", [sized(12)], usage=(-1, 30))
+    for bad in [(-1, 30), (1000, 2**63), (1000,)]:
+        with pytest.raises(ValidationError):
+            await engine.append_batch("c", [sized(12)], usage=bad)  # type: ignore[arg-type]
     assert (await engine.get_context("c")).last_seq == 12  # refused whole
 
 
