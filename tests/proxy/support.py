@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -132,6 +132,15 @@ def run_stack(store: str, **settings: Any) -> Iterator[Stack]:
                 finally:
                     for client in stack.clients:
                         client.close()
+
+
+def chat_upstream(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.Application:
+    """An upstream answering OpenAI Chat Completions with ``handler``."""
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", handler)
+    return upstream
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from .support import proxy_before
+from .support import chat_upstream, proxy_before
 
 CHUNK = b'data: {"id":"c1","object":"chat.completion.chunk","model":"m","choices":[]}\n\n'
 BODY = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
@@ -35,9 +35,7 @@ async def test_headers_do_not_wait_for_a_first_event_the_upstream_holds(tmp_path
         await out.write_eof()
         return out
 
-    upstream = web.Application()
-    upstream.router.add_post("/v1/chat/completions", slow)
-    async with proxy_before(upstream, f"sqlite:///{tmp_path / 'h.db'}") as base:
+    async with proxy_before(chat_upstream(slow), f"sqlite:///{tmp_path / 'h.db'}") as base:
         async with aiohttp.ClientSession() as client:
             for path in PATHS:
                 release.clear()
@@ -67,9 +65,7 @@ async def test_an_upstream_that_breaks_off_before_its_first_event(tmp_path: Path
         request.transport.close()
         return out
 
-    upstream = web.Application()
-    upstream.router.add_post("/v1/chat/completions", broken)
-    async with proxy_before(upstream, f"sqlite:///{tmp_path / 'b.db'}") as base:
+    async with proxy_before(chat_upstream(broken), f"sqlite:///{tmp_path / 'b.db'}") as base:
         async with aiohttp.ClientSession() as client:
             for path in PATHS:
                 async with client.post(f"{base}{path}", json=BODY, headers=AUTH) as resp:

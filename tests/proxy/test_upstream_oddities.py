@@ -11,7 +11,7 @@ from aiohttp import web
 
 from fastpaca_proxy import calibration
 
-from .support import proxy_before
+from .support import chat_upstream, proxy_before
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -27,10 +27,9 @@ async def test_a_cookie_an_upstream_sets_is_not_sent_with_the_next_request(
         response.set_cookie("edge", "client-one", path="/")
         return response
 
-    upstream = web.Application()
-    upstream.router.add_post("/v1/chat/completions", answer)
     # a host name: cookies from an IP address are never kept anyway
-    async with proxy_before(upstream, f"sqlite:///{tmp_path / 'c.db'}", "localhost") as base:
+    store = f"sqlite:///{tmp_path / 'c.db'}"
+    async with proxy_before(chat_upstream(answer), store, "localhost") as base:
         for client in ("one", "two"):
             async with aiohttp.ClientSession() as session:
                 async with session.post(
@@ -56,9 +55,7 @@ def _answering(usage: dict[str, int]) -> web.Application:
             }
         )
 
-    upstream = web.Application()
-    upstream.router.add_post("/v1/chat/completions", answer)
-    return upstream
+    return chat_upstream(answer)
 
 
 async def _one_turn(base: str, context_id: str) -> tuple[list[dict[str, object]], float]:
