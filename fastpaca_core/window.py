@@ -206,6 +206,7 @@ def _start(
     budget: int,
     limit: int | None,
     target: int | None,
+    limit_target: int | None = None,
 ) -> int:
     """Where the kept run of ``rest`` starts, beside ``used`` pinned tokens."""
     n = len(rest)
@@ -214,7 +215,8 @@ def _start(
         suffix[index] = suffix[index + 1] + rest[index].tokens
     start = 0
     if limit is not None and n > limit:
-        start = next(k for k in range(n - limit, n + 1) if cuts[k])
+        keep = limit if limit_target is None else min(limit, limit_target)
+        start = next(k for k in range(n - keep, n + 1) if cuts[k])
         if start == n and n > 0:  # the newest group alone exceeds the limit: keep it
             start = max(k for k in range(n) if cuts[k])
     goal = min(budget, target if target is not None else budget)
@@ -232,6 +234,7 @@ def fit(
     *,
     limit: int | None = None,
     target: int | None = None,
+    limit_target: int | None = None,
     keep_last: int = 0,
 ) -> list[WindowItem]:
     """Cut ``items`` to a safe window.
@@ -239,7 +242,8 @@ def fit(
     Leading system messages are pinned (kept while they fit the budget); of the
     rest, the newest contiguous run is kept such that no tool call is separated
     from its results, at most ``limit`` messages remain (unless the newest
-    call/result group alone is larger), and the tokens stay within ``target``
+    call/result group alone is larger; when there are more than ``limit``,
+    at most ``limit_target`` remain), and the tokens stay within ``target``
     (default: the budget) -- or within ``budget`` when only that keeps the
     newest group. A summary among the pinned messages gives way when only
     that keeps the newest group. The last ``keep_last`` items are never cut (a
@@ -259,11 +263,11 @@ def fit(
     rest = work[pinned_end:]
     n = len(rest)
     cuts = valid_cuts(rest)
-    start = _start(rest, cuts, used, budget, limit, target)
+    start = _start(rest, cuts, used, budget, limit, target, limit_target)
     if start == n and n > 0 and any(item.kind == "summary" for item in pinned):
         lean = [item for item in pinned if item.kind != "summary"]
         lean_used = sum(item.tokens for item in lean)
-        lean_start = _start(rest, cuts, lean_used, budget, limit, target)
+        lean_start = _start(rest, cuts, lean_used, budget, limit, target, limit_target)
         if lean_start < n:
             pinned, start = lean, lean_start
     if keep_last and start > n - keep_last:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -14,6 +15,7 @@ __all__ = [
     "budget_limit",
     "due",
     "hysteresis_target",
+    "limit_target",
     "over_trigger",
     "positive_int",
     "window_count",
@@ -72,3 +74,13 @@ def budget_limit(ctx: ContextRecord) -> int:
 def hysteresis_target(ctx: ContextRecord) -> int:
     """Where a compaction cuts down to: the trigger level, in estimated tokens."""
     return ctx.estimate_limit(ctx.token_budget * ctx.trigger_ratio)
+
+
+def limit_target(ctx: ContextRecord, limit: int) -> int:
+    """Where a compaction over ``limit`` messages cuts down to: ``limit`` times the
+    trigger ratio (rounded up), as the token budget is cut to the trigger level.
+
+    Cutting to ``limit`` itself would leave a window whose messages average
+    about ``budget * ratio / limit`` tokens at the trigger level with ``limit``
+    messages, so that every append would compact again."""
+    return max(1, min(limit, math.ceil(limit * ctx.trigger_ratio)))

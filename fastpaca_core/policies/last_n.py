@@ -1,8 +1,9 @@
 """``last_n {limit}``: keep the newest ``limit`` messages.
 
 Acts when the window is over the trigger and over either the budget or
-``limit`` messages; then cuts to at most ``limit`` messages and back under the
-trigger level, so the next run is several turns away, not one append away.
+``limit`` messages; then cuts back under the trigger level and, when over
+``limit`` messages, to ``limit * trigger_ratio`` of them (``limit_target``), so
+the next run is several turns away, not one append away.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 from ..model import ContextRecord
 from ..window import WindowItem, fit
-from .base import budget_limit, due, hysteresis_target, positive_int
+from .base import budget_limit, due, hysteresis_target, limit_target, positive_int
 
 __all__ = ["LastN"]
 
@@ -30,4 +31,10 @@ class LastN:
     def compact(
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]
     ) -> list[WindowItem]:
-        return fit(items, budget_limit(ctx), limit=config["limit"], target=hysteresis_target(ctx))
+        return fit(
+            items,
+            budget_limit(ctx),
+            limit=config["limit"],
+            limit_target=limit_target(ctx, config["limit"]),
+            target=hysteresis_target(ctx),
+        )

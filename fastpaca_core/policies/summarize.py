@@ -21,7 +21,7 @@ from typing import Any
 from ..errors import ValidationError
 from ..model import ContextRecord
 from ..window import WindowItem, fit
-from .base import budget_limit, due, hysteresis_target, over_trigger, positive_int
+from .base import budget_limit, due, hysteresis_target, limit_target, over_trigger, positive_int
 
 __all__ = ["PROVIDERS", "Summarize", "wants_summary"]
 
@@ -78,7 +78,13 @@ class Summarize:
     def compact(
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]
     ) -> list[WindowItem]:
-        return fit(items, budget_limit(ctx), limit=config["limit"], target=hysteresis_target(ctx))
+        return fit(
+            items,
+            budget_limit(ctx),
+            limit=config["limit"],
+            limit_target=limit_target(ctx, config["limit"]),
+            target=hysteresis_target(ctx),
+        )
 
 
 def wants_summary(ctx: ContextRecord) -> bool:

@@ -526,3 +526,29 @@ async def test_read_turn_snapshot(engine: Engine) -> None:
     assert window.to_json() == (await engine.window("c")).to_json()
     with pytest.raises(ContextNotFound):
         await engine.read_turn("missing", 3, 2)
+
+
+@pytest.mark.parametrize("size", [20, 26, 27, 28, 29, 30, 32, 40])
+async def test_compactions_stay_several_appends_apart_at_the_message_limit(
+    engine: Engine, size: int
+) -> None:
+    """The default policy (budget 8000, trigger 0.7, ``limit`` 200) with messages
+    of ~28 tokens holds 200 messages right at the trigger level: a cut to 200
+    messages was over the trigger and the limit again one append later, so
+    every append compacted (reading the whole window each time, and moving the
+    window's front, which defeats provider prompt caches). A cut over the limit
+    goes to ``limit * trigger_ratio`` messages, as the budget goes to the trigger
+    level."""
+    await engine.put_context("c")
+    ctx = await engine.get_context("c")
+    assert (ctx.token_budget, ctx.trigger_ratio) == (8000, 0.7)
+    assert ctx.policy.config["limit"] == 200
+    compacted_at: list[int] = []
+    for i in range(700):
+        result = await engine.append("c", text("user", f"m{i}", token_count=size))
+        if result.version - result.seqs[0] > len(compacted_at):  # a compaction took a version
+            compacted_at.append(result.seqs[0])
+    assert compacted_at, "the window never compacted"
+    gaps = [b - a for a, b in zip(compacted_at, compacted_at[1:], strict=False)]
+    assert min(gaps, default=60) >= 40, (size, compacted_at[:12])
+    assert (await engine.window("c")).used_tokens <= 8000
