@@ -3,15 +3,17 @@
 WAL journal with ``synchronous=FULL``: an acknowledged write is on disk.
 
 Writes go through one writer task that commits concurrent operations together
-(group commit): it takes every queued operation, runs each inside its own
-SAVEPOINT on the write connection, then issues one COMMIT (one fsync) for all
-of them, off the event loop. An operation that raises is rolled back to its
-savepoint alone. Operations only touch their ``Tx``, whose calls are short
-in-memory SQLite statements, so they run on the loop; ``BEGIN`` and ``COMMIT``,
-which may wait on other processes or the disk, run on the writer thread.
+(group commit): it takes every queued operation, runs them one after another
+on the write connection, then issues one COMMIT (one fsync) for all of them,
+off the event loop. An operation that raises is undone alone: one that wrote
+nothing yet has nothing to undo, and if one fails after writing, the batch is
+rolled back and run again with a SAVEPOINT around each operation. Operations
+only touch their ``Tx``, whose calls are short in-memory SQLite statements,
+so they run on the loop; ``COMMIT`` (the fsync), and ``BEGIN`` when another
+process holds the write lock, run on the writer thread.
 
-Reads use their own connections on a small thread pool (WAL readers never
-block the writer).
+Reads run on the loop's own connection (WAL readers never block the writer),
+or on a small thread pool when they would wait for a lock.
 """
 
 from __future__ import annotations
@@ -168,6 +170,7 @@ class _SQLiteTx:
     def __init__(self, conn: sqlite3.Connection, context_id: str) -> None:
         self._conn = conn
         self.context_id = context_id
+        self.wrote = False  # set before the operation's first write statement
 
     async def load_context(self) -> ContextRecord | None:
         row = self._conn.execute(
@@ -176,6 +179,7 @@ class _SQLiteTx:
         return None if row is None else context_from_row(row)
 
     async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
+        self.wrote = True
         values = list(context_values(ctx))  # once per append: no generic per-value pass
         values[_CREATED_AT] = format_time(ctx.created_at)
         values[_UPDATED_AT] = format_time(ctx.updated_at)
@@ -186,6 +190,7 @@ class _SQLiteTx:
             self._conn.execute(_UPDATE_CONTEXT, values[1:])
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:
+        self.wrote = True
         self._conn.executemany(
             _INSERT_MESSAGES,
             [
@@ -218,6 +223,7 @@ class _SQLiteTx:
         return IdempotencyRecord(key, row[0], loads(row[1]), parse_time(row[2]))
 
     async def put_idempotency(self, record: IdempotencyRecord) -> None:
+        self.wrote = True
         self._conn.execute(
             "INSERT INTO idempotency_keys (context_id, key, request_hash, response, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -231,18 +237,21 @@ class _SQLiteTx:
         )
 
     async def insert_event(self, event: Event) -> None:
+        self.wrote = True
         self._conn.execute(
             "INSERT INTO events (context_id, version, type, data) VALUES (?, ?, ?, ?)",
             (self.context_id, event.version, event.type, dumps_str(event.data)),
         )
 
     async def insert_summary(self, record: SummaryRecord) -> None:
+        self.wrote = True
         self._conn.execute(
             f"INSERT INTO summaries (context_id, {SUMMARY_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (self.context_id, *_times(summary_values(record))),
         )
 
     async def take_lease(self, holder: str, ttl: float) -> bool:
+        self.wrote = True
         now = time.time()
         row = self._conn.execute(
             "INSERT INTO leases (context_id, holder, expires_at) VALUES (?, ?, ?) "
@@ -255,6 +264,7 @@ class _SQLiteTx:
         return row is not None
 
     async def drop_lease(self, holder: str) -> None:
+        self.wrote = True
         self._conn.execute(
             "DELETE FROM leases WHERE context_id = ? AND holder = ?", (self.context_id, holder)
         )
@@ -482,34 +492,21 @@ class SQLiteStore(Store):
     async def _run_batch(self, jobs: list[_Job]) -> None:
         conn = self._write_conn
         assert conn is not None
-        try:
-            await self._begin(conn)
-        except sqlite3.Error as exc:
-            for job in jobs:
-                if not job.future.done():
-                    job.future.set_exception(StoreUnavailable(f"SQLite is busy: {exc}"))
-            return
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
-        for job in jobs:
-            if job.future.done():  # the caller gave up before its turn
-                continue
-            conn.execute("SAVEPOINT op")
+        outcomes = None
+        for savepoints in (False, True):
             try:
-                result = await job.op(_SQLiteTx(conn, job.context_id))
-            except Exception as exc:
-                conn.execute("ROLLBACK TO op")
-                conn.execute("RELEASE op")
-                failure: BaseException = exc
-                if isinstance(exc, sqlite3.OperationalError):  # disk I/O, locked, full
-                    failure = StoreUnavailable(f"SQLite write failed: {exc}")
-                    failure.__cause__ = exc
-                elif isinstance(exc, sqlite3.Error):
-                    failure = StoreError(f"SQLite write failed: {exc}")
-                    failure.__cause__ = exc
-                outcomes.append((job, None, failure))
-                continue
-            conn.execute("RELEASE op")
-            outcomes.append((job, result, None))
+                await self._begin(conn)
+            except sqlite3.Error as exc:
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(StoreUnavailable(f"SQLite is busy: {exc}"))
+                return
+            outcomes = await self._run_ops(conn, jobs, savepoints)
+            if outcomes is not None:
+                break
+            if conn.in_transaction:  # an operation failed after writing: run them again
+                conn.execute("ROLLBACK")
+        assert outcomes is not None
         try:
             await self._in_writer(conn.execute, "COMMIT")
         except sqlite3.Error as exc:
@@ -526,6 +523,47 @@ class SQLiteStore(Store):
                 job.future.set_exception(error)
             else:
                 job.future.set_result(result)
+
+    async def _run_ops(
+        self, conn: sqlite3.Connection, jobs: list[_Job], savepoints: bool
+    ) -> list[tuple[_Job, Any, BaseException | None]] | None:
+        """Run each job's operation in the open transaction.
+
+        Without ``savepoints`` (the first attempt): an operation that fails
+        before writing anything leaves nothing to undo; one that fails after
+        writing (or on a SQLite error) makes this return None, and the batch is
+        rolled back and run again with a SAVEPOINT around each operation, so
+        the failed one is undone alone. Most batches fail nothing, and skip the
+        two statements a savepoint costs each operation.
+        """
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in jobs:
+            if job.future.done():  # the caller gave up before its turn
+                continue
+            tx = _SQLiteTx(conn, job.context_id)
+            if savepoints:
+                conn.execute("SAVEPOINT op")
+            try:
+                result = await job.op(tx)
+            except Exception as exc:
+                if savepoints:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                elif tx.wrote or isinstance(exc, sqlite3.Error):
+                    return None
+                failure: BaseException = exc
+                if isinstance(exc, sqlite3.OperationalError):  # disk I/O, locked, full
+                    failure = StoreUnavailable(f"SQLite write failed: {exc}")
+                    failure.__cause__ = exc
+                elif isinstance(exc, sqlite3.Error):
+                    failure = StoreError(f"SQLite write failed: {exc}")
+                    failure.__cause__ = exc
+                outcomes.append((job, None, failure))
+                continue
+            if savepoints:
+                conn.execute("RELEASE op")
+            outcomes.append((job, result, None))
+        return outcomes
 
     # -- reads -----------------------------------------------------------
 

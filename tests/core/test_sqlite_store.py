@@ -12,7 +12,7 @@ import pytest
 from fastpaca_core import Engine, StoreUnavailable, ValidationError, VersionConflict, open_store
 from fastpaca_core.stores.sqlite import SQLiteStore
 
-from .helpers import text
+from .helpers import call, result, text
 
 
 async def test_wal_and_full_sync(tmp_path: Path) -> None:
@@ -149,3 +149,40 @@ async def test_a_write_waits_for_another_process_lock_off_the_loop(tmp_path: Pat
         assert result.seqs == [1]
         result = await engine.append("c", text("user", "at once"))  # the lock is free again
         assert result.seqs == [2]
+
+
+async def test_an_operation_failing_after_its_writes_is_undone_alone(tmp_path: Path) -> None:
+    """Operations share a transaction without a SAVEPOINT each; one that fails
+    after writing (here: a rewind that would split a tool call from its result,
+    refused after the batch's rows went in) makes the batch run again with
+    savepoints, so it is undone alone and the others are stored once."""
+    async with open_store(f"sqlite:///{tmp_path / 'u.db'}") as store:
+        assert isinstance(store, SQLiteStore) and store._write_conn is not None
+        engine = Engine(store)
+        for name in ("a", "b", "c"):
+            await engine.put_context(name)
+        await engine.append("b", call("k1"))
+        await engine.append("b", result("k1"))
+        statements: list[str] = []
+        store._write_conn.set_trace_callback(statements.append)
+        outcomes = await asyncio.gather(
+            *(engine.append("a", text("user", f"a{i}")) for i in range(10)),
+            engine.append_batch("b", [text("user", "again")], rewind_to_seq=2),
+            *(engine.append("c", text("user", f"c{i}")) for i in range(10)),
+            return_exceptions=True,
+        )
+        store._write_conn.set_trace_callback(None)
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], ValidationError), errors
+        assert "ROLLBACK TO op" in statements  # the second run undid it alone
+        for name, count in (("a", 10), ("b", 2), ("c", 10)):
+            assert (await engine.get_context(name)).last_seq == count
+        assert [m.seq for m in await engine.messages("a", limit=50)] == list(range(1, 11))
+        assert [m.seq for m in await engine.messages("b", limit=50)] == [1, 2]
+        # a batch in which nothing fails takes no savepoints
+        statements.clear()
+        store._write_conn.set_trace_callback(statements.append)
+        await asyncio.gather(*(engine.append("c", text("user", f"d{i}")) for i in range(10)))
+        store._write_conn.set_trace_callback(None)
+        assert "COMMIT" in statements and not any("SAVEPOINT" in s for s in statements)
+        assert (await engine.get_context("c")).last_seq == 20
