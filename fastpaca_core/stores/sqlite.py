@@ -50,6 +50,7 @@ __all__ = ["SQLiteStore"]
 
 R = TypeVar("R")
 MAX_BATCH = 512
+KNOWN_ROWS = 1024  # context rows the writer keeps as last committed (see _run_batch)
 
 MIGRATIONS: list[str] = [
     # 1: the log, contexts with their window, idempotency keys, stored events
@@ -167,27 +168,56 @@ def _times(values: tuple[Any, ...]) -> tuple[Any, ...]:
 
 
 class _SQLiteTx:
-    def __init__(self, conn: sqlite3.Connection, context_id: str) -> None:
+    """One operation's view of the write transaction.
+
+    ``known`` holds context rows (as stored: the column values) as committed,
+    ``staged`` the rows operations earlier in this batch saved: a context found
+    in either is decoded from there instead of read again. The row this
+    operation saves or reads lands in ``row``, which the batch keeps only if
+    the operation succeeds (and the known rows take only once it committed).
+    Rows, not records: every load decodes new objects, so nothing a caller
+    holds is shared with a later operation.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        context_id: str,
+        known: dict[str, tuple[Any, ...]] | None = None,
+        staged: dict[str, tuple[Any, ...]] | None = None,
+    ) -> None:
         self._conn = conn
         self.context_id = context_id
         self.wrote = False  # set before the operation's first write statement
+        self._known = known if known is not None else {}
+        self._staged = staged if staged is not None else {}
+        self.row: tuple[Any, ...] | None = None
 
     async def load_context(self) -> ContextRecord | None:
-        row = self._conn.execute(
-            f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (self.context_id,)
-        ).fetchone()
-        return None if row is None else context_from_row(row)
+        cid = self.context_id
+        row = self.row or self._staged.get(cid) or self._known.get(cid)
+        if row is None:
+            row = self._conn.execute(
+                f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (cid,)
+            ).fetchone()
+            if row is None:
+                return None
+            self.row = row  # as committed: no operation of this batch saved it
+        return context_from_row(row)
 
     async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
         self.wrote = True
+        self.row = None  # until the statement succeeded
         values = list(context_values(ctx))  # once per append: no generic per-value pass
         values[_CREATED_AT] = format_time(ctx.created_at)
         values[_UPDATED_AT] = format_time(ctx.updated_at)
+        row = tuple(values)  # the columns in SELECT order, as a read would return them
         if created:
             self._conn.execute(_INSERT_CONTEXT, values)
         else:
             values.append(values[0])
             self._conn.execute(_UPDATE_CONTEXT, values[1:])
+        self.row = row
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:
         self.wrote = True
@@ -304,6 +334,10 @@ class SQLiteStore(Store):
         self._loop_conn: sqlite3.Connection | None = None  # reads on the event loop
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        # context rows as this process last committed them, valid while no other
+        # connection has written to the database (``PRAGMA data_version``)
+        self._known: dict[str, tuple[Any, ...]] = {}
+        self._data_version: int | None = None
 
     # -- lifecycle -------------------------------------------------------
 
@@ -460,6 +494,7 @@ class SQLiteStore(Store):
         """Fail every unanswered job of a batch that broke down; the writer goes on."""
         conn = self._write_conn
         assert conn is not None
+        self._forget_known()
         if conn.in_transaction:
             try:
                 await self._in_writer(conn.execute, "ROLLBACK")
@@ -501,7 +536,9 @@ class SQLiteStore(Store):
                     if not job.future.done():
                         job.future.set_exception(StoreUnavailable(f"SQLite is busy: {exc}"))
                 return
-            outcomes = await self._run_ops(conn, jobs, savepoints)
+            self._check_known(conn)
+            staged: dict[str, tuple[Any, ...]] = {}
+            outcomes = await self._run_ops(conn, jobs, savepoints, staged)
             if outcomes is not None:
                 break
             if conn.in_transaction:  # an operation failed after writing: run them again
@@ -510,12 +547,20 @@ class SQLiteStore(Store):
         try:
             await self._in_writer(conn.execute, "COMMIT")
         except sqlite3.Error as exc:
+            self._forget_known()
             try:
                 await self._in_writer(conn.execute, "ROLLBACK")
             except sqlite3.Error:
                 pass  # the transaction is gone already; the failure below reports it
             failed = StoreUnavailable(f"SQLite commit failed: {exc}")
             outcomes = [(job, None, error or failed) for job, _, error in outcomes]
+        else:
+            known = self._known
+            for cid, ctx in staged.items():
+                known.pop(cid, None)
+                known[cid] = ctx
+            while len(known) > KNOWN_ROWS:
+                del known[next(iter(known))]
         for job, result, error in outcomes:
             if job.future.done():
                 continue
@@ -524,8 +569,24 @@ class SQLiteStore(Store):
             else:
                 job.future.set_result(result)
 
+    def _check_known(self, conn: sqlite3.Connection) -> None:
+        """In the write transaction: forget the known rows if another connection
+        (another process, a tool) committed since this one last did."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._known.clear()
+            self._data_version = version
+
+    def _forget_known(self) -> None:
+        self._known.clear()
+        self._data_version = None
+
     async def _run_ops(
-        self, conn: sqlite3.Connection, jobs: list[_Job], savepoints: bool
+        self,
+        conn: sqlite3.Connection,
+        jobs: list[_Job],
+        savepoints: bool,
+        staged: dict[str, tuple[Any, ...]],
     ) -> list[tuple[_Job, Any, BaseException | None]] | None:
         """Run each job's operation in the open transaction.
 
@@ -540,7 +601,7 @@ class SQLiteStore(Store):
         for job in jobs:
             if job.future.done():  # the caller gave up before its turn
                 continue
-            tx = _SQLiteTx(conn, job.context_id)
+            tx = _SQLiteTx(conn, job.context_id, self._known, staged)
             if savepoints:
                 conn.execute("SAVEPOINT op")
             try:
@@ -563,6 +624,8 @@ class SQLiteStore(Store):
             if savepoints:
                 conn.execute("RELEASE op")
             outcomes.append((job, result, None))
+            if tx.row is not None:
+                staged[job.context_id] = tx.row
         return outcomes
 
     # -- reads -----------------------------------------------------------

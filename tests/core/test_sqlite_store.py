@@ -186,3 +186,27 @@ async def test_an_operation_failing_after_its_writes_is_undone_alone(tmp_path: P
         store._write_conn.set_trace_callback(None)
         assert "COMMIT" in statements and not any("SAVEPOINT" in s for s in statements)
         assert (await engine.get_context("c")).last_seq == 20
+
+
+async def test_the_writer_rereads_a_context_another_connection_changed(tmp_path: Path) -> None:
+    """The writer keeps the context rows it last committed and does not read
+    them again; a write by another connection (another process, a tool) makes
+    it forget them (``PRAGMA data_version``), so that write is not undone."""
+    path = tmp_path / "k.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert isinstance(store, SQLiteStore)
+        engine = Engine(store)
+        await engine.put_context("c", policy={"strategy": "manual"})
+        await engine.append("c", text("user", "one"))
+        assert "c" in store._known
+        with sqlite3.connect(path, isolation_level=None) as other:
+            other.execute("UPDATE contexts SET token_budget = 1234 WHERE id = 'c'")
+        other.close()
+        result = await engine.append("c", text("user", "two"))
+        assert result.seqs == [2]
+        ctx = await engine.get_context("c")
+        assert (ctx.token_budget, ctx.last_seq) == (1234, 2)
+        # and with nobody else writing, the known row is used and kept current
+        await engine.append("c", text("user", "three"))
+        ctx = await engine.get_context("c")
+        assert (ctx.token_budget, ctx.last_seq, ctx.version) == (1234, 3, 3)
