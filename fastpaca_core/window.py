@@ -207,16 +207,19 @@ def _start(
     limit: int | None,
     target: int | None,
     limit_target: int | None = None,
+    pinned: int = 0,
 ) -> int:
-    """Where the kept run of ``rest`` starts, beside ``used`` pinned tokens."""
+    """Where the kept run of ``rest`` starts, beside ``pinned`` messages of
+    ``used`` tokens. The message limit counts the pinned messages too (as the
+    policies' ``due`` does); what a cut over it keeps of ``rest`` does not."""
     n = len(rest)
     suffix = [0] * (n + 1)
     for index in range(n - 1, -1, -1):
         suffix[index] = suffix[index + 1] + rest[index].tokens
     start = 0
-    if limit is not None and n > limit:
+    if limit is not None and pinned + n > limit:
         keep = limit if limit_target is None else min(limit, limit_target)
-        start = next(k for k in range(n - keep, n + 1) if cuts[k])
+        start = next(k for k in range(max(0, n - keep), n + 1) if cuts[k])
         if start == n and n > 0:  # the newest group alone exceeds the limit: keep it
             start = max(k for k in range(n) if cuts[k])
     goal = min(budget, target if target is not None else budget)
@@ -263,11 +266,11 @@ def fit(
     rest = work[pinned_end:]
     n = len(rest)
     cuts = valid_cuts(rest)
-    start = _start(rest, cuts, used, budget, limit, target, limit_target)
+    start = _start(rest, cuts, used, budget, limit, target, limit_target, len(pinned))
     if start == n and n > 0 and any(item.kind == "summary" for item in pinned):
         lean = [item for item in pinned if item.kind != "summary"]
         lean_used = sum(item.tokens for item in lean)
-        lean_start = _start(rest, cuts, lean_used, budget, limit, target, limit_target)
+        lean_start = _start(rest, cuts, lean_used, budget, limit, target, limit_target, len(lean))
         if lean_start < n:
             pinned, start = lean, lean_start
     if keep_last and start > n - keep_last:

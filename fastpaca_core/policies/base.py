@@ -83,4 +83,5 @@ def limit_target(ctx: ContextRecord, limit: int) -> int:
     Cutting to ``limit`` itself would leave a window whose messages average
     about ``budget * ratio / limit`` tokens at the trigger level with ``limit``
     messages, so that every append would compact again."""
-    return max(1, min(limit, math.ceil(limit * ctx.trigger_ratio)))
+    # round first: 100 * 0.07 is 7.000000000000001 in floating point, and 7 is meant
+    return max(1, min(limit, math.ceil(round(limit * ctx.trigger_ratio, 9))))

@@ -528,9 +528,10 @@ async def test_read_turn_snapshot(engine: Engine) -> None:
         await engine.read_turn("missing", 3, 2)
 
 
+@pytest.mark.parametrize("pinned", [False, True], ids=["plain", "system"])
 @pytest.mark.parametrize("size", [20, 26, 27, 28, 29, 30, 32, 40])
 async def test_compactions_stay_several_appends_apart_at_the_message_limit(
-    engine: Engine, size: int
+    engine: Engine, size: int, pinned: bool
 ) -> None:
     """The default policy (budget 8000, trigger 0.7, ``limit`` 200) with messages
     of ~28 tokens holds 200 messages right at the trigger level: a cut to 200
@@ -538,8 +539,11 @@ async def test_compactions_stay_several_appends_apart_at_the_message_limit(
     every append compacted (reading the whole window each time, and moving the
     window's front, which defeats provider prompt caches). A cut over the limit
     goes to ``limit * trigger_ratio`` messages, as the budget goes to the trigger
-    level."""
+    level. With a leading system message (pinned, counted by the policy's
+    check but not by the cut), the same."""
     await engine.put_context("c")
+    if pinned:
+        await engine.append("c", text("system", "be brief", token_count=size))
     ctx = await engine.get_context("c")
     assert (ctx.token_budget, ctx.trigger_ratio) == (8000, 0.7)
     assert ctx.policy.config["limit"] == 200
@@ -552,3 +556,19 @@ async def test_compactions_stay_several_appends_apart_at_the_message_limit(
     gaps = [b - a for a, b in zip(compacted_at, compacted_at[1:], strict=False)]
     assert min(gaps, default=60) >= 40, (size, compacted_at[:12])
     assert (await engine.window("c")).used_tokens <= 8000
+
+
+def test_limit_target_rounds_up_the_exact_product() -> None:
+    """``limit * trigger_ratio`` rounded up, without floating-point dust:
+    100 * 0.07 is 7.000000000000001 in floating point, and the target is 7."""
+    from fastpaca_core.policies.base import limit_target
+
+    def target(limit: int, ratio: float) -> int:
+        ctx = type("Ctx", (), {"trigger_ratio": ratio})()
+        return limit_target(ctx, limit)  # type: ignore[arg-type]
+
+    assert target(100, 0.07) == 7
+    assert target(200, 0.7) == 140
+    assert target(3, 0.5) == 2
+    assert target(1, 0.1) == 1
+    assert target(50, 1.0) == 50

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -184,7 +185,7 @@ async def test_an_operation_failing_after_its_writes_is_undone_alone(tmp_path: P
         store._write_conn.set_trace_callback(statements.append)
         await asyncio.gather(*(engine.append("c", text("user", f"d{i}")) for i in range(10)))
         store._write_conn.set_trace_callback(None)
-        assert "COMMIT" in statements and not any("SAVEPOINT" in s for s in statements)
+        assert "COMMIT" in statements and "SAVEPOINT op" not in statements
         assert (await engine.get_context("c")).last_seq == 20
 
 
@@ -210,3 +211,36 @@ async def test_the_writer_rereads_a_context_another_connection_changed(tmp_path:
         await engine.append("c", text("user", "three"))
         ctx = await engine.get_context("c")
         assert (ctx.token_budget, ctx.last_seq, ctx.version) == (1234, 3, 3)
+
+
+async def test_a_transaction_sqlite_ended_itself_is_not_carried_on(tmp_path: Path) -> None:
+    """SQLite ends the whole transaction on some errors (SQLITE_NOMEM, which
+    Python raises as MemoryError, not sqlite3.Error). An operation that fails
+    so, before writing anything, must not leave the rest of the batch running
+    outside a transaction (each statement committing by itself): the batch runs
+    again, and nothing is stored twice or half."""
+    async with open_store(f"sqlite:///{tmp_path / 'n.db'}") as store:
+        engine = Engine(store)
+        for name in ("a", "b"):
+            await engine.put_context(name)
+        await engine.append("b", call("k1"))
+        await engine.append("b", result("k1"))
+        hits: list[int] = []
+
+        async def out_of_memory(tx: Any) -> None:
+            hits.append(1)
+            if len(hits) == 1:
+                tx._conn.execute("ROLLBACK")  # what SQLite may do on SQLITE_NOMEM
+                raise MemoryError
+
+        outcomes = await asyncio.gather(
+            store.run("a", out_of_memory),
+            engine.append("a", text("user", "once")),
+            engine.append_batch("b", [text("user", "again")], rewind_to_seq=2),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[2], ValidationError), outcomes
+        texts = [m.parts[0]["text"] for m in await engine.messages("a", limit=10)]
+        assert texts == ["once"]
+        assert [m.seq for m in await engine.messages("b", limit=10)] == [1, 2]
+        assert (await engine.append("b", text("user", "later"))).seqs == [3]
