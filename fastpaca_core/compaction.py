@@ -14,7 +14,7 @@ from .model import ContextRecord, StoredMessage
 from .policies import get_policy
 from .stores.base import Tx
 from .toolcalls import parts_refs
-from .window import apply_items, items_of, valid_cuts
+from .window import WindowItem, apply_items, items_of, valid_cuts
 
 __all__ = ["rewind", "run_policy"]
 
@@ -44,6 +44,15 @@ async def rewind(
     return event
 
 
+async def _read_items(tx: Tx, from_seq: int, to_seq: int) -> list[WindowItem]:
+    """Log rows as window items: undecoded where the store offers that."""
+    read_items = getattr(tx, "read_items", None)
+    if read_items is not None:
+        items: list[WindowItem] = await read_items(from_seq, to_seq)
+        return items
+    return [WindowItem.of_row(row) for row in await tx.read_messages(from_seq, to_seq)]
+
+
 async def run_policy(tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage]) -> Event | None:
     policy = get_policy(ctx.policy.strategy)
     due = policy.should_run(ctx, ctx.policy.config)
@@ -56,11 +65,10 @@ async def run_policy(tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessag
     if not due and not answered:
         return None
     first_new = new_rows[0].seq if new_rows else ctx.last_seq + 1
-    rows: list[StoredMessage] = []
+    items = items_of(ctx, [])
     if ctx.live_from_seq < first_new:
-        rows = await tx.read_messages(ctx.live_from_seq, first_new - 1)
-    rows.extend(row for row in new_rows if row.seq >= ctx.live_from_seq)
-    items = items_of(ctx, rows)
+        items.extend(await _read_items(tx, ctx.live_from_seq, first_new - 1))
+    items.extend(WindowItem.of_row(row) for row in new_rows if row.seq >= ctx.live_from_seq)
     if not due:
         calls: set[str] = set()
         for item in items:

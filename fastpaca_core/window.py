@@ -9,22 +9,48 @@ they fit.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from .model import ContextRecord, Message, PrefixEntry, SegmentKind, StoredMessage
 from .toolcalls import RESULT_TYPE, part_call_id, parts_refs
 
-__all__ = ["WindowItem", "apply_items", "fit", "items_of", "segments_of", "valid_cuts"]
+
+class RawRow(Protocol):
+    """A log row as a store read it, not decoded yet (see ``WindowItem.of_raw``)."""
+
+    @property
+    def seq(self) -> int: ...
+
+    @property
+    def role(self) -> str: ...
+
+    @property
+    def token_count(self) -> int: ...
+
+    def may_refer(self) -> bool:
+        """False only if the row certainly holds no tool call or result."""
+        ...
+
+    def decode(self) -> StoredMessage: ...
+
+
+__all__ = ["RawRow", "WindowItem", "apply_items", "fit", "items_of", "segments_of", "valid_cuts"]
+
+
+_NO_REFS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 
 class WindowItem:
     """One message of a window: a prefix entry, a live log row, or a new one.
 
     A live log row's :class:`Message` is built on first use: a plain window
-    read renders the stored row and never needs it.
+    read renders the stored row and never needs it. A row read for a
+    compaction may even come undecoded (:meth:`of_raw`): its parts are parsed
+    only if something needs them, and its tool-call ids only if its text holds
+    any.
     """
 
-    __slots__ = ("_message", "_refs", "kind", "from_seq", "to_seq", "in_log", "stored")
+    __slots__ = ("_message", "_refs", "_stored", "_raw", "kind", "from_seq", "to_seq", "in_log")
 
     def __init__(
         self,
@@ -42,18 +68,54 @@ class WindowItem:
         self.from_seq = from_seq
         self.to_seq = to_seq
         self.in_log = in_log
-        self.stored = stored
+        self._stored = stored
+        self._raw: RawRow | None = None
 
     @classmethod
     def of_row(cls, row: StoredMessage) -> WindowItem:
         return cls(None, "live", row.seq, row.seq, True, row)
 
+    @classmethod
+    def of_raw(cls, raw: RawRow) -> WindowItem:
+        """A live log row as the store read it, decoded when first needed."""
+        item = cls.__new__(cls)
+        item._message = None
+        item._refs = None
+        item.kind = "live"
+        item.from_seq = item.to_seq = raw.seq
+        item.in_log = True
+        item._stored = None
+        item._raw = raw
+        return item
+
+    @property
+    def stored(self) -> StoredMessage | None:
+        """The log row this item is, unmodified (None for prefix entries and rewrites)."""
+        stored = self._stored
+        if stored is None and self._raw is not None:
+            stored = self._stored = self._raw.decode()
+        return stored
+
+    @property
+    def is_row(self) -> bool:
+        """This item is a log row as stored (``stored`` is not None), decoded or not."""
+        return self._stored is not None or self._raw is not None
+
+    @property
+    def role(self) -> str:
+        if self._message is not None:
+            return self._message.role
+        if self._stored is None and self._raw is not None:
+            return self._raw.role
+        return self.message.role
+
     @property
     def message(self) -> Message:
         message = self._message
         if message is None:
-            assert self.stored is not None
-            message = self._message = self.stored.as_message()
+            stored = self.stored
+            assert stored is not None
+            message = self._message = stored.as_message()
         return message
 
     @property
@@ -61,27 +123,35 @@ class WindowItem:
         """The ids of the open tool calls this message makes and the results it holds."""
         refs = self._refs
         if refs is None:
-            refs = self._refs = parts_refs(self._parts())
+            raw = self._raw
+            if raw is not None and self._stored is None and not raw.may_refer():
+                refs = self._refs = _NO_REFS
+            else:
+                refs = self._refs = parts_refs(self._parts())
         return refs
 
     def _parts(self) -> list[dict[str, Any]]:
         if self._message is not None:
             return self._message.parts
-        assert self.stored is not None
-        return self.stored.parts
+        stored = self.stored
+        assert stored is not None
+        return stored.parts
 
     @property
     def tokens(self) -> int:
-        if self.stored is not None:
-            return self.stored.token_count
+        if self._raw is not None:
+            return self._raw.token_count
+        if self._stored is not None:
+            return self._stored.token_count
         return self.message.token_count or 0
 
     def rewritten(self, message: Message) -> WindowItem:
         return WindowItem(message, self.kind, self.from_seq, self.to_seq, False, None)
 
     def to_json(self) -> dict[str, Any]:
-        if self.stored is not None:
-            return self.stored.to_json()
+        stored = self.stored
+        if stored is not None:
+            return stored.to_json()
         out = self.message.to_json()
         out["token_count"] = self.tokens
         out["seq"] = self.from_seq if self.kind == "live" else None
@@ -108,7 +178,7 @@ def apply_items(ctx: ContextRecord, items: Sequence[WindowItem]) -> None:
     expected = ctx.last_seq
     while start > 0:
         item = items[start - 1]
-        if not (item.in_log and item.from_seq == expected and item.stored is not None):
+        if not (item.in_log and item.from_seq == expected and item.is_row):
             break
         start -= 1
         expected -= 1
@@ -254,7 +324,7 @@ def fit(
     """
     work = _drop_orphan_results(items)
     pinned_end = 0
-    while pinned_end < len(work) and work[pinned_end].message.role == "system":
+    while pinned_end < len(work) and work[pinned_end].role == "system":
         pinned_end += 1
     pinned: list[WindowItem] = []
     used = 0

@@ -33,6 +33,7 @@ from ..errors import StoreError, StoreUnavailable, ValidationError
 from ..events import Event
 from ..jsonutil import dumps_str, loads
 from ..model import ContextRecord, StoredMessage, SummaryRecord, format_time
+from ..window import WindowItem
 from ._codec import (
     CONTEXT_COLUMNS,
     MESSAGE_COLUMNS,
@@ -242,6 +243,13 @@ class _SQLiteTx:
     async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
         return _read_messages(self._conn, self.context_id, from_seq, to_seq)
 
+    async def read_items(self, from_seq: int, to_seq: int) -> list[WindowItem]:
+        """The rows as window items, decoded only when something needs them (a
+        compaction mostly needs each row's tokens and whether it holds a tool call)."""
+        rows = self._conn.execute(_SELECT_MESSAGES, (self.context_id, from_seq, to_seq))
+        of_raw = WindowItem.of_raw
+        return [of_raw(_Row(values)) for values in rows.fetchall()]
+
     async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         row = self._conn.execute(
             "SELECT request_hash, response, created_at FROM idempotency_keys "
@@ -300,15 +308,45 @@ class _SQLiteTx:
         )
 
 
+_SELECT_MESSAGES = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages "
+    "WHERE context_id = ? AND seq >= ? AND seq <= ? ORDER BY seq"
+)
+
+
 def _read_messages(
     conn: sqlite3.Connection, context_id: str, from_seq: int, to_seq: int
 ) -> list[StoredMessage]:
-    rows = conn.execute(
-        f"SELECT {MESSAGE_COLUMNS} FROM messages "
-        "WHERE context_id = ? AND seq >= ? AND seq <= ? ORDER BY seq",
-        (context_id, from_seq, to_seq),
-    ).fetchall()
+    rows = conn.execute(_SELECT_MESSAGES, (context_id, from_seq, to_seq)).fetchall()
     return [message_from_row(r) for r in rows]
+
+
+class _Row:
+    """A messages row as SQLite returned it (``MESSAGE_COLUMNS``), not decoded."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: tuple[Any, ...]) -> None:
+        self._values = values
+
+    @property
+    def seq(self) -> int:
+        return int(self._values[0])
+
+    @property
+    def role(self) -> str:
+        return str(self._values[1])
+
+    @property
+    def token_count(self) -> int:
+        return int(self._values[4])
+
+    def may_refer(self) -> bool:
+        # the parts' JSON as this store wrote it: a call or result names its id
+        return "toolCallId" in self._values[2]
+
+    def decode(self) -> StoredMessage:
+        return message_from_row(self._values)
 
 
 @dataclass

@@ -11,8 +11,10 @@ After every append, whatever the policy (but ``manual``):
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -182,5 +184,48 @@ def test_budget_override_reads_keep_every_guarantee(log: list[Msg], budget: int)
             check_window(log, window, budget)
             full = await engine.window("p")
             assert full.used_tokens == sum(m["token_count"] for m in log)
+
+    asyncio.run(run())
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    log=conversations(),
+    budget=st.integers(30, 400),
+    trigger=st.floats(0.2, 1.0),
+    policy=policies,
+)
+def test_sqlite_compacts_exactly_as_the_memory_store(
+    tmp_path_factory: pytest.TempPathFactory,
+    log: list[Msg],
+    budget: int,
+    trigger: float,
+    policy: dict[str, Any],
+) -> None:
+    """SQLite's compactions read the live rows undecoded (``WindowItem.of_raw``:
+    parts parsed only where the JSON holds a tool call id); after every append
+    its window is the memory store's, item for item."""
+    path = tmp_path_factory.mktemp("policy") / "p.db"
+
+    async def run() -> None:
+        async with open_store("memory://") as memory, open_store(f"sqlite:///{path}") as lite:
+            now = datetime(2026, 1, 1, tzinfo=UTC)
+            engines = [Engine(memory, clock=lambda: now), Engine(lite, clock=lambda: now)]
+            for engine in engines:
+                await engine.put_context(
+                    "p", token_budget=budget, trigger_ratio=trigger, policy=policy
+                )
+            for message in log:
+                windows = []
+                for engine in engines:
+                    await engine.append("p", message)
+                    windows.append(await engine.window("p"))
+                mem, sql = windows
+                assert [i.to_json() for i in sql.items] == [i.to_json() for i in mem.items]
+                assert (sql.segments, sql.used_tokens) == (mem.segments, mem.used_tokens)
 
     asyncio.run(run())
