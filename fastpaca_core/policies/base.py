@@ -8,11 +8,12 @@ from typing import Any, Protocol
 
 from ..errors import ValidationError
 from ..model import ContextRecord
-from ..window import WindowItem
+from ..window import WindowItem, fit
 
 __all__ = [
     "Policy",
     "budget_limit",
+    "cut",
     "due",
     "hysteresis_target",
     "limit_target",
@@ -85,3 +86,15 @@ def limit_target(ctx: ContextRecord, limit: int) -> int:
     messages, so that every append would compact again."""
     # round first: 100 * 0.07 is 7.000000000000001 in floating point, and 7 is meant
     return max(1, min(limit, math.ceil(round(limit * ctx.trigger_ratio, 9))))
+
+
+def cut(items: Sequence[WindowItem], ctx: ContextRecord, limit: int) -> list[WindowItem]:
+    """What ``last_n`` (and the policies built on it) keep: under the trigger
+    level, and under ``limit_target`` messages when over ``limit``."""
+    return fit(
+        items,
+        budget_limit(ctx),
+        limit=limit,
+        limit_target=limit_target(ctx, limit),
+        target=hysteresis_target(ctx),
+    )

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..model import ContextRecord
-from ..window import WindowItem, fit
-from .base import budget_limit, due, hysteresis_target, limit_target, positive_int
+from ..window import WindowItem
+from .base import cut, due, positive_int
 
 __all__ = ["LastN"]
 
@@ -31,10 +31,4 @@ class LastN:
     def compact(
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]
     ) -> list[WindowItem]:
-        return fit(
-            items,
-            budget_limit(ctx),
-            limit=config["limit"],
-            limit_target=limit_target(ctx, config["limit"]),
-            target=hysteresis_target(ctx),
-        )
+        return cut(items, ctx, config["limit"])

@@ -15,8 +15,8 @@ from typing import Any
 from ..errors import ValidationError
 from ..model import ContextRecord, Message
 from ..toolcalls import part_call_id
-from ..window import WindowItem, fit
-from .base import budget_limit, due, hysteresis_target, limit_target, positive_int
+from ..window import WindowItem
+from .base import cut, due, positive_int
 
 __all__ = ["SkipParts"]
 
@@ -69,10 +69,4 @@ class SkipParts:
                 message = Message(item.message.role, parts, item.message.metadata, tokens)
                 kept.append(item.rewritten(message))
         kept.extend(current)
-        return fit(
-            kept,
-            budget_limit(ctx),
-            limit=config["limit"],
-            limit_target=limit_target(ctx, config["limit"]),
-            target=hysteresis_target(ctx),
-        )
+        return cut(kept, ctx, config["limit"])

@@ -20,8 +20,8 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..model import ContextRecord
-from ..window import WindowItem, fit
-from .base import budget_limit, due, hysteresis_target, limit_target, over_trigger, positive_int
+from ..window import WindowItem
+from .base import cut, due, over_trigger, positive_int
 
 __all__ = ["PROVIDERS", "Summarize", "wants_summary"]
 
@@ -78,13 +78,7 @@ class Summarize:
     def compact(
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]
     ) -> list[WindowItem]:
-        return fit(
-            items,
-            budget_limit(ctx),
-            limit=config["limit"],
-            limit_target=limit_target(ctx, config["limit"]),
-            target=hysteresis_target(ctx),
-        )
+        return cut(items, ctx, config["limit"])
 
 
 def wants_summary(ctx: ContextRecord) -> bool:

@@ -143,17 +143,18 @@ def check_window(log: list[Msg], window: Any, budget: int) -> None:
         assert items and items[-1].from_seq == len(log)
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(
+# a random conversation, budget, trigger ratio and policy (``last_n`` or ``skip_parts``)
+policy_cases = given(
     log=conversations(),
     budget=st.integers(30, 400),
     trigger=st.floats(0.2, 1.0),
     policy=policies,
 )
+slow_ok = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=slow_ok)
+@policy_cases
 def test_policies_keep_every_guarantee(
     log: list[Msg], budget: int, trigger: float, policy: dict[str, Any]
 ) -> None:
@@ -188,17 +189,8 @@ def test_budget_override_reads_keep_every_guarantee(log: list[Msg], budget: int)
     asyncio.run(run())
 
 
-@settings(
-    max_examples=25,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
-@given(
-    log=conversations(),
-    budget=st.integers(30, 400),
-    trigger=st.floats(0.2, 1.0),
-    policy=policies,
-)
+@settings(max_examples=25, deadline=None, suppress_health_check=slow_ok)
+@policy_cases
 def test_sqlite_compacts_exactly_as_the_memory_store(
     tmp_path_factory: pytest.TempPathFactory,
     log: list[Msg],
