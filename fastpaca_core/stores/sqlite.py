@@ -184,14 +184,14 @@ class _SQLiteTx:
         self,
         conn: sqlite3.Connection,
         context_id: str,
-        known: dict[str, tuple[Any, ...]] | None = None,
-        staged: dict[str, tuple[Any, ...]] | None = None,
+        known: dict[str, tuple[Any, ...]],
+        staged: dict[str, tuple[Any, ...]],
     ) -> None:
         self._conn = conn
         self.context_id = context_id
         self.wrote = False  # set before the operation's first write statement
-        self._known = known if known is not None else {}
-        self._staged = staged if staged is not None else {}
+        self._known = known
+        self._staged = staged
         self.row: tuple[Any, ...] | None = None
 
     async def load_context(self) -> ContextRecord | None:
@@ -621,7 +621,7 @@ class SQLiteStore(Store):
 
     def _forget_known(self) -> None:
         self._known.clear()
-        self._data_version = None
+        self._data_version = None  # and the next _check_known starts afresh
 
     async def _run_ops(
         self,
