@@ -18,6 +18,7 @@ from .errors import ValidationError
 __all__ = ["Settings"]
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 
 
 def _opt(env: str, help_text: str, flag: str | None = None) -> dict[str, Any]:
@@ -212,6 +213,14 @@ class Settings:
     log_level: str = field(
         default="INFO", metadata=_opt("FASTPACA_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR")
     )
+    event_loop: str = field(
+        default="auto",
+        metadata=_opt(
+            "FASTPACA_EVENT_LOOP",
+            "auto (uvloop where it is installed, as it is by default on Linux and macOS), "
+            "uvloop or asyncio",
+        ),
+    )
     workers: int = field(
         default=1,
         metadata=_opt(
@@ -262,6 +271,8 @@ class Settings:
                 "process and memory:// is private to a process, so workers would not see "
                 "each other's writes",
             )
+        if self.event_loop not in EVENT_LOOPS:
+            raise ValidationError("event_loop", f"must be one of {', '.join(EVENT_LOOPS)}")
         if self.log_level.upper() not in _LOG_LEVELS:
             raise ValidationError("log_level", f"must be one of {', '.join(_LOG_LEVELS)}")
         for name in (

@@ -53,6 +53,7 @@ def test_env_then_flags() -> None:
         {"FASTPACA_MAX_BODY_BYTES": "0"},
         {"FASTPACA_WS_IDLE_TIMEOUT": "-1"},
         {"FASTPACA_LOG_LEVEL": "chatty"},
+        {"FASTPACA_EVENT_LOOP": "trio"},
     ],
 )
 def test_bad_settings_are_refused(env: dict[str, str]) -> None:
@@ -78,9 +79,15 @@ def free_port() -> int:
         return port
 
 
-async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("choice", "runs_on"), [("auto", "uvloop"), ("asyncio", "asyncio")])
+async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path, choice: str, runs_on: str) -> None:
     port = free_port()
-    env = {**os.environ, "FASTPACA_PORT": str(port), "FASTPACA_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "FASTPACA_PORT": str(port),
+        "FASTPACA_LOG_LEVEL": "INFO",
+        "FASTPACA_EVENT_LOOP": choice,
+    }
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -120,4 +127,5 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path) -> None:
     log = (await proc.stderr.read()).decode()
     assert '"msg":"request"' in log and '"route":"/v1/contexts/{id}"' in log
     assert '"msg":"stopped"' in log
+    assert f'"event_loop":"{runs_on}"' in log  # uvloop is a dependency on this platform
     assert (tmp_path / "served.db").exists()
