@@ -16,10 +16,10 @@ from ..stores.base import open_store
 from ..summarizer import Summarizer
 from ..tokens import load_encoding
 from . import contexts, messages, ops, stream, summaries
-from .errors import DIALECTS, Dialects, error_middleware
-from .limits import RATE_LIMITER, RateLimiter, lift_deadline, limits_middleware
+from .errors import DIALECTS, Dialects
+from .limits import RATE_LIMITER, RateLimiter, lift_deadline
 from .metrics import MeteredBus, Metrics, TimedStore
-from .middleware import access_middleware, auth_middleware
+from .middleware import request_middleware
 from .state import ENGINE, METRICS, SETTINGS, STREAMS, SUMMARIZER, Streams
 from .tenants import TENANTS, Tenants
 
@@ -116,8 +116,8 @@ async def _close_streams(app: web.Application) -> None:
 def create_app(settings: Settings | None = None) -> web.Application:
     settings = settings or Settings()
     app = web.Application(
-        middlewares=[access_middleware, error_middleware, auth_middleware, limits_middleware],
-        # the larger limit; limits_middleware holds each route to its own
+        middlewares=[request_middleware],
+        # the larger limit; the request middleware holds each route to its own
         client_max_size=max(settings.max_body_bytes, settings.proxy_max_body_bytes),
     )
     metrics = Metrics()
@@ -132,8 +132,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_summarizer_ctx)
     app.on_shutdown.append(_close_streams)
-    app.add_routes(contexts.routes)
+    # the router tries the routes under /v1/contexts in the order they were
+    # added (none overlaps another): the hottest, append and the context
+    # read, first, so they match at the first regex instead of the fourth
     app.add_routes(messages.routes)
+    app.add_routes(contexts.routes)
     app.add_routes(summaries.routes)
     app.add_routes(stream.routes)
     app.add_routes(ops.routes)

@@ -2,7 +2,7 @@
 
 :class:`HttpError` is the transport's leaf of the one exception tree (see
 :mod:`fastpaca_core.errors`): malformed JSON, a body too large, a missing API
-key, a bad query parameter. :func:`error_middleware` maps it, every other
+key, a bad query parameter. :func:`error_answer` maps it, every other
 :class:`~fastpaca_core.errors.FastpacaError` (by its ``code`` and ``status``)
 and aiohttp's own HTTP errors (unknown route, wrong method, body too large) to
 the JSON shape. Anything else is logged and answered as a bare 500.
@@ -25,7 +25,6 @@ from aiohttp import web
 
 from ..errors import FastpacaError
 from ..jsonutil import dumps
-from .types import Handler
 
 __all__ = [
     "DIALECTS",
@@ -34,7 +33,7 @@ __all__ = [
     "ErrorBody",
     "HttpError",
     "dialect_of",
-    "error_middleware",
+    "error_answer",
     "error_response",
     "render_error",
 ]
@@ -72,20 +71,29 @@ class Dialects:
     """Which paths speak which :class:`Dialect`; a path no pattern matches is ours."""
 
     def __init__(self) -> None:
-        self._rules: list[tuple[re.Pattern[str], Dialect]] = []
+        self._dialects: list[Dialect] = []
+        self._patterns: list[str] = []
+        self._any: re.Pattern[str] | None = None
 
     def add(self, pattern: str, dialect: Dialect) -> None:
         """Paths that ``re.fullmatch`` ``pattern`` speak ``dialect`` (first added wins).
 
         Paths are matched as the router matches them: decoded, except ``%2F``.
         """
-        self._rules.append((re.compile(pattern), dialect))
+        re.compile(pattern)  # a bad pattern fails here, not at the first request
+        self._patterns.append(f"(?P<d{len(self._dialects)}>{pattern})")
+        self._dialects.append(dialect)
+        # one alternation, one match a request: fullmatch tries the branches in
+        # order, so the first pattern that matches the whole path wins, as before
+        self._any = re.compile("|".join(self._patterns))
 
     def of(self, path: str) -> Dialect | None:
-        for pattern, dialect in self._rules:
-            if pattern.fullmatch(path):
-                return dialect
-        return None
+        if self._any is None:
+            return None
+        match = self._any.fullmatch(path)
+        if match is None or match.lastgroup is None:
+            return None
+        return self._dialects[int(match.lastgroup[1:])]
 
 
 DIALECTS = web.AppKey("dialects", Dialects)
@@ -144,24 +152,27 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
     return response
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except FastpacaError as exc:
+def error_answer(request: web.Request, exc: Exception) -> web.Response:
+    """The answer to ``exc``, raised while handling ``request`` (the request
+    middleware calls this for whatever its handler raised); re-raises what is
+    not an error to answer: an aiohttp redirect, a reset connection."""
+    if isinstance(exc, FastpacaError):
         response = render_error(request, exc.status, exc.code, str(exc))
         if exc.status == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
         return response
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         return _from_http_exception(request, exc)
-    except ConnectionResetError:
-        raise
-    except Exception:
-        log.exception("unhandled error", extra={"fields": {"route": _route_name(request)}})
-        return render_error(request, 500, "internal_error", "Internal server error")
+    if isinstance(exc, ConnectionResetError):
+        raise exc
+    log.error(
+        "unhandled error",
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"fields": {"route": _route_name(request)}},
+    )
+    return render_error(request, 500, "internal_error", "Internal server error")
 
 
 def _route_name(request: web.Request) -> str:

@@ -1,6 +1,7 @@
 """Limits: what one client may take from the server (docs/http-api.md, "Limits").
 
-:func:`limits_middleware`, inside the auth middleware, applies in order:
+:func:`admit` (called by the request middleware, after the API key is
+checked) applies, in order:
 
 - **rate**: a token bucket per tenant (per client IP with auth off) on ``/v1``;
   ``FASTPACA_RATE_LIMIT`` requests a second, ``FASTPACA_RATE_BURST`` at once.
@@ -18,7 +19,8 @@
   read here, once (handlers get it from aiohttp's cache), so no handler ever
   waits on a slow client. Each request is its own task: a stalled client
   holds its connection only, never the event loop or other clients.
-- **deadline**: the handler must answer within ``FASTPACA_REQUEST_TIMEOUT``,
+- **deadline** (the request middleware's, :func:`deadline_exceeded` its
+  answer): the handler must answer within ``FASTPACA_REQUEST_TIMEOUT``,
   else 503 ``deadline_exceeded``. The deadline is lifted once a response's
   headers went out (websockets, proxied streams: they have their own
   timeouts); proxy routes extend it by the upstream timeout
@@ -43,7 +45,6 @@ from aiohttp import web
 from .errors import dialect_of, render_error
 from .state import SETTINGS
 from .tenants import TENANT
-from .types import Handler
 
 __all__ = [
     "DEADLINE",
@@ -52,7 +53,8 @@ __all__ = [
     "body_limit",
     "extend_deadline",
     "lift_deadline",
-    "limits_middleware",
+    "admit",
+    "deadline_exceeded",
     "throttle_failed_key",
 ]
 
@@ -228,33 +230,25 @@ async def lift_deadline(request: web.BaseRequest, response: web.StreamResponse) 
         deadline.reschedule(None)
 
 
-@web.middleware
-async def limits_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    settings = request.app[SETTINGS]
+async def admit(request: web.Request) -> tuple[web.Request, web.Response | None]:
+    """The rate and the body limits, before the handler runs: the request to
+    hand on (a copy holding the route's body limit, where it differs), or the
+    refusal to answer with. The deadline is the request middleware's."""
     limiter = request.app.get(RATE_LIMITER)
     if limiter is not None and _is_api(request.path):
         wait = limiter.take(_rate_key(request))
         if wait > 0:
-            return _too_many(request, wait)
-    request, refused = await _read_body(request)
-    if refused is not None:
-        return refused
-    deadline = asyncio.timeout(settings.request_timeout)
-    try:
-        async with deadline:
-            request[DEADLINE] = deadline
-            try:
-                return await handler(request)
-            finally:
-                request.pop(DEADLINE, None)
-    except TimeoutError:
-        if not deadline.expired():
-            raise
-        response = render_error(
-            request,
-            503,
-            "deadline_exceeded",
-            f"The request did not complete within {settings.request_timeout:g} s",
-        )
-        response.headers["Retry-After"] = "1"
-        return response
+            return request, _too_many(request, wait)
+    return await _read_body(request)
+
+
+def deadline_exceeded(request: web.Request) -> web.Response:
+    timeout = request.app[SETTINGS].request_timeout
+    response = render_error(
+        request,
+        503,
+        "deadline_exceeded",
+        f"The request did not complete within {timeout:g} s",
+    )
+    response.headers["Retry-After"] = "1"
+    return response

@@ -1,4 +1,5 @@
-"""Request middlewares: access log + latency metrics, and API-key auth (tenants).
+"""The request middleware: access log + latency metrics, error answers, API-key
+auth (tenants), limits and the deadline, in one (:func:`request_middleware`).
 
 The access log is one JSON line per request (route, method, status, duration,
 context id), never bodies, message contents or keys.
@@ -6,6 +7,7 @@ context id), never bodies, message contents or keys.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -13,13 +15,13 @@ import time
 from aiohttp import web
 
 from ..errors import FastpacaError
-from .errors import HttpError
-from .limits import throttle_failed_key
+from .errors import HttpError, error_answer
+from .limits import DEADLINE, admit, deadline_exceeded, throttle_failed_key
 from .state import METRICS, SETTINGS
 from .tenants import TENANT, TENANTS, public_text, tenant_of
 from .types import Handler
 
-__all__ = ["KEY_HEADER", "access_middleware", "auth_middleware", "route_of"]
+__all__ = ["KEY_HEADER", "check_key", "request_middleware", "route_of"]
 
 access_log = logging.getLogger("fastpaca.access")
 
@@ -31,13 +33,90 @@ def route_of(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+def _given_key(request: web.Request) -> str:
+    given = request.headers.get(KEY_HEADER)
+    if given is None:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        given = token if scheme.lower() == "bearer" else ""
+    return given.strip()
+
+
+def _check_metrics_key(request: web.Request) -> None:
+    key = request.app[SETTINGS].metrics_key
+    given = _given_key(request).encode("utf-8", "surrogateescape")
+    if key is not None and not hmac.compare_digest(given, key.encode()):
+        raise HttpError(401, "unauthorized", "Missing or invalid metrics key")
+
+
+def check_key(request: web.Request) -> web.Response | None:
+    """With API keys configured, every ``/v1`` request needs one; the key names
+    the request's tenant (:mod:`.tenants`). ``/metrics`` needs the metrics key
+    when one is configured; health and the OpenAPI document stay open.
+
+    A key comes as ``Authorization: Bearer <key>``, or as ``X-Fastpaca-Key: <key>``
+    (for proxy clients whose ``Authorization`` carries their provider key).
+    Raises 401; returns the 429 of a client throttled for wrong keys.
+    """
+    path = request.path
+    if path == "/v1" or path.startswith("/v1/"):
+        tenants = request.app[TENANTS]
+        if tenants.auth_required:
+            tenant = tenants.resolve(_given_key(request))
+            if tenant is None:
+                throttled = throttle_failed_key(request)
+                if throttled is not None:
+                    return throttled
+                raise HttpError(401, "unauthorized", "Missing or invalid API key")
+            request[TENANT] = tenant
+    elif path == "/metrics":
+        _check_metrics_key(request)
+    return None
+
+
 @web.middleware
-async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Outermost: times the request and logs it, whatever the outcome."""
+async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every request, from the outside in: the access log and latency metric,
+    errors answered as JSON (:func:`~.errors.error_answer`), the API key
+    (:func:`check_key`), the rate and body limits (:func:`~.limits.admit`),
+    the deadline, then the route's handler.
+
+    One middleware, not one for each: a middleware is a coroutine frame that
+    every request enters and that each suspension and resumption of its
+    handler passes through; folding four into one cut ~2.6% of the server's
+    instructions per HTTP append (callgrind).
+    """
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            try:
+                refused = check_key(request)
+                if refused is not None:
+                    response: web.StreamResponse = refused
+                else:
+                    inner, refused = await admit(request)
+                    if refused is not None:
+                        response = refused
+                    else:
+                        deadline = asyncio.timeout(request.app[SETTINGS].request_timeout)
+                        try:
+                            async with deadline:
+                                inner[DEADLINE] = deadline
+                                try:
+                                    response = await handler(inner)
+                                finally:
+                                    inner.pop(DEADLINE, None)
+                        except TimeoutError:
+                            if not deadline.expired():
+                                raise
+                            response = deadline_exceeded(inner)
+            except FastpacaError as exc:
+                if not tenant_of(request):
+                    raise
+                # error messages leave with the tenant's public ids
+                raise HttpError(exc.status, exc.code, public_text(request, str(exc))) from exc
+        except Exception as exc:  # noqa: BLE001 - every error is answered (or re-raised) there
+            response = error_answer(request, exc)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -58,49 +137,3 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
             if context_id is not None:
                 fields["context_id"] = context_id[:256]
             access_log.info("request", extra={"fields": fields})
-
-
-def _given_key(request: web.Request) -> str:
-    given = request.headers.get(KEY_HEADER)
-    if given is None:
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        given = token if scheme.lower() == "bearer" else ""
-    return given.strip()
-
-
-def _check_metrics_key(request: web.Request) -> None:
-    key = request.app[SETTINGS].metrics_key
-    given = _given_key(request).encode("utf-8", "surrogateescape")
-    if key is not None and not hmac.compare_digest(given, key.encode()):
-        raise HttpError(401, "unauthorized", "Missing or invalid metrics key")
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """With API keys configured, every ``/v1`` request needs one; the key names
-    the request's tenant (:mod:`.tenants`). ``/metrics`` needs the metrics key
-    when one is configured; health and the OpenAPI document stay open.
-
-    A key comes as ``Authorization: Bearer <key>``, or as ``X-Fastpaca-Key: <key>``
-    (for proxy clients whose ``Authorization`` carries their provider key).
-    Error messages leave with the tenant's public ids.
-    """
-    path = request.path
-    if path == "/v1" or path.startswith("/v1/"):
-        tenants = request.app[TENANTS]
-        if tenants.auth_required:
-            tenant = tenants.resolve(_given_key(request))
-            if tenant is None:
-                throttled = throttle_failed_key(request)
-                if throttled is not None:
-                    return throttled
-                raise HttpError(401, "unauthorized", "Missing or invalid API key")
-            request[TENANT] = tenant
-    elif path == "/metrics":
-        _check_metrics_key(request)
-    try:
-        return await handler(request)
-    except FastpacaError as exc:
-        if not tenant_of(request):
-            raise
-        raise HttpError(exc.status, exc.code, public_text(request, str(exc))) from exc

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from http_reply import Reply
 from http_support import Api, Serve
 
-from fastpaca_core.http.errors import DIALECTS, Dialect
+from fastpaca_core.http.errors import DIALECTS, Dialect, Dialects
 from fastpaca_core.jsonutil import dumps, loads
 
 
@@ -98,3 +98,16 @@ def test_the_core_does_not_import_the_proxy() -> None:
         "assert 'fastpaca_proxy' not in sys.modules, sorted(sys.modules)"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_first_pattern_added_that_matches_the_whole_path_wins() -> None:
+    first, second = Dialect("first", shape), Dialect("second", shape)
+    dialects = Dialects()
+    assert dialects.of("/v1/a") is None  # none added
+    dialects.add(r"/v1/a(?:/.*)?", first)
+    dialects.add(r"/v1/(?P<name>[^/]+)", second)  # overlaps the first on /v1/a
+    assert dialects.of("/v1/a") is first
+    assert dialects.of("/v1/a/b") is first
+    assert dialects.of("/v1/b") is second
+    assert dialects.of("/v1/b/c") is None  # only a prefix of it matches
+    assert dialects.of("/v2/a") is None
