@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol, runtime_checkable
 
@@ -17,7 +18,7 @@ from ..summarizer import Summarizer
 from ..tokens import load_encoding
 from . import contexts, messages, ops, stream, summaries
 from .errors import DIALECTS, Dialects
-from .limits import RATE_LIMITER, RateLimiter, lift_deadline
+from .limits import DEADLINES, RATE_LIMITER, Deadlines, RateLimiter, lift_deadline
 from .metrics import MeteredBus, Metrics, TimedStore
 from .middleware import request_middleware
 from .state import ENGINE, METRICS, SETTINGS, STREAMS, SUMMARIZER, Streams
@@ -90,6 +91,17 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+async def _deadlines_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The sweep of the request deadlines (:class:`~.limits.Deadlines`)."""
+    sweep = asyncio.create_task(app[DEADLINES].run(), name="fastpaca-deadlines")
+    try:
+        yield
+    finally:
+        sweep.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweep
+
+
 async def _summarizer_ctx(app: web.Application) -> AsyncIterator[None]:
     """The background summariser of ``summarize`` contexts, hooked to the engine.
 
@@ -126,9 +138,11 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[DIALECTS] = Dialects()  # routes plugged in that speak another API (the proxy)
     if settings.rate_limit > 0:
         app[RATE_LIMITER] = RateLimiter(settings.rate_limit, settings.rate_burst)
+    app[DEADLINES] = Deadlines(settings.request_timeout)
     app.on_response_prepare.append(lift_deadline)
     app[METRICS] = metrics
     app[STREAMS] = Streams(settings.max_streams, metrics)
+    app.cleanup_ctx.append(_deadlines_ctx)
     app.cleanup_ctx.append(_engine_ctx)
     app.cleanup_ctx.append(_summarizer_ctx)
     app.on_shutdown.append(_close_streams)

@@ -39,6 +39,7 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
@@ -48,6 +49,9 @@ from .tenants import TENANT
 
 __all__ = [
     "DEADLINE",
+    "DEADLINES",
+    "Deadline",
+    "Deadlines",
     "RATE_LIMITER",
     "RateLimiter",
     "body_limit",
@@ -97,7 +101,67 @@ class RateLimiter:
 
 
 RATE_LIMITER = web.AppKey("rate_limiter", RateLimiter)
-DEADLINE = web.RequestKey("deadline", asyncio.Timeout)
+
+
+class Deadline:
+    """One request's deadline (``time.monotonic()``; None once lifted or ended)."""
+
+    __slots__ = ("cancelling", "fired", "task", "when")
+
+    def __init__(self, when: float, task: asyncio.Task[Any]) -> None:
+        self.when: float | None = when
+        self.task = task
+        self.cancelling = task.cancelling()  # cancel requests already pending
+        self.fired = False  # the sweep cancelled the task for this deadline
+
+
+class Deadlines:
+    """The requests' deadlines, checked by one sweeping task.
+
+    A timer per request (``asyncio.timeout``: a timer armed and cancelled, a
+    context manager entered and left) cost ~4.7% of the server's instructions
+    per HTTP append (callgrind); a deadline here is an object in a dict. The
+    sweep runs every ``tick`` (a tenth of the timeout, at most a second), so a
+    request is cut between its deadline and one tick later: its task is
+    cancelled, and the request middleware turns that cancellation, if it is
+    this deadline's alone, into the 503 (as ``asyncio.timeout`` turns its own
+    into ``TimeoutError``).
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.tick = min(1.0, timeout / 10)
+        self._open: dict[Deadline, None] = {}
+
+    def start(self) -> Deadline:
+        """The current task's deadline, ``timeout`` from now."""
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = Deadline(time.monotonic() + self.timeout, task)
+        self._open[deadline] = None
+        return deadline
+
+    def end(self, deadline: Deadline) -> None:
+        deadline.when = None
+        self._open.pop(deadline, None)
+
+    def sweep(self) -> None:
+        now = time.monotonic()
+        for deadline in [d for d in self._open if d.when is not None and d.when <= now]:
+            self._open.pop(deadline, None)
+            deadline.when = None
+            deadline.fired = True
+            deadline.task.cancel()
+
+    async def run(self) -> None:
+        """Sweep until cancelled (the app's lifetime)."""
+        while True:
+            await asyncio.sleep(self.tick)
+            self.sweep()
+
+
+DEADLINES = web.AppKey("deadlines", Deadlines)
+DEADLINE = web.RequestKey("deadline", Deadline)
 
 
 def _too_many(request: web.Request, wait: float) -> web.Response:
@@ -218,16 +282,15 @@ async def _read_body(request: web.Request) -> tuple[web.Request, web.Response | 
 def extend_deadline(request: web.Request, seconds: float) -> None:
     """Give the request ``seconds`` more (a proxied call waiting on its upstream)."""
     deadline = request.get(DEADLINE)
-    when = deadline.when() if deadline is not None else None
-    if deadline is not None and when is not None:
-        deadline.reschedule(when + seconds)
+    if deadline is not None and deadline.when is not None:
+        deadline.when += seconds
 
 
 async def lift_deadline(request: web.BaseRequest, response: web.StreamResponse) -> None:
     """``on_response_prepare``: headers are going out, the deadline no longer applies."""
     deadline = request.get(DEADLINE)
     if deadline is not None:
-        deadline.reschedule(None)
+        deadline.when = None  # and the sweep passes it by
 
 
 async def admit(request: web.Request) -> tuple[web.Request, web.Response | None]:

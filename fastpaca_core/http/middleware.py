@@ -16,7 +16,7 @@ from aiohttp import web
 
 from ..errors import FastpacaError
 from .errors import HttpError, error_answer
-from .limits import DEADLINE, admit, deadline_exceeded, throttle_failed_key
+from .limits import DEADLINE, DEADLINES, admit, deadline_exceeded, throttle_failed_key
 from .state import METRICS, SETTINGS
 from .tenants import TENANT, TENANTS, public_text, tenant_of
 from .types import Handler
@@ -98,18 +98,22 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
                     if refused is not None:
                         response = refused
                     else:
-                        deadline = asyncio.timeout(request.app[SETTINGS].request_timeout)
+                        deadlines = request.app[DEADLINES]
+                        deadline = deadlines.start()
+                        inner[DEADLINE] = deadline
                         try:
-                            async with deadline:
-                                inner[DEADLINE] = deadline
-                                try:
-                                    response = await handler(inner)
-                                finally:
-                                    inner.pop(DEADLINE, None)
-                        except TimeoutError:
-                            if not deadline.expired():
+                            response = await handler(inner)
+                        except asyncio.CancelledError:
+                            if not deadline.fired:
                                 raise
+                            deadline.fired = False
+                            if deadline.task.uncancel() > deadline.cancelling:
+                                raise  # cancelled by someone else too: theirs wins
                             response = deadline_exceeded(inner)
+                        finally:
+                            deadlines.end(deadline)
+                            if deadline.fired:  # it fired as the handler ended
+                                deadline.task.uncancel()
             except FastpacaError as exc:
                 if not tenant_of(request):
                     raise

@@ -1,0 +1,109 @@
+"""The request deadline, swept by one task (``limits.Deadlines``): a request past
+it answers 503 within a tick; a cancellation that is not the deadline's stays a
+cancellation; a deadline that fires as its handler ends leaves nothing behind."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+from loopback import serve_app
+
+from fastpaca_core.http import create_app
+from fastpaca_core.http.limits import DEADLINES, Deadlines
+from fastpaca_core.jsonutil import loads
+from fastpaca_core.settings import Settings
+
+
+async def test_a_slow_handler_is_cut_within_a_tick_of_its_deadline(tmp_path: Path) -> None:
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'd.db'}", request_timeout=0.4))
+    finished: list[str] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(float(request.query["s"]))
+        finished.append(request.query["s"])
+        return web.json_response({"slept": request.query["s"]})
+
+    app.router.add_get("/v1/slow", slow)
+    runner, port = await serve_app(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/slow"
+            started = time.monotonic()
+            async with session.get(url, params={"s": "5"}) as resp:
+                body = loads(await resp.read())
+                took = time.monotonic() - started
+            assert resp.status == 503 and body["error"] == "deadline_exceeded", body
+            assert resp.headers["Retry-After"] == "1"
+            tick = app[DEADLINES].tick
+            assert 0.4 <= took < 0.4 + tick + 0.5, took  # cut at a sweep, not at the end
+            # under the deadline: answered, and the task carries no stray cancellation
+            async with session.get(url, params={"s": "0.1"}) as resp:
+                assert resp.status == 200
+            assert finished == ["0.1"]
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_cancellation_of_its_own_is_not_taken_for_the_deadline() -> None:
+    deadlines = Deadlines(0.05)
+    outcome: list[str] = []
+
+    async def handler() -> None:
+        deadline = deadlines.start()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            # as the request middleware decides
+            if deadline.fired:
+                deadline.fired = False
+                if deadline.task.uncancel() <= deadline.cancelling:
+                    outcome.append("deadline")
+                    return
+            outcome.append("cancelled")
+            raise
+        finally:
+            deadlines.end(deadline)
+
+    task = asyncio.create_task(handler())
+    await asyncio.sleep(0.1)  # past the deadline, not swept yet
+    task.cancel()  # the server shutting down, say
+    deadlines.sweep()  # and the deadline as well
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    assert outcome == ["cancelled"]
+    assert task.cancelled()
+
+
+async def test_a_lifted_deadline_never_fires() -> None:
+    deadlines = Deadlines(0.01)
+
+    async def handler() -> str:
+        deadline = deadlines.start()
+        deadline.when = None  # headers went out (a stream)
+        await asyncio.sleep(0.05)
+        deadlines.sweep()
+        await asyncio.sleep(0)
+        assert not deadline.fired
+        deadlines.end(deadline)
+        return "done"
+
+    assert await asyncio.create_task(handler()) == "done"
+
+
+async def test_an_ended_deadline_is_forgotten() -> None:
+    deadlines = Deadlines(0.01)
+
+    async def handler() -> None:
+        deadline = deadlines.start()
+        deadlines.end(deadline)
+        await asyncio.sleep(0.05)
+        deadlines.sweep()
+        assert not deadline.fired
+
+    await asyncio.create_task(handler())
