@@ -13,7 +13,6 @@ from aiohttp import web
 from ..errors import ValidationError
 from ..jsonutil import JSONError, loads
 from .errors import HttpError
-from .limits import body_limit
 from .state import SETTINGS
 from .tenants import scoped_id
 
@@ -75,13 +74,9 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     A body declared as anything but JSON (``Content-Type: text/plain``, a form)
     is 415; a body without a ``Content-Type`` is read as JSON.
 
-    A declared ``Content-Length`` over the limit is refused before anything is
-    read; a chunked body is cut off by aiohttp's ``client_max_size``.
+    The body limits were applied before the handler ran (:func:`.limits.admit`):
+    the body is read already.
     """
-    limit = body_limit(request)
-    length = request.content_length
-    if length is not None and length > limit:
-        raise HttpError(413, "payload_too_large", f"Request body exceeds {limit} bytes")
     body = await request.read()
     if not body.strip():
         return {}

@@ -66,18 +66,22 @@ def context_values(ctx: ContextRecord) -> tuple[Any, ...]:
 
 
 def context_from_row(row: Row) -> ContextRecord:
+    # runs on every write to a context: the common empty metadata and prefix
+    # are not parsed (each decode still gets objects of its own)
     policy = loads(row[3])
+    metadata = row[4]
+    prefix = row[9]
     return ContextRecord(
         id=row[0],
         token_budget=int(row[1]),
         trigger_ratio=float(row[2]),
         policy=PolicySpec(policy["strategy"], policy["config"]),
-        metadata=loads(row[4]),
+        metadata={} if metadata == "{}" else loads(metadata),
         status=row[5],
         version=int(row[6]),
         last_seq=int(row[7]),
         total_tokens=int(row[8]),
-        prefix=[PrefixEntry.from_json(e) for e in loads(row[9])],
+        prefix=[] if prefix == "[]" else [PrefixEntry.from_json(e) for e in loads(prefix)],
         live_from_seq=int(row[10]),
         live_base_tokens=int(row[11]),
         created_at=parse_time(row[12]),
