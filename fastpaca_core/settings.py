@@ -217,8 +217,8 @@ class Settings:
         default="auto",
         metadata=_opt(
             "FASTPACA_EVENT_LOOP",
-            "auto (uvloop where it is installed, as it is by default on Linux and macOS), "
-            "uvloop or asyncio",
+            "auto (uvloop on SQLite and memory:// where it is installed, as it is by "
+            "default on Linux and macOS; asyncio's own on PostgreSQL), uvloop or asyncio",
         ),
     )
     workers: int = field(

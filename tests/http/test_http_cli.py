@@ -13,7 +13,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from fastpaca_core.cli import build_parser
+from fastpaca_core.cli import build_parser, new_event_loop
 from fastpaca_core.errors import ValidationError
 from fastpaca_core.settings import Settings
 
@@ -129,3 +129,24 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path, choice: str, ru
     assert '"msg":"stopped"' in log
     assert f'"event_loop":"{runs_on}"' in log  # uvloop is a dependency on this platform
     assert (tmp_path / "served.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("choice", "store", "runs_on"),
+    [
+        ("auto", "sqlite:///x.db", "uvloop"),
+        ("auto", "memory://", "uvloop"),
+        ("auto", "postgresql://h/db", "asyncio"),  # uvloop measured a longer tail there
+        ("uvloop", "postgresql://h/db", "uvloop"),
+        ("asyncio", "sqlite:///x.db", "asyncio"),
+    ],
+)
+def test_the_event_loop_follows_the_setting_and_the_store(
+    choice: str, store: str, runs_on: str
+) -> None:
+    loop, name = new_event_loop(choice, store)
+    try:
+        assert name == runs_on
+        assert ("uvloop" in type(loop).__module__) == (runs_on == "uvloop")
+    finally:
+        loop.close()
