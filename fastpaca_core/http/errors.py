@@ -71,8 +71,7 @@ class Dialects:
     """Which paths speak which :class:`Dialect`; a path no pattern matches is ours."""
 
     def __init__(self) -> None:
-        self._dialects: list[Dialect] = []
-        self._patterns: list[str] = []
+        self._rules: list[tuple[re.Pattern[str], Dialect]] = []
         self._any: re.Pattern[str] | None = None
 
     def add(self, pattern: str, dialect: Dialect) -> None:
@@ -80,20 +79,31 @@ class Dialects:
 
         Paths are matched as the router matches them: decoded, except ``%2F``.
         """
-        re.compile(pattern)  # a bad pattern fails here, not at the first request
-        self._patterns.append(f"(?P<d{len(self._dialects)}>{pattern})")
-        self._dialects.append(dialect)
-        # one alternation, one match a request: fullmatch tries the branches in
-        # order, so the first pattern that matches the whole path wins, as before
-        self._any = re.compile("|".join(self._patterns))
+        rules = [*self._rules, (re.compile(pattern), dialect)]  # a bad pattern fails here
+        # one alternation, one match a request, when every pattern can be a
+        # branch of it: no groups of its own (names could clash with another's
+        # or with ours, a numbered backreference would point elsewhere) and no
+        # inline flags (global flags must start the whole expression)
+        simple = all(p.groups == 0 and not p.flags & ~re.UNICODE for p, _ in rules)
+        self._any = (
+            re.compile("|".join(f"(?P<d{i}>{p.pattern})" for i, (p, _) in enumerate(rules)))
+            if simple
+            else None
+        )
+        self._rules = rules
 
     def of(self, path: str) -> Dialect | None:
-        if self._any is None:
-            return None
-        match = self._any.fullmatch(path)
-        if match is None or match.lastgroup is None:
-            return None
-        return self._dialects[int(match.lastgroup[1:])]
+        if self._any is not None:
+            # fullmatch tries the branches in order: the first pattern that
+            # matches the whole path wins, as one by one
+            match = self._any.fullmatch(path)
+            if match is None or match.lastgroup is None:
+                return None
+            return self._rules[int(match.lastgroup[1:])][1]
+        for pattern, dialect in self._rules:
+            if pattern.fullmatch(path):
+                return dialect
+        return None
 
 
 DIALECTS = web.AppKey("dialects", Dialects)

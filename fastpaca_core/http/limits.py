@@ -130,7 +130,8 @@ class Deadlines:
 
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        self.tick = min(1.0, timeout / 10)
+        # never busier than 100 sweeps a second, whatever the timeout
+        self.tick = min(1.0, max(timeout / 10, 0.01))
         self._open: dict[Deadline, None] = {}
 
     def start(self) -> Deadline:
@@ -147,11 +148,14 @@ class Deadlines:
 
     def sweep(self) -> None:
         now = time.monotonic()
-        for deadline in [d for d in self._open if d.when is not None and d.when <= now]:
+        # a lifted deadline (a websocket, a stream: open for hours, maybe) is
+        # dropped at the first sweep that meets it, not rescanned every tick
+        for deadline in [d for d in self._open if d.when is None or d.when <= now]:
             self._open.pop(deadline, None)
-            deadline.when = None
-            deadline.fired = True
-            deadline.task.cancel()
+            if deadline.when is not None:
+                deadline.when = None
+                deadline.fired = True
+                deadline.task.cancel()
 
     async def run(self) -> None:
         """Sweep until cancelled (the app's lifetime)."""

@@ -107,3 +107,21 @@ async def test_an_ended_deadline_is_forgotten() -> None:
         assert not deadline.fired
 
     await asyncio.create_task(handler())
+
+
+def test_the_sweep_is_at_most_a_hundred_times_a_second() -> None:
+    assert Deadlines(0.005).tick == 0.01
+    assert Deadlines(0.4).tick == 0.04
+    assert Deadlines(30).tick == 1.0
+
+
+async def test_a_lifted_deadline_leaves_the_sweep() -> None:
+    deadlines = Deadlines(0.01)
+
+    async def handler() -> None:
+        deadline = deadlines.start()
+        deadline.when = None  # lifted: a websocket that lives on
+        deadlines.sweep()
+        assert len(deadlines._open) == 0 and not deadline.fired
+
+    await asyncio.create_task(handler())

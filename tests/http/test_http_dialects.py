@@ -6,10 +6,12 @@ shape and ``max_body_bytes``. Exercised with a made-up dialect, no proxy."""
 from __future__ import annotations
 
 import gzip
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 
+import pytest
 from http_reply import Reply
 from http_support import Api, Serve
 
@@ -111,3 +113,22 @@ def test_the_first_pattern_added_that_matches_the_whole_path_wins() -> None:
     assert dialects.of("/v1/b") is second
     assert dialects.of("/v1/b/c") is None  # only a prefix of it matches
     assert dialects.of("/v2/a") is None
+
+
+def test_patterns_with_groups_or_flags_of_their_own_still_match() -> None:
+    """They cannot be branches of one alternation (names clash, \\1 would point
+    elsewhere, inline flags must lead): they are matched one by one."""
+    first, second = Dialect("first", shape), Dialect("second", shape)
+    for later in (r"/b/(?P<id>[^/]+)", r"/b/([^/]+)/\1", r"(?i)/B/x/x", r"/b/(?P<d0>x)/x"):
+        dialects = Dialects()
+        dialects.add(r"/a/(?P<id>[^/]+)", first)
+        dialects.add(later, second)
+        assert dialects.of("/a/1") is first, later
+        path = "/b/x" if later.endswith("+)") else "/b/x/x"
+        assert dialects.of(path) is second, later
+    dialects = Dialects()
+    dialects.add(r"/a", first)
+    with pytest.raises(re.error):
+        dialects.add(r"/b/(", second)
+    dialects.add(r"/c", second)  # a refused pattern leaves nothing behind
+    assert dialects.of("/c") is second and dialects.of("/a") is first
