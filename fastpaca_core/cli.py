@@ -96,7 +96,7 @@ def _serve_app(
         app.on_startup.append(_tune_gc)
         if opened is not None:  # after the store's startup: on_startup runs in order
             app.on_startup.append(functools.partial(_set_event, opened))
-        loop, loop_name = new_event_loop(settings.event_loop, settings.store)
+        loop, loop_name = new_event_loop(settings.event_loop, settings.on_postgres)
         log.info("event loop", extra={"fields": {"event_loop": loop_name}})
         web.run_app(
             app,
@@ -116,7 +116,7 @@ def _serve_app(
     return 0
 
 
-def new_event_loop(choice: str, store: str = "") -> tuple[asyncio.AbstractEventLoop, str]:
+def new_event_loop(choice: str, on_postgres: bool) -> tuple[asyncio.AbstractEventLoop, str]:
     """The loop ``serve`` runs on: ``choice``, where ``auto`` is uvloop on the
     embedded stores (SQLite, memory) when it is installed, and asyncio's own on
     PostgreSQL.
@@ -131,7 +131,7 @@ def new_event_loop(choice: str, store: str = "") -> tuple[asyncio.AbstractEventL
     """
     import asyncio
 
-    if choice == "auto" and store.startswith(("postgresql://", "postgres://")):
+    if choice == "auto" and on_postgres:
         choice = "asyncio"
     if choice != "asyncio":
         try:

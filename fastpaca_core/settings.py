@@ -264,7 +264,7 @@ class Settings:
                 raise ValidationError(name, "must be 0 (off) or more")
         if self.workers < 0:
             raise ValidationError("workers", "must be 0 (one per CPU) or more")
-        if self.workers != 1 and not self.store.startswith(("postgresql://", "postgres://")):
+        if self.workers != 1 and not self.on_postgres:
             raise ValidationError(
                 "workers",
                 "more than one worker needs a PostgreSQL store: SQLite has one writer per "
@@ -290,6 +290,10 @@ class Settings:
             if not url.startswith(("http://", "https://")):
                 raise ValidationError(name, "must be an http:// or https:// URL")
             object.__setattr__(self, name, url.rstrip("/"))
+
+    @property
+    def on_postgres(self) -> bool:
+        return self.store.startswith(("postgresql://", "postgres://"))
 
     @property
     def log_level_number(self) -> int:

@@ -142,9 +142,24 @@ class Deadlines:
         self._open[deadline] = None
         return deadline
 
+    @staticmethod
+    def answers(deadline: Deadline) -> bool:
+        """After the handler raised ``CancelledError``: whether the cancellation
+        was this deadline's alone (then it is taken back, and the request answers
+        503), as ``asyncio.timeout`` decides; an outside cancellation wins."""
+        if not deadline.fired:
+            return False
+        deadline.fired = False
+        return deadline.task.uncancel() <= deadline.cancelling
+
     def end(self, deadline: Deadline) -> None:
+        """The handler is done: the deadline leaves the sweep, and a cancellation
+        it sent as the handler ended is taken back."""
         deadline.when = None
         self._open.pop(deadline, None)
+        if deadline.fired:
+            deadline.fired = False
+            deadline.task.uncancel()
 
     def sweep(self) -> None:
         now = time.monotonic()

@@ -82,8 +82,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
 
     One middleware, not one for each: a middleware is a coroutine frame that
     every request enters and that each suspension and resumption of its
-    handler passes through; folding four into one cut ~2.6% of the server's
-    instructions per HTTP append (callgrind).
+    handler passes through; folding four into one cut 1.3% of the server's
+    instructions per HTTP append (callgrind: 762,732 -> 752,446).
     """
     started = time.perf_counter()
     status = 500
@@ -104,16 +104,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
                         try:
                             response = await handler(inner)
                         except asyncio.CancelledError:
-                            if not deadline.fired:
+                            if not deadlines.answers(deadline):
                                 raise
-                            deadline.fired = False
-                            if deadline.task.uncancel() > deadline.cancelling:
-                                raise  # cancelled by someone else too: theirs wins
                             response = deadline_exceeded(inner)
                         finally:
                             deadlines.end(deadline)
-                            if deadline.fired:  # it fired as the handler ended
-                                deadline.task.uncancel()
             except FastpacaError as exc:
                 if not tenant_of(request):
                     raise

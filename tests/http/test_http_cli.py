@@ -144,7 +144,7 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path, choice: str, ru
 def test_the_event_loop_follows_the_setting_and_the_store(
     choice: str, store: str, runs_on: str
 ) -> None:
-    loop, name = new_event_loop(choice, store)
+    loop, name = new_event_loop(choice, Settings(store=store).on_postgres)
     try:
         assert name == runs_on
         assert ("uvloop" in type(loop).__module__) == (runs_on == "uvloop")
