@@ -134,6 +134,11 @@ class Deadlines:
         self.tick = min(1.0, max(timeout / 10, 0.01))
         self._open: dict[Deadline, None] = {}
 
+    def under_way(self) -> int:
+        """How many requests have a deadline open: the requests under way (a
+        lifted deadline, of a websocket or a stream, counts until the next sweep)."""
+        return len(self._open)
+
     def start(self) -> Deadline:
         """The current task's deadline, ``timeout`` from now."""
         task = asyncio.current_task()

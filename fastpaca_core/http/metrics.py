@@ -243,6 +243,9 @@ class TimedStore(Store):
     async def close(self) -> None:
         await self.inner.close()
 
+    def count_requests(self, under_way: Callable[[], int]) -> None:
+        self.inner.count_requests(under_way)
+
     async def ping(self) -> None:
         started = time.perf_counter()
         try:

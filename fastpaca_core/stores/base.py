@@ -105,6 +105,13 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Return when the store answers; raise StoreUnavailable otherwise."""
 
+    def count_requests(self, under_way: Callable[[], int]) -> None:
+        """A server's hint: ``under_way()`` is how many of its requests are in
+        progress. A store may work differently for a request that is alone
+        (the SQLite store commits it on the event loop instead of its writer
+        thread); by default the hint is ignored."""
+        del under_way
+
     @abc.abstractmethod
     async def run(self, context_id: str, op: Op[T]) -> T:
         """Run ``op`` atomically on ``context_id``."""

@@ -10,7 +10,10 @@ nothing yet has nothing to undo, and if one fails after writing, the batch is
 rolled back and run again with a SAVEPOINT around each operation. Operations
 only touch their ``Tx``, whose calls are short in-memory SQLite statements,
 so they run on the loop; ``COMMIT`` (the fsync), and ``BEGIN`` when another
-process holds the write lock, run on the writer thread.
+process holds the write lock, run on the writer thread. A commit of one
+operation while the server has no other request under way runs on the loop
+instead: the loop has nothing else to do meanwhile, and the hand-off to the
+thread and back cost more than the fsync itself (see ``_commit``).
 
 Reads run on the loop's own connection (WAL readers never block the writer),
 or on a small thread pool when they would wait for a lock.
@@ -376,6 +379,10 @@ class SQLiteStore(Store):
         # connection has written to the database (``PRAGMA data_version``)
         self._known: dict[str, tuple[Any, ...]] = {}
         self._data_version: int | None = None
+        self._under_way: Callable[[], int] | None = None  # the server's requests
+
+    def count_requests(self, under_way: Callable[[], int]) -> None:
+        self._under_way = under_way
 
     # -- lifecycle -------------------------------------------------------
 
@@ -587,7 +594,7 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
         assert outcomes is not None
         try:
-            await self._in_writer(conn.execute, "COMMIT")
+            await self._commit(conn, jobs)
         except sqlite3.Error as exc:
             self._forget_known()
             try:
@@ -610,6 +617,21 @@ class SQLiteStore(Store):
                 job.future.set_exception(error)
             else:
                 job.future.set_result(result)
+
+    async def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        """``COMMIT``: in the writer thread, so the loop goes on serving requests
+        (the next batch gathers) while the fsync waits for the disk; on the loop
+        when this batch is one operation, no other waits, and the server counts
+        no other request under way (:meth:`count_requests`): then the loop would
+        only wait, and the hand-off to the thread and back is saved (measured on a
+        proxied call, one connection: the commit as the loop sees it 1.06 ->
+        0.60 ms p50). Without that count (the store used as a library) the
+        commit always goes to the thread."""
+        under_way = self._under_way
+        if len(jobs) == 1 and self._queue.empty() and under_way is not None and under_way() <= 1:
+            conn.execute("COMMIT")
+        else:
+            await self._in_writer(conn.execute, "COMMIT")
 
     def _check_known(self, conn: sqlite3.Connection) -> None:
         """In the write transaction: forget the known rows if another connection

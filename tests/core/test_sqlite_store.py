@@ -244,3 +244,54 @@ async def test_a_transaction_sqlite_ended_itself_is_not_carried_on(tmp_path: Pat
         assert texts == ["once"]
         assert [m.seq for m in await engine.messages("b", limit=10)] == [1, 2]
         assert (await engine.append("b", text("user", "later"))).seqs == [3]
+
+
+async def test_a_lone_commit_runs_on_the_loop_only_when_the_server_counts_one_request(
+    tmp_path: Path,
+) -> None:
+    """``count_requests``: a batch of one operation, with no other waiting and the
+    server counting at most one request under way, commits on the loop (no hand-off
+    to the writer thread); anything else commits in the thread. Either way the
+    append is committed when it returns: another connection reads it."""
+    path = tmp_path / "lone.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert isinstance(store, SQLiteStore)
+        engine = Engine(store)
+        for name in ("a", "b", "c"):
+            await engine.put_context(name)
+        in_thread = 0
+        original = store._in_writer
+
+        async def counting(fn, *args):  # type: ignore[no-untyped-def]
+            nonlocal in_thread
+            if args == ("COMMIT",):
+                in_thread += 1
+            return await original(fn, *args)
+
+        store._in_writer = counting  # type: ignore[method-assign]
+
+        def stored(context_id: str) -> int:
+            with sqlite3.connect(path) as other:
+                row = other.execute(
+                    "SELECT count(*) FROM messages WHERE context_id = ?", (context_id,)
+                ).fetchone()
+            return int(row[0])
+
+        await engine.append("a", text("user", "no count given"))  # a library's store
+        assert (in_thread, stored("a")) == (1, 1)
+
+        under_way = 1
+        store.count_requests(lambda: under_way)
+        await engine.append("a", text("user", "alone"))
+        assert (in_thread, stored("a")) == (1, 2)  # committed on the loop, and durable
+
+        under_way = 2
+        await engine.append("a", text("user", "another request is under way"))
+        assert (in_thread, stored("a")) == (2, 3)
+
+        under_way = 1
+        await asyncio.gather(*(engine.append(c, text("user", c)) for c in ("b", "c")))
+        assert in_thread == 3  # one batch of two: the thread
+        assert (stored("b"), stored("c")) == (1, 1)
+    async with open_store(f"sqlite:///{path}") as store:
+        assert (await Engine(store).get_context("a")).last_seq == 3
