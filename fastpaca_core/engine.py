@@ -288,6 +288,8 @@ class Engine:
         ``usage``: ``(estimate, actual)``, a provider's prompt count for a prompt
         we estimated, learnt as ``record_usage`` does, in this same write and
         before the policy runs (one write and one policy run per proxied turn).
+        It is not part of an ``idempotency_key``'s request: a retry whose
+        estimate came out differently is the same append, and is replayed.
         """
         parsed = parse_messages(messages, "messages")
         rewind = None if rewind_to_seq is None else check_int(rewind_to_seq, "rewind_to_seq", 1)

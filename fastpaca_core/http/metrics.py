@@ -41,6 +41,8 @@ T = TypeVar("T")
 
 _TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 65536)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# the ``method`` label's values; any other method a client sends counts as "other"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 # how prometheus_client writes a float in a label (its ``Histogram``'s ``le``);
@@ -134,6 +136,8 @@ class Metrics:
         )
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        if method not in _METHODS:
+            method = "other"  # the client names the method: a label it cannot multiply
         key = (route, method, status)
         series = self._requests.get(key)
         if series is None:

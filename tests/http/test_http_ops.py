@@ -78,6 +78,21 @@ async def test_metrics(api: Api, cid: str) -> None:
     assert "fastpaca_websockets_open 0.0" in text
 
 
+async def test_made_up_methods_share_one_metric_label(api: Api) -> None:
+    """The client names the method: the ones the API does not use (WebDAV's, say,
+    which the HTTP parser accepts) count as one label value, not one each."""
+    for method in ("PROPFIND", "MKCOL", "LOCK", "PURGE", "SEARCH"):
+        reply = await api.request(method, "/v1/contexts/x")
+        assert reply.status == 405, reply.body
+        assert reply.json()["error"] == "method_not_allowed"
+    text = (await api.get("/metrics")).body.decode()
+    assert "PROPFIND" not in text and "PURGE" not in text
+    assert (
+        'fastpaca_http_request_duration_seconds_count{method="other",'
+        'route="unmatched",status="405"} 5.0' in text
+    )
+
+
 async def test_openapi_describes_every_route(api: Api) -> None:
     reply = await api.get("/openapi.json")
     assert reply.status == 200
