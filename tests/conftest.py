@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +19,24 @@ from fastpaca_core import Engine, Store, open_store
 
 PG_URL = os.environ.get("FASTPACA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() == "true"
+# the event loop the tests run on: asyncio's, or uvloop's (the server's own on
+# SQLite: ``scripts/test`` runs the HTTP and proxy tests a second time on it)
+TEST_LOOP = os.environ.get("FASTPACA_TEST_LOOP", "asyncio")
+if TEST_LOOP not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(f"FASTPACA_TEST_LOOP must be asyncio or uvloop, not {TEST_LOOP!r}")
+
+if TEST_LOOP == "uvloop":
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        """pytest-asyncio's hook: every async test and fixture runs on uvloop."""
+        return {"uvloop": uvloop.new_event_loop}
+
+    def pytest_report_header(config: pytest.Config) -> str:
+        return f"event loop: uvloop {uvloop.__version__}"
+
 
 _pg_state: dict[str, str | None] = {}
 

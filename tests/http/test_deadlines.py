@@ -5,6 +5,7 @@ cancellation; a deadline that fires as its handler ends leaves nothing behind.""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -12,10 +13,12 @@ import aiohttp
 from aiohttp import web
 from loopback import serve_app
 
-from fastpaca_core.http import create_app
+from fastpaca_core.http import ENGINE, create_app
 from fastpaca_core.http.limits import DEADLINES, Deadlines
+from fastpaca_core.http.metrics import TimedStore
 from fastpaca_core.jsonutil import loads
 from fastpaca_core.settings import Settings
+from fastpaca_core.stores.sqlite import SQLiteStore
 
 
 async def test_a_slow_handler_is_cut_within_a_tick_of_its_deadline(tmp_path: Path) -> None:
@@ -122,3 +125,51 @@ async def test_a_lifted_deadline_leaves_the_sweep() -> None:
         assert len(deadlines._open) == 0 and not deadline.fired
 
     await asyncio.create_task(handler())
+
+
+async def test_under_way_counts_the_requests_in_progress(tmp_path: Path) -> None:
+    """What the SQLite store is told (``Store.count_requests``): the requests
+    between the middleware's start and end."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'u.db'}", request_timeout=5))
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def held(request: web.Request) -> web.Response:
+        seen.append(request.app[DEADLINES].under_way())
+        await release.wait()
+        return web.json_response({})
+
+    app.router.add_get("/v1/held", held)
+    runner, port = await serve_app(app)
+    try:
+        deadlines = app[DEADLINES]
+        assert deadlines.under_way() == 0
+        store = app[ENGINE].store
+        assert isinstance(store, TimedStore) and isinstance(store.inner, SQLiteStore)
+        assert store.inner._under_way == deadlines.under_way  # the server's count reaches it
+        async with aiohttp.ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/v1/held"
+            calls = [asyncio.ensure_future(session.get(url)) for _ in range(3)]
+            for _ in range(200):
+                if deadlines.under_way() == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert deadlines.under_way() == 3
+            release.set()
+            for resp in await asyncio.gather(*calls):
+                assert resp.status == 200
+                resp.release()
+        assert sorted(seen) == [1, 2, 3]
+        assert deadlines.under_way() == 0
+    finally:
+        await runner.cleanup()
+
+
+async def test_the_tests_run_on_the_loop_asked_for() -> None:
+    """``FASTPACA_TEST_LOOP`` (``scripts/test`` runs the HTTP and proxy tests on
+    both loops): the loop these tests run on is the one it names."""
+    loop = type(asyncio.get_running_loop())
+    if os.environ.get("FASTPACA_TEST_LOOP", "asyncio") == "uvloop":
+        assert loop.__module__.startswith("uvloop"), loop
+    else:
+        assert issubclass(loop, asyncio.BaseEventLoop) and "uvloop" not in loop.__module__, loop
