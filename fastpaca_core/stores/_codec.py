@@ -12,6 +12,7 @@ __all__ = [
     "CONTEXT_COLUMNS",
     "MESSAGE_COLUMNS",
     "SUMMARY_COLUMNS",
+    "RawMessage",
     "context_from_row",
     "context_values",
     "message_from_row",
@@ -97,6 +98,37 @@ def message_from_row(row: Row) -> StoredMessage:
     return StoredMessage(
         row[0], row[1], loads(row[2]), loads(row[3]), row[4], row[5], row[6], parse_time(row[7])
     )
+
+
+class RawMessage:
+    """A messages row as the driver returned it (``MESSAGE_COLUMNS``), not decoded:
+    a compaction mostly needs each row's tokens and whether it holds a tool call
+    (:meth:`~fastpaca_core.window.WindowItem.of_raw`)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Row) -> None:
+        self._values = values
+
+    @property
+    def seq(self) -> int:
+        return int(self._values[0])
+
+    @property
+    def role(self) -> str:
+        return str(self._values[1])
+
+    @property
+    def token_count(self) -> int:
+        return int(self._values[4])
+
+    def may_refer(self) -> bool:
+        # the parts' JSON as the stores write it (``dumps_str``): a call or a
+        # result names its id
+        return "toolCallId" in self._values[2]
+
+    def decode(self) -> StoredMessage:
+        return message_from_row(self._values)
 
 
 def summary_values(record: SummaryRecord) -> tuple[Any, ...]:

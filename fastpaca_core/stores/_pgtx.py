@@ -16,10 +16,12 @@ from ..errors import StoreError
 from ..events import Event
 from ..jsonutil import dumps_str, loads
 from ..model import ContextRecord, StoredMessage, SummaryRecord
+from ..window import WindowItem
 from ._codec import (
     CONTEXT_COLUMNS,
     MESSAGE_COLUMNS,
     SUMMARY_COLUMNS,
+    RawMessage,
     context_from_row,
     context_values,
     message_from_row,
@@ -185,6 +187,18 @@ class PgTx:
         found = [message_from_row(r) for r in rows]
         pending = [r for r in self._messages if from_seq <= r.seq <= to_seq]
         return sorted([*found, *pending], key=lambda r: r.seq) if pending else found
+
+    async def read_items(self, from_seq: int, to_seq: int) -> list[WindowItem]:
+        """The rows as window items, decoded only when something needs them (a
+        compaction mostly needs each row's tokens and whether it holds a tool call)."""
+        rows = await self._conn.fetch(READ_MESSAGES_SQL, self.context_id, from_seq, to_seq)
+        of_raw = WindowItem.of_raw
+        items = [of_raw(RawMessage(r)) for r in rows]
+        pending = [r for r in self._messages if from_seq <= r.seq <= to_seq]
+        if not pending:
+            return items
+        items.extend(WindowItem.of_row(r) for r in pending)
+        return sorted(items, key=lambda item: item.from_seq)
 
     async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         if self._idem is not None and self._idem.key == key:

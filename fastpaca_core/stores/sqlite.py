@@ -41,6 +41,7 @@ from ._codec import (
     CONTEXT_COLUMNS,
     MESSAGE_COLUMNS,
     SUMMARY_COLUMNS,
+    RawMessage,
     context_from_row,
     context_values,
     message_from_row,
@@ -251,7 +252,7 @@ class _SQLiteTx:
         compaction mostly needs each row's tokens and whether it holds a tool call)."""
         rows = self._conn.execute(_SELECT_MESSAGES, (self.context_id, from_seq, to_seq))
         of_raw = WindowItem.of_raw
-        return [of_raw(_Row(values)) for values in rows.fetchall()]
+        return [of_raw(RawMessage(values)) for values in rows.fetchall()]
 
     async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         row = self._conn.execute(
@@ -322,34 +323,6 @@ def _read_messages(
 ) -> list[StoredMessage]:
     rows = conn.execute(_SELECT_MESSAGES, (context_id, from_seq, to_seq)).fetchall()
     return [message_from_row(r) for r in rows]
-
-
-class _Row:
-    """A messages row as SQLite returned it (``MESSAGE_COLUMNS``), not decoded."""
-
-    __slots__ = ("_values",)
-
-    def __init__(self, values: tuple[Any, ...]) -> None:
-        self._values = values
-
-    @property
-    def seq(self) -> int:
-        return int(self._values[0])
-
-    @property
-    def role(self) -> str:
-        return str(self._values[1])
-
-    @property
-    def token_count(self) -> int:
-        return int(self._values[4])
-
-    def may_refer(self) -> bool:
-        # the parts' JSON as this store wrote it: a call or result names its id
-        return "toolCallId" in self._values[2]
-
-    def decode(self) -> StoredMessage:
-        return message_from_row(self._values)
 
 
 @dataclass

@@ -11,6 +11,7 @@ After every append, whatever the policy (but ``manual``):
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -189,6 +190,26 @@ def test_budget_override_reads_keep_every_guarantee(log: list[Msg], budget: int)
     asyncio.run(run())
 
 
+async def _compacts_as_the_memory_store(
+    url: str, context_id: str, log: list[Msg], budget: int, trigger: float, policy: dict[str, Any]
+) -> None:
+    async with open_store("memory://") as memory, open_store(url) as durable:
+        now = datetime(2026, 1, 1, tzinfo=UTC)
+        engines = [Engine(memory, clock=lambda: now), Engine(durable, clock=lambda: now)]
+        for engine in engines:
+            await engine.put_context(
+                context_id, token_budget=budget, trigger_ratio=trigger, policy=policy
+            )
+        for message in log:
+            windows = []
+            for engine in engines:
+                await engine.append(context_id, message)
+                windows.append(await engine.window(context_id))
+            mem, got = windows
+            assert [i.to_json() for i in got.items] == [i.to_json() for i in mem.items]
+            assert (got.segments, got.used_tokens) == (mem.segments, mem.used_tokens)
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=slow_ok)
 @policy_cases
 def test_sqlite_compacts_exactly_as_the_memory_store(
@@ -202,22 +223,21 @@ def test_sqlite_compacts_exactly_as_the_memory_store(
     parts parsed only where the JSON holds a tool call id); after every append
     its window is the memory store's, item for item."""
     path = tmp_path_factory.mktemp("policy") / "p.db"
+    url = f"sqlite:///{path}"
+    asyncio.run(_compacts_as_the_memory_store(url, "p", log, budget, trigger, policy))
 
-    async def run() -> None:
-        async with open_store("memory://") as memory, open_store(f"sqlite:///{path}") as lite:
-            now = datetime(2026, 1, 1, tzinfo=UTC)
-            engines = [Engine(memory, clock=lambda: now), Engine(lite, clock=lambda: now)]
-            for engine in engines:
-                await engine.put_context(
-                    "p", token_budget=budget, trigger_ratio=trigger, policy=policy
-                )
-            for message in log:
-                windows = []
-                for engine in engines:
-                    await engine.append("p", message)
-                    windows.append(await engine.window("p"))
-                mem, sql = windows
-                assert [i.to_json() for i in sql.items] == [i.to_json() for i in mem.items]
-                assert (sql.segments, sql.used_tokens) == (mem.segments, mem.used_tokens)
 
-    asyncio.run(run())
+@pytest.mark.postgres
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[*slow_ok, HealthCheck.function_scoped_fixture],
+)
+@policy_cases
+def test_postgres_compacts_exactly_as_the_memory_store(
+    pg_url: str, log: list[Msg], budget: int, trigger: float, policy: dict[str, Any]
+) -> None:
+    """The same for PostgreSQL, whose compactions read the live rows undecoded
+    too (``PgTx.read_items``); one schema for the test, a context per example."""
+    context_id = f"p{uuid.uuid4().hex}"
+    asyncio.run(_compacts_as_the_memory_store(pg_url, context_id, log, budget, trigger, policy))
