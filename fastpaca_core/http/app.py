@@ -64,7 +64,7 @@ async def _engine_ctx(app: web.Application) -> AsyncIterator[None]:
     metrics = app[METRICS]
     inner = open_store(settings.store, timeout=settings.store_timeout)
     store = TimedStore(inner, metrics)
-    store.count_requests(app[DEADLINES].under_way)
+    store.use_alone_hint(app[DEADLINES].alone)
     await store.open()
     stop_listening: Callable[[], Awaitable[None]] | None = None
     try:

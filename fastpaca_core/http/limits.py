@@ -133,11 +133,17 @@ class Deadlines:
         # never busier than 100 sweeps a second, whatever the timeout
         self.tick = min(1.0, max(timeout / 10, 0.01))
         self._open: dict[Deadline, None] = {}
+        self._running: dict[asyncio.Task[Any], None] = {}  # the handlers' tasks
 
     def under_way(self) -> int:
-        """How many requests have a deadline open: the requests under way (a
-        lifted deadline, of a websocket or a stream, counts until the next sweep)."""
-        return len(self._open)
+        """How many request handlers are in progress (websockets and streams
+        included, for as long as they are open)."""
+        return len(self._running)
+
+    def alone(self) -> bool:
+        """The calling task is a request's, and no other request is in progress."""
+        running = self._running
+        return len(running) == 1 and asyncio.current_task() in running
 
     def start(self) -> Deadline:
         """The current task's deadline, ``timeout`` from now."""
@@ -145,6 +151,7 @@ class Deadlines:
         assert task is not None
         deadline = Deadline(time.monotonic() + self.timeout, task)
         self._open[deadline] = None
+        self._running[task] = None
         return deadline
 
     @staticmethod
@@ -162,6 +169,7 @@ class Deadlines:
         it sent as the handler ended is taken back."""
         deadline.when = None
         self._open.pop(deadline, None)
+        self._running.pop(deadline.task, None)
         if deadline.fired:
             deadline.fired = False
             deadline.task.uncancel()

@@ -247,8 +247,8 @@ class TimedStore(Store):
     async def close(self) -> None:
         await self.inner.close()
 
-    def count_requests(self, under_way: Callable[[], int]) -> None:
-        self.inner.count_requests(under_way)
+    def use_alone_hint(self, alone: Callable[[], bool]) -> None:
+        self.inner.use_alone_hint(alone)
 
     async def ping(self) -> None:
         started = time.perf_counter()

@@ -105,12 +105,13 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Return when the store answers; raise StoreUnavailable otherwise."""
 
-    def count_requests(self, under_way: Callable[[], int]) -> None:
-        """A server's hint: ``under_way()`` is how many of its requests are in
-        progress. A store may work differently for a request that is alone
-        (the SQLite store commits it on the event loop instead of its writer
-        thread); by default the hint is ignored."""
-        del under_way
+    def use_alone_hint(self, alone: Callable[[], bool]) -> None:
+        """A server's hint: ``alone()``, asked in the task that calls the store,
+        is True when that task is the server's only request in progress. A store
+        may work differently for such a caller (the SQLite store commits its
+        write on the event loop instead of its writer thread); by default the
+        hint is ignored."""
+        del alone
 
     @abc.abstractmethod
     async def run(self, context_id: str, op: Op[T]) -> T:

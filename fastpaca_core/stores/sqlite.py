@@ -11,9 +11,10 @@ rolled back and run again with a SAVEPOINT around each operation. Operations
 only touch their ``Tx``, whose calls are short in-memory SQLite statements,
 so they run on the loop; ``COMMIT`` (the fsync), and ``BEGIN`` when another
 process holds the write lock, run on the writer thread. A commit of one
-operation while the server has no other request under way runs on the loop
-instead: the loop has nothing else to do meanwhile, and the hand-off to the
-thread and back cost more than the fsync itself (see ``_commit``).
+operation whose caller is the server's only request in progress runs on the
+loop instead: the loop has nothing else to do
+meanwhile, and the hand-off to the thread and back cost more than the fsync
+itself (see ``_commit``).
 
 Reads run on the loop's own connection (WAL readers never block the writer),
 or on a small thread pool when they would wait for a lock.
@@ -56,6 +57,8 @@ __all__ = ["SQLiteStore"]
 R = TypeVar("R")
 MAX_BATCH = 512
 KNOWN_ROWS = 1024  # context rows the writer keeps as last committed (see _run_batch)
+INLINE_COMMIT_LIMIT = 0.02  # s; a lone commit slower than this on the loop ...
+INLINE_PAUSE = 100  # ... sends this many of the next lone commits to the thread
 
 MIGRATIONS: list[str] = [
     # 1: the log, contexts with their window, idempotency keys, stored events
@@ -330,6 +333,7 @@ class _Job:
     context_id: str
     op: Op[Any]
     future: asyncio.Future[Any] = field(repr=False)
+    alone: bool = False  # the caller was the server's only request in progress
 
 
 class SQLiteStore(Store):
@@ -352,10 +356,11 @@ class SQLiteStore(Store):
         # connection has written to the database (``PRAGMA data_version``)
         self._known: dict[str, tuple[Any, ...]] = {}
         self._data_version: int | None = None
-        self._under_way: Callable[[], int] | None = None  # the server's requests
+        self._alone: Callable[[], bool] | None = None  # see use_alone_hint
+        self._inline_pause = 0  # lone commits that go to the thread all the same
 
-    def count_requests(self, under_way: Callable[[], int]) -> None:
-        self._under_way = under_way
+    def use_alone_hint(self, alone: Callable[[], bool]) -> None:
+        self._alone = alone
 
     # -- lifecycle -------------------------------------------------------
 
@@ -483,7 +488,8 @@ class SQLiteStore(Store):
         if self._writer is None:
             raise StoreUnavailable("the SQLite store is not open")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Job(context_id, op, future))
+        alone = self._alone is not None and self._alone()  # asked in the caller's task
+        self._queue.put_nowait(_Job(context_id, op, future, alone))
         return await future
 
     async def _write_loop(self) -> None:
@@ -594,17 +600,26 @@ class SQLiteStore(Store):
     async def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         """``COMMIT``: in the writer thread, so the loop goes on serving requests
         (the next batch gathers) while the fsync waits for the disk; on the loop
-        when this batch is one operation, no other waits, and the server counts
-        no other request under way (:meth:`count_requests`): then the loop would
-        only wait, and the hand-off to the thread and back is saved (measured on a
-        proxied call, one connection: the commit as the loop sees it 1.06 ->
-        0.60 ms p50). Without that count (the store used as a library) the
-        commit always goes to the thread."""
-        under_way = self._under_way
-        if len(jobs) == 1 and self._queue.empty() and under_way is not None and under_way() <= 1:
-            conn.execute("COMMIT")
-        else:
-            await self._in_writer(conn.execute, "COMMIT")
+        when this batch is one operation, no other waits, and its caller was the
+        server's only request in progress (:meth:`use_alone_hint`): then the loop
+        would only wait, and the hand-off to the thread and back is saved
+        (measured on a proxied call, one connection: the commit as the loop sees
+        it 1.06 -> 0.60 ms p50). Without the hint (the store used as a library)
+        the commit always goes to the thread. SQLite's automatic checkpoint
+        (every ~1,000 pages of WAL) runs inside a COMMIT, so now and then on the
+        loop too. A disk slow to sync (a lone commit
+        over ``INLINE_COMMIT_LIMIT``) sends the next ``INLINE_PAUSE`` lone
+        commits to the thread too, so a slow disk cannot hold up the loop for
+        long."""
+        if len(jobs) == 1 and jobs[0].alone and self._queue.empty():
+            if self._inline_pause == 0:
+                started = time.perf_counter()
+                conn.execute("COMMIT")
+                if time.perf_counter() - started > INLINE_COMMIT_LIMIT:
+                    self._inline_pause = INLINE_PAUSE
+                return
+            self._inline_pause -= 1
+        await self._in_writer(conn.execute, "COMMIT")
 
     def _check_known(self, conn: sqlite3.Connection) -> None:
         """In the write transaction: forget the known rows if another connection

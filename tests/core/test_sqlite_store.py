@@ -246,13 +246,14 @@ async def test_a_transaction_sqlite_ended_itself_is_not_carried_on(tmp_path: Pat
         assert (await engine.append("b", text("user", "later"))).seqs == [3]
 
 
-async def test_a_lone_commit_runs_on_the_loop_only_when_the_server_counts_one_request(
-    tmp_path: Path,
+async def test_a_lone_commit_runs_on_the_loop_only_when_the_server_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``count_requests``: a batch of one operation, with no other waiting and the
-    server counting at most one request under way, commits on the loop (no hand-off
-    to the writer thread); anything else commits in the thread. Either way the
-    append is committed when it returns: another connection reads it."""
+    """``use_alone_hint``: a batch of one operation, with no other waiting, whose
+    caller the server calls alone, commits on the loop (no hand-off to the writer
+    thread); anything else commits in the thread. Either way the append is
+    committed when it returns: another connection reads it. A lone commit slower
+    than ``INLINE_COMMIT_LIMIT`` sends the next ``INLINE_PAUSE`` to the thread."""
     path = tmp_path / "lone.db"
     async with open_store(f"sqlite:///{path}") as store:
         assert isinstance(store, SQLiteStore)
@@ -277,21 +278,28 @@ async def test_a_lone_commit_runs_on_the_loop_only_when_the_server_counts_one_re
                 ).fetchone()
             return int(row[0])
 
-        await engine.append("a", text("user", "no count given"))  # a library's store
+        await engine.append("a", text("user", "no hint given"))  # a library's store
         assert (in_thread, stored("a")) == (1, 1)
 
-        under_way = 1
-        store.count_requests(lambda: under_way)
+        alone = True
+        store.use_alone_hint(lambda: alone)
         await engine.append("a", text("user", "alone"))
         assert (in_thread, stored("a")) == (1, 2)  # committed on the loop, and durable
 
-        under_way = 2
-        await engine.append("a", text("user", "another request is under way"))
+        alone = False
+        await engine.append("a", text("user", "another request is in progress"))
         assert (in_thread, stored("a")) == (2, 3)
 
-        under_way = 1
+        alone = True
         await asyncio.gather(*(engine.append(c, text("user", c)) for c in ("b", "c")))
         assert in_thread == 3  # one batch of two: the thread
         assert (stored("b"), stored("c")) == (1, 1)
+
+        monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT", -1.0)
+        monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_PAUSE", 2)
+        for n in range(4):
+            await engine.append("b", text("user", f"slow disk {n}"))
+        # on the loop (too slow), then two in the thread, then the loop again
+        assert (in_thread, stored("b")) == (5, 5)
     async with open_store(f"sqlite:///{path}") as store:
         assert (await Engine(store).get_context("a")).last_seq == 3

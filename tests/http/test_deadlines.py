@@ -127,15 +127,29 @@ async def test_a_lifted_deadline_leaves_the_sweep() -> None:
     await asyncio.create_task(handler())
 
 
-async def test_under_way_counts_the_requests_in_progress(tmp_path: Path) -> None:
-    """What the SQLite store is told (``Store.count_requests``): the requests
-    between the middleware's start and end."""
-    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'u.db'}", request_timeout=5))
+async def test_alone_is_a_request_with_no_other_in_progress(tmp_path: Path) -> None:
+    """What the SQLite store is told (``Store.use_alone_hint``): ``alone()`` in a
+    request's task while no other handler runs; not in another task; and a
+    stream whose deadline was lifted still counts until its handler ends."""
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / 'u.db'}", request_timeout=0.5))
     release = asyncio.Event()
-    seen: list[int] = []
+    seen: list[tuple[int, bool, bool]] = []
 
-    async def held(request: web.Request) -> web.Response:
-        seen.append(request.app[DEADLINES].under_way())
+    async def held(request: web.Request) -> web.StreamResponse:
+        deadlines = request.app[DEADLINES]
+
+        async def elsewhere() -> bool:
+            return deadlines.alone()
+
+        under_way, alone = deadlines.under_way(), deadlines.alone()
+        seen.append((under_way, alone, await asyncio.create_task(elsewhere())))
+        if "stream" in request.query:
+            out = web.StreamResponse()
+            await out.prepare(request)  # lifts the deadline
+            await out.write(b"started")
+            await release.wait()
+            await out.write_eof()
+            return out
         await release.wait()
         return web.json_response({})
 
@@ -143,23 +157,28 @@ async def test_under_way_counts_the_requests_in_progress(tmp_path: Path) -> None
     runner, port = await serve_app(app)
     try:
         deadlines = app[DEADLINES]
-        assert deadlines.under_way() == 0
         store = app[ENGINE].store
         assert isinstance(store, TimedStore) and isinstance(store.inner, SQLiteStore)
-        assert store.inner._under_way == deadlines.under_way  # the server's count reaches it
+        assert store.inner._alone == deadlines.alone  # the server's hint reaches the store
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{port}/v1/held"
-            calls = [asyncio.ensure_future(session.get(url)) for _ in range(3)]
+            stream = await session.get(url, params={"stream": "1"})
+            assert await stream.content.readexactly(7) == b"started"
+            await asyncio.sleep(deadlines.tick * 2)  # swept: the lifted deadline is gone
+            assert deadlines.under_way() == 1  # the stream's handler still runs
+            calls = [asyncio.ensure_future(session.get(url)) for _ in range(2)]
             for _ in range(200):
                 if deadlines.under_way() == 3:
                     break
                 await asyncio.sleep(0.01)
             assert deadlines.under_way() == 3
             release.set()
-            for resp in await asyncio.gather(*calls):
+            for resp in [stream, *await asyncio.gather(*calls)]:
                 assert resp.status == 200
+                await resp.read()
                 resp.release()
-        assert sorted(seen) == [1, 2, 3]
+        # the stream alone, then one and two more: never alone once another runs
+        assert seen == [(1, True, False), (2, False, False), (3, False, False)]
         assert deadlines.under_way() == 0
     finally:
         await runner.cleanup()
