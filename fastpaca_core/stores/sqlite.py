@@ -12,9 +12,8 @@ only touch their ``Tx``, whose calls are short in-memory SQLite statements,
 so they run on the loop; ``COMMIT`` (the fsync), and ``BEGIN`` when another
 process holds the write lock, run on the writer thread. A commit of one
 operation whose caller is the server's only request in progress runs on the
-loop instead: the loop has nothing else to do
-meanwhile, and the hand-off to the thread and back cost more than the fsync
-itself (see ``_commit``).
+loop instead: the loop has nothing else to do meanwhile, and the hand-off to
+the thread and back cost more than the fsync itself (see ``_commit``).
 
 Reads run on the loop's own connection (WAL readers never block the writer),
 or on a small thread pool when they would wait for a lock.
@@ -607,10 +606,9 @@ class SQLiteStore(Store):
         it 1.06 -> 0.60 ms p50). Without the hint (the store used as a library)
         the commit always goes to the thread. SQLite's automatic checkpoint
         (every ~1,000 pages of WAL) runs inside a COMMIT, so now and then on the
-        loop too. A disk slow to sync (a lone commit
-        over ``INLINE_COMMIT_LIMIT``) sends the next ``INLINE_PAUSE`` lone
-        commits to the thread too, so a slow disk cannot hold up the loop for
-        long."""
+        loop too. A disk slow to sync (a lone commit over ``INLINE_COMMIT_LIMIT``)
+        sends the next ``INLINE_PAUSE`` lone commits to the thread too, so a slow
+        disk cannot hold up the loop for long."""
         if len(jobs) == 1 and jobs[0].alone and self._queue.empty():
             if self._inline_pause == 0:
                 started = time.perf_counter()
