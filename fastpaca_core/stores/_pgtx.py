@@ -7,8 +7,9 @@ context row's ``xmin``) or locked (``SELECT ... FOR UPDATE`` in a transaction).
 
 from __future__ import annotations
 
+import asyncio
 import functools
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -27,11 +28,21 @@ from ._codec import (
     message_from_row,
     summary_values,
 )
+from ._pggroup import Write
 from .base import IdempotencyRecord
 
-__all__ = ["READ_MESSAGES_SQL", "Conflict", "NeedLock", "PgTx"]
+__all__ = ["READ_MESSAGES_SQL", "Conflict", "ConnSource", "NeedLock", "PgTx"]
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+class ConnSource(Protocol):
+    """Where an operation's connection comes from: taken from the pool at the
+    first statement that needs it (an operation that only writes, from a known
+    row, may never need one)."""
+
+    async def get(self) -> Conn: ...
+
 
 _UPDATE_COLUMNS = [c.strip() for c in CONTEXT_COLUMNS.split(",")][1:]
 _SAVE_SQL = "UPDATE contexts SET {} WHERE id = $1".format(
@@ -126,13 +137,13 @@ class PgTx:
 
     def __init__(
         self,
-        conn: Conn,
+        conn: ConnSource,
         context_id: str,
         *,
         locked: bool,
         known: tuple[tuple[Any, ...], int] | None = None,
     ) -> None:
-        self._conn = conn
+        self._conn = conn  # taken at the first statement
         self.context_id = context_id
         self.locked = locked
         # the context row as this process last wrote it, and its xmin then: an
@@ -161,7 +172,8 @@ class PgTx:
             self._xmin = known[1]
             return context_from_row(known[0])  # decoded afresh: shares nothing
         lock = " FOR UPDATE" if self.locked else ""
-        row = await self._conn.fetchrow(
+        conn = await self._conn.get()
+        row = await conn.fetchrow(
             f"SELECT {CONTEXT_COLUMNS}, xmin FROM contexts WHERE id = $1{lock}", self.context_id
         )
         self._loaded = True
@@ -183,7 +195,8 @@ class PgTx:
         self._messages.extend(rows)
 
     async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
-        rows = await self._conn.fetch(READ_MESSAGES_SQL, self.context_id, from_seq, to_seq)
+        conn = await self._conn.get()
+        rows = await conn.fetch(READ_MESSAGES_SQL, self.context_id, from_seq, to_seq)
         found = [message_from_row(r) for r in rows]
         pending = [r for r in self._messages if from_seq <= r.seq <= to_seq]
         return sorted([*found, *pending], key=lambda r: r.seq) if pending else found
@@ -191,7 +204,8 @@ class PgTx:
     async def read_items(self, from_seq: int, to_seq: int) -> list[WindowItem]:
         """The rows as window items, decoded only when something needs them (a
         compaction mostly needs each row's tokens and whether it holds a tool call)."""
-        rows = await self._conn.fetch(READ_MESSAGES_SQL, self.context_id, from_seq, to_seq)
+        conn = await self._conn.get()
+        rows = await conn.fetch(READ_MESSAGES_SQL, self.context_id, from_seq, to_seq)
         of_raw = WindowItem.of_raw
         items = [of_raw(RawMessage(r)) for r in rows]
         pending = [r for r in self._messages if from_seq <= r.seq <= to_seq]
@@ -203,7 +217,8 @@ class PgTx:
     async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         if self._idem is not None and self._idem.key == key:
             return self._idem
-        row = await self._conn.fetchrow(
+        conn = await self._conn.get()
+        row = await conn.fetchrow(
             "SELECT request_hash, response, created_at FROM idempotency_keys "
             "WHERE context_id = $1 AND key = $2",
             self.context_id,
@@ -222,7 +237,8 @@ class PgTx:
     async def _flush_idem(self) -> None:
         record, self._idem = self._idem, None
         assert record is not None
-        await self._conn.execute(
+        conn = await self._conn.get()
+        await conn.execute(
             "INSERT INTO idempotency_keys (context_id, key, request_hash, response, created_at) "
             "VALUES ($1, $2, $3, $4, $5)",
             self.context_id,
@@ -239,16 +255,19 @@ class PgTx:
 
     async def insert_summary(self, record: SummaryRecord) -> None:
         self._need_lock()
-        await self._conn.execute(_INSERT_SUMMARY_SQL, self.context_id, *summary_values(record))
+        conn = await self._conn.get()
+        await conn.execute(_INSERT_SUMMARY_SQL, self.context_id, *summary_values(record))
 
     async def take_lease(self, holder: str, ttl: float) -> bool:
         self._need_lock()
-        taken = await self._conn.fetchval(_TAKE_LEASE_SQL, self.context_id, holder, float(ttl))
+        conn = await self._conn.get()
+        taken = await conn.fetchval(_TAKE_LEASE_SQL, self.context_id, holder, float(ttl))
         return taken is not None
 
     async def drop_lease(self, holder: str) -> None:
         self._need_lock()
-        await self._conn.execute(
+        conn = await self._conn.get()
+        await conn.execute(
             "DELETE FROM leases WHERE context_id = $1 AND holder = $2", self.context_id, holder
         )
 
@@ -290,7 +309,8 @@ class PgTx:
         if idem is not None:
             args += [idem.key, idem.request_hash, dumps_str(idem.response), idem.created_at]
         sql = _flush_sql(ctx_write, cas, bool(rows), bool(events), idem is not None)
-        row = await self._conn.fetchrow(sql, *args)
+        conn = await self._conn.get()
+        row = await conn.fetchrow(sql, *args)
         assert row is not None  # an aggregate: always one row
         matched, xmin = row[0], row[1]
         if not matched:
@@ -299,3 +319,15 @@ class PgTx:
             raise StoreError("the locked context row was not written")
         if ctx_write != "none":
             self.written_xmin = xmin
+
+    @property
+    def groupable(self) -> bool:
+        """The writes kept so far can go to the group writer: an optimistic
+        update of a context row that was read (or known)."""
+        return not (self.locked or self._ctx is None or self._created or self._xmin is None)
+
+    def group_write(self) -> Write:
+        """The writes kept so far as a :class:`Write` (when :attr:`groupable`)."""
+        assert self._ctx is not None and self._xmin is not None
+        future: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        return Write(self._ctx, self._xmin, self._messages, self._events, self._idem, future)

@@ -64,6 +64,7 @@ from ._codec import (
     message_from_row,
     summary_from_row,
 )
+from ._pggroup import GROUP_SQL, GroupWriter, Write, group_args
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
 from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
 from .base import Op, Store, tenant_range, window_start
@@ -211,6 +212,18 @@ async def _no_reset(conn: asyncpg.Connection) -> None:
     """
 
 
+def _drop(conn: Conn) -> None:
+    """Terminate ``conn`` so the pool never hands it out again. A pooled
+    connection that was already lost is detached from its proxy, which then
+    refuses every call (an ``InterfaceError``, even for ``is_closed``):
+    nothing is left to terminate then."""
+    try:
+        if not conn.is_closed():
+            conn.terminate()
+    except asyncpg.InterfaceError:
+        pass
+
+
 def _in_use(exc: BaseException) -> bool:
     """The error came from a connection that was open (not from connecting)."""
     return isinstance(exc, _LOST)
@@ -223,6 +236,42 @@ class _Stale(Exception):
 
 class _Unknown(StoreUnavailable):
     """The connection was lost while ``COMMIT`` was under way."""
+
+
+class _Lease:
+    """One operation's pooled connection, taken at its first statement (see
+    :meth:`PostgresStore._guard_lease`); from then on its work has ``timeout``
+    seconds, after which the connection is terminated (``expired``)."""
+
+    __slots__ = ("_pool", "_timeout", "_timer", "conn", "expired")
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self.conn: asyncpg.pool.PoolConnectionProxy | None = None
+        self.expired = False
+
+    async def get(self) -> Conn:
+        conn = self.conn
+        if conn is None:
+            conn = self.conn = await self._pool.acquire()
+            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
+        return conn
+
+    def _expire(self) -> None:
+        self.expired = True
+        if self.conn is not None:
+            _drop(self.conn)
+
+    async def release(self) -> None:
+        """Give the connection back (if one was taken); the lease may take
+        another later."""
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            if self._timer is not None:
+                self._timer.cancel()
+            await _release(self._pool, conn, self._timeout)
 
 
 class PostgresStore(Store):
@@ -243,6 +292,7 @@ class PostgresStore(Store):
         self.channel = f"fastpaca_{self.schema or 'public'}"
         self._token = uuid.uuid4().hex
         self._notifier = Notifier(self._send_hints, self._token)
+        self._group = GroupWriter(self._send_group)
         # context id -> when an optimistic write on it last lost a race
         self._contended: dict[str, float] = {}
         self._known: dict[str, tuple[tuple[Any, ...], int]] = {}  # see _remember
@@ -286,6 +336,7 @@ class PostgresStore(Store):
 
     async def close(self) -> None:
         if self._pool is not None:
+            await self._group.drain()
             await self._notifier.drain(self.timeout)
             pool, self._pool = self._pool, None
             try:
@@ -311,46 +362,45 @@ class PostgresStore(Store):
                     )
 
     async def _guard(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
-        """Run ``fn`` on a pooled connection, translating driver errors.
+        """Run ``fn`` on a pooled connection (see :meth:`_guard_lease`)."""
 
-        Waiting for a free pooled connection is load, not an outage, and is not
-        timed; connecting is (``timeout``), and so is ``fn``: when it runs past
-        ``timeout`` its connection is terminated, which fails whatever it awaits
-        at once (the server rolls back), so the caller hears within the deadline
-        and the pool connects afresh. A connection found dead inside ``fn``
-        (stale after a restart) is replaced and ``fn`` tried once more, unless
-        the deadline passed; serialisation failures, deadlocks and a lost
-        insert race are retried a few times.
+        async def eager(lease: _Lease) -> R:
+            return await fn(await lease.get())
+
+        return await self._guard_lease(eager)
+
+    async def _guard_lease(self, fn: Callable[[_Lease], Awaitable[R]]) -> R:
+        """Run ``fn`` with a lease on a pooled connection, translating driver errors.
+
+        The lease takes its connection at the first statement. Waiting for a
+        free pooled connection is load, not an outage, and is not timed;
+        connecting is (``timeout``), and so is the work on the connection: when
+        it runs past ``timeout`` the connection is terminated, which fails
+        whatever ``fn`` awaits at once (the server rolls back), so the caller
+        hears within the deadline and the pool connects afresh. A connection
+        found dead inside ``fn`` (stale after a restart) is replaced and ``fn``
+        tried once more, unless the deadline passed; serialisation failures,
+        deadlocks and a lost insert race are retried a few times.
         """
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
-        loop = asyncio.get_running_loop()
         retried_lost = False
         for remaining in range(_RETRIES, 0, -1):
-            expired = False
+            lease = _Lease(pool, self.timeout)
             try:
-                conn = await pool.acquire()
-
-                def expire(conn: Conn = conn) -> None:
-                    nonlocal expired
-                    expired = True
-                    conn.terminate()
-
-                timer = loop.call_later(self.timeout, expire)
                 try:
-                    return await fn(conn)
+                    return await fn(lease)
                 except FAILED as exc:
-                    if isinstance(exc, _UNAVAILABLE) and not conn.is_closed():
-                        conn.terminate()  # e.g. a standby after failover: never reuse it
+                    if isinstance(exc, _UNAVAILABLE) and lease.conn is not None:
+                        _drop(lease.conn)  # e.g. a standby after failover: never reuse it
                     raise
                 finally:
-                    timer.cancel()
-                    await _release(pool, conn, self.timeout)
+                    await lease.release()
             except FastpacaError:
                 raise
             except _UNAVAILABLE as exc:
-                if expired:
+                if lease.expired:
                     raise StoreUnavailable(
                         f"PostgreSQL did not answer within {self.timeout:g} s"
                     ) from exc
@@ -371,8 +421,9 @@ class PostgresStore(Store):
         await self._guard(ping)
 
     async def run(self, context_id: str, op: Op[R]) -> R:
-        """Run ``op``: optimistically first (2 round trips for an append), then
-        locked when it must be (see :class:`PgTx`).
+        """Run ``op``: optimistically first (one round trip for an append on a
+        context this process wrote last, shared with other appends under load),
+        then locked when it must be (see :class:`PgTx`).
 
         Straight to the locked path when the optimistic attempt would likely
         lose: another operation on the same context is under way in this
@@ -387,10 +438,10 @@ class PostgresStore(Store):
             since = self._contended.get(context_id)
             if not busy and (since is None or time.monotonic() - since > _CONTENDED_FOR):
                 known = self._known.get(context_id)
-                if known is not None:  # one round trip: the write checks the row is as known
+                if known is not None:  # no read: the write checks the row is as known
                     try:
-                        return await self._guard(
-                            lambda conn: self._attempt(conn, context_id, op, False, known)
+                        return await self._guard_lease(
+                            lambda lease: self._attempt(lease, context_id, op, False, known)
                         )
                     except NeedLock:
                         self._known.pop(context_id, None)
@@ -400,8 +451,8 @@ class PostgresStore(Store):
                             self._shared.clear()
                         self._shared[context_id] = time.monotonic()
                 try:
-                    return await self._guard(
-                        lambda conn: self._attempt(conn, context_id, op, False)
+                    return await self._guard_lease(
+                        lambda lease: self._attempt(lease, context_id, op, False)
                     )
                 except NeedLock:
                     pass
@@ -409,7 +460,7 @@ class PostgresStore(Store):
                     if len(self._contended) >= 10_000:
                         self._contended.clear()
                     self._contended[context_id] = time.monotonic()
-            return await self._guard(lambda conn: self._attempt(conn, context_id, op, True))
+            return await self._guard_lease(lambda lease: self._attempt(lease, context_id, op, True))
         finally:
             if inflight[context_id] == 1:
                 del inflight[context_id]
@@ -418,16 +469,17 @@ class PostgresStore(Store):
 
     async def _attempt(
         self,
-        conn: Conn,
+        lease: _Lease,
         context_id: str,
         op: Op[R],
         locked: bool,
         known: tuple[tuple[Any, ...], int] | None = None,
     ) -> R:
-        tx = PgTx(conn, context_id, locked=locked, known=known)
+        tx = PgTx(lease, context_id, locked=locked, known=known)
         committing = False
         try:
             if locked:
+                conn = await lease.get()
                 async with conn.transaction():
                     result = await op(tx)
                     await tx.flush()
@@ -441,16 +493,29 @@ class PostgresStore(Store):
                     raise
                 if tx.from_known and not tx.pending:
                     raise _Stale  # an answer no write confirmed the row for
-                committing = tx.pending  # the one write statement commits by itself
-                try:
-                    await tx.flush()
-                except Conflict:
-                    if tx.from_known:  # another process wrote the row since
-                        raise _Stale from None
-                    raise
+                group = self._group
+                lane = tx.groupable and group.claim()
+                if tx.groupable and not lane:  # sent with others' (see _pggroup)
+                    await lease.release()
+                    xmin = await group.write(tx.group_write())
+                    if xmin is None:
+                        raise _Stale if tx.from_known else Conflict
+                    tx.written_xmin = xmin
+                else:
+                    committing = tx.pending  # the one write statement commits by itself
+                    try:
+                        await tx.flush()
+                    except Conflict:
+                        if tx.from_known:  # another process wrote the row since
+                            raise _Stale from None
+                        raise
+                    finally:
+                        if lane:
+                            group.done()
         except _UNAVAILABLE as exc:
             if committing:
-                conn.terminate()
+                if lease.conn is not None:
+                    _drop(lease.conn)
                 raise _Unknown(
                     "PostgreSQL went away during COMMIT, so this write may or may not "
                     "have been applied; retry it with the same Idempotency-Key"
@@ -461,6 +526,24 @@ class PostgresStore(Store):
         if tx.saved is not None and tx.written_xmin is not None:
             self._remember(context_id, tx.saved, tx.written_xmin)
         return result
+
+    async def _send_group(self, writes: list[Write]) -> dict[str, int]:
+        """One group statement (see :mod:`._pggroup`): the applied contexts'
+        new ``xmin`` by id."""
+        args = group_args(writes)
+
+        async def send(conn: Conn) -> dict[str, int]:
+            try:
+                rows = await conn.fetch(GROUP_SQL, *args)
+            except _UNAVAILABLE as exc:
+                _drop(conn)
+                raise _Unknown(
+                    "PostgreSQL went away during COMMIT, so this write may or may not "
+                    "have been applied; retry it with the same Idempotency-Key"
+                ) from exc
+            return {row[0]: row[1] for row in rows}
+
+        return await self._guard(send)
 
     def _remember(self, context_id: str, row: tuple[Any, ...], xmin: int) -> None:
         """Keep the row as written: this process's next operation on the context

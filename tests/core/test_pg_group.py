@@ -1,0 +1,280 @@
+"""The Postgres store's group write: concurrent appends share one statement."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from fastpaca_core import AppendResult, Engine
+from fastpaca_core.errors import StoreError, StoreUnavailable
+from fastpaca_core.stores._pggroup import GroupWriter, Write
+from fastpaca_core.stores.postgres import PostgresStore, _split_url, _Unknown
+
+pytestmark = pytest.mark.postgres
+
+MANUAL = {"strategy": "manual"}
+
+
+def text(value: str) -> dict[str, object]:
+    return {"role": "user", "parts": [{"type": "text", "text": value}]}
+
+
+@pytest.fixture
+async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
+    s = PostgresStore(pg_url)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+@pytest.fixture
+async def admin(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain connection on the test's schema, for triggers and checks."""
+    dsn, schema = _split_url(pg_url)
+    conn = await asyncpg.connect(dsn, server_settings={"search_path": schema or "public"})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+def record(store: PostgresStore) -> list[tuple[list[str], list[str]]]:
+    """Each group statement the store sends: the contexts in it, and those applied."""
+    sent: list[tuple[list[str], list[str]]] = []
+    group = store._group
+    send: Callable[[list[Write]], Awaitable[dict[str, int]]] = group._send
+
+    async def recording(writes: list[Write]) -> dict[str, int]:
+        ids = [w.context_id for w in writes]
+        try:
+            applied = await send(writes)
+        except BaseException:
+            sent.append((ids, []))
+            raise
+        sent.append((ids, sorted(applied)))
+        return applied
+
+    group._send = recording
+    return sent
+
+
+async def put_all(engine: Engine, ids: list[str]) -> None:
+    for cid in ids:
+        await engine.put_context(cid, policy=MANUAL)
+        await engine.append(cid, text(f"{cid} first"))  # the store now knows the row
+
+
+async def texts(engine: Engine, cid: str) -> list[str]:
+    return [r.parts[0]["text"] for r in await engine.messages(cid, limit=100)]
+
+
+async def test_concurrent_appends_share_statements(store: PostgresStore) -> None:
+    """Appends on 40 contexts at once: most go out in a few group statements,
+    each lands once, in order, with its tokens, and the store knows each new
+    row (the next append again skips the read)."""
+    engine = Engine(store)
+    ids = [f"g{i}" for i in range(40)]
+    await put_all(engine, ids)
+    sent = record(store)
+    for n in (2, 3):
+        results = await asyncio.gather(*(engine.append(cid, text(f"{cid} {n}")) for cid in ids))
+        assert [r.seqs for r in results] == [[n]] * 40
+    grouped = sum(len(ids_) for ids_, _ in sent)
+    assert grouped >= 60  # 2 lanes: at most 2 of each round's 40 go alone
+    assert len(sent) < grouped / 4
+    assert all(ids_ == applied or sorted(ids_) == applied for ids_, applied in sent)
+    for cid in ids:
+        assert await texts(engine, cid) == [f"{cid} first", f"{cid} 2", f"{cid} 3"]
+        ctx = await engine.get_context(cid)
+        rows = await engine.messages(cid)
+        assert ctx.last_seq == ctx.version == 3
+        assert rows[-1].cum_tokens == ctx.total_tokens == sum(r.token_count for r in rows)
+        assert cid in store._known
+
+
+async def test_a_stale_row_in_a_group_runs_again_and_the_others_apply(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """Another process wrote one context of a group since this store's write:
+    that write is left out of the statement, its operation runs again on the
+    row as read, and the other writes of the group apply as they were."""
+    engine = Engine(store)
+    ids = [f"s{i}" for i in range(8)]
+    await put_all(engine, ids)
+    other = PostgresStore(pg_url)
+    await other.open()
+    try:
+        await Engine(other).append("s5", text("s5 from elsewhere"))
+    finally:
+        await other.close()
+    sent = record(store)
+    await asyncio.gather(*(engine.append(cid, text(f"{cid} again")) for cid in ids))
+    stale = [(ids_, applied) for ids_, applied in sent if "s5" in ids_ and "s5" not in applied]
+    assert stale, sent  # s5 was sent in a group and left out of it
+    ids_, applied = stale[0]
+    assert len(ids_) > 1 and sorted(set(ids_) - {"s5"}) == applied
+    assert await texts(engine, "s5") == ["s5 first", "s5 from elsewhere", "s5 again"]
+    for cid in set(ids) - {"s5"}:
+        assert await texts(engine, cid) == [f"{cid} first", f"{cid} again"]
+    assert "s5" in store._shared
+
+
+async def test_a_write_the_database_refuses_fails_alone(
+    store: PostgresStore, admin: asyncpg.Connection
+) -> None:
+    """A group statement that fails is sent again one write at a time: the
+    write the database refuses fails (nothing of it stored), the others land."""
+    engine = Engine(store)
+    ids = [f"b{i}" for i in range(8)]
+    await put_all(engine, ids)
+    await admin.execute(
+        """
+        CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'refused for the test'; END $$;
+        CREATE TRIGGER refuse BEFORE INSERT ON messages FOR EACH ROW
+        WHEN (NEW.context_id = 'b6') EXECUTE FUNCTION refuse();
+        """
+    )
+    sent = record(store)
+    results = await asyncio.gather(
+        *(engine.append(cid, text(f"{cid} again")) for cid in ids), return_exceptions=True
+    )
+    failed = [cid for cid, r in zip(ids, results, strict=True) if isinstance(r, BaseException)]
+    assert failed == ["b6"]
+    assert isinstance(results[6], StoreError) and "refused for the test" in str(results[6])
+    assert any(len(ids_) > 1 and "b6" in ids_ and not applied for ids_, applied in sent)
+    assert (["b6"], []) in sent  # then alone
+    assert await texts(engine, "b6") == ["b6 first"]
+    assert (await engine.get_context("b6")).version == 1
+    for cid in set(ids) - {"b6"}:
+        assert await texts(engine, cid) == [f"{cid} first", f"{cid} again"]
+
+
+async def _slow_trigger(admin: asyncpg.Connection, seconds: float) -> None:
+    """Inserting a message into a context whose id starts with ``slow`` sleeps."""
+    await admin.execute(
+        f"""
+        CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_sleep({seconds}); RETURN NEW; END $$;
+        CREATE TRIGGER slow BEFORE INSERT ON messages FOR EACH ROW
+        WHEN (NEW.context_id LIKE 'slow%') EXECUTE FUNCTION slow();
+        """
+    )
+
+
+async def _queued(store: PostgresStore, count: int) -> None:
+    for _ in range(500):
+        if len(store._group._queue) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the writes did not queue")
+
+
+async def test_a_caller_that_gave_up_before_its_turn_writes_nothing(
+    store: PostgresStore, admin: asyncpg.Connection
+) -> None:
+    """Both lanes busy; a queued append whose caller gives up (a deadline, a
+    disconnect) is not sent at all, and the context takes the next append."""
+    engine = Engine(store)
+    await put_all(engine, ["slow1", "slow2", "q"])
+    await _slow_trigger(admin, 0.4)
+    slow = [asyncio.create_task(engine.append(cid, text("late"))) for cid in ("slow1", "slow2")]
+    await asyncio.sleep(0.1)  # both lanes are under way
+    queued = asyncio.create_task(engine.append("q", text("given up")))
+    await _queued(store, 1)
+    queued.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await queued
+    await asyncio.gather(*slow)
+    assert await texts(engine, "q") == ["q first"]
+    await engine.append("q", text("q again"))
+    assert await texts(engine, "q") == ["q first", "q again"]
+
+
+async def _kill(admin: asyncpg.Connection, statement: str) -> None:
+    """Terminate the backend running ``statement`` (a prefix of its text)."""
+    for _ in range(200):
+        pids = await admin.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
+            statement + "%",
+        )
+        if pids:
+            assert len(pids) == 1
+            assert await admin.fetchval("SELECT pg_terminate_backend($1)", pids[0][0])
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"no statement {statement!r} under way")
+
+
+async def test_a_write_whose_connection_is_lost_is_unknown_not_retried(
+    store: PostgresStore, admin: asyncpg.Connection
+) -> None:
+    """The connection of a lone write (its own statement) dies before the
+    write commits: the caller hears 503, outcome unknown, and the operation is
+    not run again behind its back (that could store the message twice)."""
+    engine = Engine(store)
+    await put_all(engine, ["slow1"])
+    await _slow_trigger(admin, 0.5)
+    call = asyncio.create_task(engine.append("slow1", text("lost")))
+    await _kill(admin, "WITH c AS")
+    with pytest.raises(StoreUnavailable, match="may or may not"):
+        await call
+    await admin.execute("DROP TRIGGER slow ON messages")
+    await engine.append("slow1", text("next"))
+    assert await texts(engine, "slow1") == ["slow1 first", "next"]
+
+
+async def test_a_group_whose_connection_is_lost_is_unknown_to_every_caller(
+    store: PostgresStore, admin: asyncpg.Connection
+) -> None:
+    """The connection of a group statement dies before it commits: every
+    caller in the group hears 503 (the outcome is unknown; here nothing of the
+    group was written), and the contexts take the next appends."""
+    engine = Engine(store)
+    ids = ["slow1", "slow2", "slow3", "slow4"]
+    await put_all(engine, ids)
+    await _slow_trigger(admin, 0.5)
+    calls = [asyncio.create_task(engine.append(cid, text("lost"))) for cid in ids]
+    await _kill(admin, "WITH u AS")  # the first two go alone, the others together
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [type(r) for r in results[2:]] == [_Unknown, _Unknown]
+    assert "may or may not" in str(results[2])
+    assert [type(r) for r in results[:2]] == [AppendResult, AppendResult]
+    await admin.execute("DROP TRIGGER slow ON messages")
+    for cid in ids:
+        await engine.append(cid, text("next"))
+    for cid in ids[:2]:
+        assert await texts(engine, cid) == [f"{cid} first", "lost", "next"]
+    for cid in ids[2:]:
+        assert await texts(engine, cid) == [f"{cid} first", "next"]
+
+
+async def test_one_write_per_context_in_a_group() -> None:
+    """Two writes on one context never share a statement (it would update the
+    row once and insert both writes' messages)."""
+    groups: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def send(writes: list[Write]) -> dict[str, int]:
+        groups.append([w.context_id for w in writes])
+        await release.wait()
+        return {w.context_id: 7 for w in writes}
+
+    group = GroupWriter(send, lanes=1)
+    loop = asyncio.get_running_loop()
+
+    def write(cid: str) -> Write:
+        return Write((cid,), 1, [], [], None, loop.create_future())
+
+    first = asyncio.create_task(group.write(write("x")))
+    await asyncio.sleep(0)
+    rest = [asyncio.create_task(group.write(write(cid))) for cid in ("a", "b", "a", "c")]
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == 7 and await asyncio.gather(*rest) == [7, 7, 7, 7]
+    assert groups == [["x"], ["a", "b", "c"], ["a"]]
