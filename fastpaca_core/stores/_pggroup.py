@@ -22,6 +22,7 @@ per context, so a group never updates a row twice.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -36,8 +37,14 @@ from .base import IdempotencyRecord
 
 __all__ = ["GROUP_SQL", "LANES", "MAX_GROUP", "GroupWriter", "Write", "group_args"]
 
+log = logging.getLogger("fastpaca.store")
+
 LANES = 2  # group statements under way at once, per process
 MAX_GROUP = 128  # writes in one statement
+_UNKNOWN = (
+    "the write's statement was interrupted, so it may or may not have been applied; "
+    "retry it with the same Idempotency-Key"
+)
 
 _COLUMNS = [c.strip() for c in CONTEXT_COLUMNS.split(",")]
 _TYPES = {
@@ -202,10 +209,28 @@ class GroupWriter:
         self._busy += 1
         task = asyncio.get_running_loop().create_task(self._lane(), name="fastpaca-pg-group")
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A lane stopped: it found the queue empty, or it was cancelled (the
+        loop is closing) or failed (a bug); then nothing will send what is
+        still queued, so those writes fail, unsent."""
+        self._tasks.discard(task)
+        self._busy -= 1
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            log.error("the group writer failed", exc_info=error)
+        if self._queue and (task.cancelled() or error is not None):
+            queued = list(self._queue)
+            self._queue.clear()
+            _fail(queued, StoreUnavailable("the write was not sent: the store is closing"))
+        elif self._queue and self._busy < self._lanes:
+            self._start()
 
     def _take(self) -> list[Write]:
-        """The next group: queued writes whose callers still wait, one per context."""
+        """The next group: queued writes whose callers still wait, one per
+        context, in id order (so two processes' groups lock the rows they
+        share in the same order, and cannot deadlock on them)."""
         queue = self._queue
         group: list[Write] = []
         ids: set[str] = set()
@@ -220,42 +245,42 @@ class GroupWriter:
             ids.add(w.context_id)
             group.append(w)
         queue.extendleft(reversed(later))
+        group.sort(key=lambda w: w.context_id)
         return group
 
     async def _lane(self) -> None:
-        try:
-            while group := self._take():
-                await self._deliver(group)
-        finally:
-            self._busy -= 1
+        while group := self._take():
+            await self._deliver(group)
 
     async def _deliver(self, group: list[Write]) -> None:
         self.statements += 1
         self.writes += len(group)
         try:
-            applied = await self._send(group)
-        except StoreUnavailable as exc:
-            _fail(group, exc)
-            return
-        except StoreError as exc:
-            if len(group) == 1:
+            try:
+                applied = await self._send(group)
+            except StoreUnavailable as exc:
                 _fail(group, exc)
                 return
-            for w in group:  # find the one that cannot be applied: each alone
-                if not w.future.done():
-                    await self._deliver([w])
-            return
-        except BaseException as exc:  # cancelled (the store is closing), or a bug
-            _fail(group, StoreUnavailable(f"the write was not sent: {exc!r}"))
+            except StoreError as exc:
+                if len(group) == 1:
+                    _fail(group, exc)
+                    return
+                for w in group:  # find the one that cannot be applied: each alone
+                    if not w.future.done():
+                        await self._deliver([w])
+                return
+        except BaseException:  # cancelled (the loop is closing), or a bug
+            _fail(group, StoreUnavailable(_UNKNOWN))
             raise
         for w in group:
             if not w.future.done():
                 w.future.set_result(applied.get(w.context_id))
 
     async def drain(self) -> None:
-        """Wait for the statements under way (closing the store)."""
+        """Wait for the statements under way (closing the store); being
+        cancelled here does not cancel them."""
         while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.wait(set(self._tasks))
 
 
 def _fail(group: list[Write], exc: BaseException) -> None:

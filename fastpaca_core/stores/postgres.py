@@ -6,9 +6,12 @@ and the ``(context_id, seq)`` primary key backs that up. An operation first
 runs optimistically (:class:`PgTx`): it reads the row without a lock, and all
 its writes go in one statement that commits by itself and applies only if the
 row's ``xmin`` is unchanged, so an append is 2 round trips (3 with an
-idempotency key). An operation that lost that race, or needs a lock (creating a
-context, leases, summaries), runs again in a transaction that locks the row
-(``SELECT ... FOR UPDATE``), its writes still sent as one statement. Schema
+idempotency key), 1 on a context this process wrote last (it keeps the row as
+written). Under load such writes on different contexts share statements
+(:mod:`._pggroup`). An operation that lost that race, or needs a lock
+(creating a context, leases, summaries), runs again in a transaction that
+locks the row (``SELECT ... FOR UPDATE``), its writes still sent as one
+statement. Schema
 migrations are a numbered list applied under an advisory lock and recorded in
 ``schema_version``.
 
@@ -170,6 +173,9 @@ _LOST: tuple[type[BaseException], ...] = (
     ConnectionResetError,
     BrokenPipeError,
 )
+# asyncpg's own check of a parameter, before the statement is sent (an
+# InterfaceError, so it would otherwise read as a lost connection)
+_UNENCODABLE = asyncpg.exceptions._base.DataError
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.UniqueViolationError,
     asyncpg.SerializationError,
@@ -502,6 +508,8 @@ class PostgresStore(Store):
                         raise _Stale if tx.from_known else Conflict
                     tx.written_xmin = xmin
                 else:
+                    if tx.pending:
+                        await lease.get()  # connecting is not committing
                     committing = tx.pending  # the one write statement commits by itself
                     try:
                         await tx.flush()
@@ -535,6 +543,8 @@ class PostgresStore(Store):
         async def send(conn: Conn) -> dict[str, int]:
             try:
                 rows = await conn.fetch(GROUP_SQL, *args)
+            except _UNENCODABLE as exc:  # refused before anything was sent
+                raise StoreError(f"a value the database cannot take: {exc}") from exc
             except _UNAVAILABLE as exc:
                 _drop(conn)
                 raise _Unknown(

@@ -149,6 +149,7 @@ async def test_a_write_the_database_refuses_fails_alone(
     assert isinstance(results[6], StoreError) and "refused for the test" in str(results[6])
     assert any(len(ids_) > 1 and "b6" in ids_ and not applied for ids_, applied in sent)
     assert (["b6"], []) in sent  # then alone
+    await _idle(store)
     assert await texts(engine, "b6") == ["b6 first"]
     assert (await engine.get_context("b6")).version == 1
     for cid in set(ids) - {"b6"}:
@@ -182,18 +183,38 @@ async def test_a_caller_that_gave_up_before_its_turn_writes_nothing(
     disconnect) is not sent at all, and the context takes the next append."""
     engine = Engine(store)
     await put_all(engine, ["slow1", "slow2", "q"])
-    await _slow_trigger(admin, 0.4)
+    # the two slow appends wait inside their statements until the gate opens
+    await admin.execute(
+        """
+        CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_advisory_xact_lock_shared(4242); RETURN NEW; END $$;
+        CREATE TRIGGER gate BEFORE INSERT ON messages FOR EACH ROW
+        WHEN (NEW.context_id LIKE 'slow%') EXECUTE FUNCTION gate();
+        SELECT pg_advisory_lock(4242);
+        """
+    )
     slow = [asyncio.create_task(engine.append(cid, text("late"))) for cid in ("slow1", "slow2")]
-    await asyncio.sleep(0.1)  # both lanes are under way
     queued = asyncio.create_task(engine.append("q", text("given up")))
     await _queued(store, 1)
     queued.cancel()
     with pytest.raises(asyncio.CancelledError):
         await queued
+    await admin.execute("SELECT pg_advisory_unlock(4242)")
     await asyncio.gather(*slow)
+    await _idle(store)
     assert await texts(engine, "q") == ["q first"]
     await engine.append("q", text("q again"))
     assert await texts(engine, "q") == ["q first", "q again"]
+    assert await texts(engine, "slow1") == ["slow1 first", "late"]
+
+
+async def _idle(store: PostgresStore) -> None:
+    """The group writer has nothing queued and no lane taken (a lane's end is
+    counted by a callback, one loop turn after it)."""
+    for _ in range(3):
+        await asyncio.sleep(0)
+    group = store._group
+    assert group._busy == 0 and not group._queue and not group._tasks
 
 
 async def _kill(admin: asyncpg.Connection, statement: str) -> None:
@@ -244,6 +265,7 @@ async def test_a_group_whose_connection_is_lost_is_unknown_to_every_caller(
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert [type(r) for r in results[2:]] == [_Unknown, _Unknown]
     assert "may or may not" in str(results[2])
+    await _idle(store)
     assert [type(r) for r in results[:2]] == [AppendResult, AppendResult]
     await admin.execute("DROP TRIGGER slow ON messages")
     for cid in ids:
@@ -273,8 +295,36 @@ async def test_one_write_per_context_in_a_group() -> None:
 
     first = asyncio.create_task(group.write(write("x")))
     await asyncio.sleep(0)
-    rest = [asyncio.create_task(group.write(write(cid))) for cid in ("a", "b", "a", "c")]
+    rest = [asyncio.create_task(group.write(write(cid))) for cid in ("c", "a", "b", "a")]
     await asyncio.sleep(0)
     release.set()
     assert await first == 7 and await asyncio.gather(*rest) == [7, 7, 7, 7]
-    assert groups == [["x"], ["a", "b", "c"], ["a"]]
+    assert groups == [["x"], ["a", "b", "c"], ["a"]]  # in id order: the order rows are locked
+
+
+async def test_a_failing_lane_leaves_no_caller_waiting() -> None:
+    """A group statement that fails, then a bug while its writes are sent one
+    at a time: every caller hears an error (none waits forever), and the
+    writer has no lane left taken."""
+
+    async def send(writes: list[Write]) -> dict[str, int]:
+        if len(writes) > 1:
+            raise StoreError("refused")
+        if writes[0].context_id == "b":
+            raise RuntimeError("a bug")
+        return {writes[0].context_id: 7}
+
+    group = GroupWriter(send, lanes=1)
+    loop = asyncio.get_running_loop()
+    calls = [
+        asyncio.create_task(group.write(Write((cid,), 1, [], [], None, loop.create_future())))
+        for cid in ("a", "b", "c", "d")
+    ]
+    # (a guard against hanging, not a timing: the callers hear at once)
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 30)
+    assert results[0] == 7
+    assert [type(r) for r in results[1:]] == [StoreUnavailable] * 3
+    assert "may or may not" in str(results[1])
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert group._busy == 0 and not group._queue and not group._tasks
