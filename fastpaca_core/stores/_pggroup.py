@@ -15,7 +15,7 @@ that cannot be applied fails alone; one whose connection is lost mid-statement
 leaves every write in it unknown (retry with the same idempotency key).
 
 One process never has two writes on a context under way together (the store
-sends a busy context's operations the locked way), and a group takes one write
+runs one operation at a time on a context), and a group takes one write
 per context, so a group never updates a row twice.
 """
 

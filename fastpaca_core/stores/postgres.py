@@ -244,6 +244,16 @@ class _Unknown(StoreUnavailable):
     """The connection was lost while ``COMMIT`` was under way."""
 
 
+class _ContextTurn:
+    """The operations of this process on one context, run one at a time."""
+
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # running or waiting
+
+
 class _Lease:
     """One operation's pooled connection, taken at its first statement (see
     :meth:`PostgresStore._guard_lease`); from then on its work has ``timeout``
@@ -303,7 +313,7 @@ class PostgresStore(Store):
         self._contended: dict[str, float] = {}
         self._known: dict[str, tuple[tuple[Any, ...], int]] = {}  # see _remember
         self._shared: dict[str, float] = {}  # context id -> when its known row was stale
-        self._inflight: dict[str, int] = {}  # context id -> operations under way
+        self._turns: dict[str, _ContextTurn] = {}  # contexts with operations under way
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -431,47 +441,54 @@ class PostgresStore(Store):
         context this process wrote last, shared with other appends under load),
         then locked when it must be (see :class:`PgTx`).
 
+        Operations on one context run one at a time in a process: a second one
+        waits in the process, holding no pooled connection (a busy context
+        cannot starve the others of connections, and its writes do not queue
+        on the row lock), then starts from the row the first one wrote.
         Straight to the locked path when the optimistic attempt would likely
-        lose: another operation on the same context is under way in this
-        process, or one lost a race on it within the last ``_CONTENDED_FOR``
-        seconds (another process writes it too). So one busy context does not
-        pay for failed attempts.
+        lose: one lost a race on the context within the last
+        ``_CONTENDED_FOR`` seconds (another process writes it too).
         """
-        inflight = self._inflight
-        busy = inflight.get(context_id, 0)
-        inflight[context_id] = busy + 1
+        turns = self._turns
+        turn = turns.get(context_id)
+        if turn is None:
+            turn = turns[context_id] = _ContextTurn()
+        turn.users += 1
         try:
-            since = self._contended.get(context_id)
-            if not busy and (since is None or time.monotonic() - since > _CONTENDED_FOR):
-                known = self._known.get(context_id)
-                if known is not None:  # no read: the write checks the row is as known
-                    try:
-                        return await self._guard_lease(
-                            lambda lease: self._attempt(lease, context_id, op, False, known)
-                        )
-                    except NeedLock:
-                        self._known.pop(context_id, None)
-                    except _Stale:  # another process writes this context too
-                        self._known.pop(context_id, None)
-                        if len(self._shared) >= 10_000:
-                            self._shared.clear()
-                        self._shared[context_id] = time.monotonic()
+            async with turn.lock:
+                return await self._run(context_id, op)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del turns[context_id]
+
+    async def _run(self, context_id: str, op: Op[R]) -> R:
+        since = self._contended.get(context_id)
+        if since is None or time.monotonic() - since > _CONTENDED_FOR:
+            known = self._known.get(context_id)
+            if known is not None:  # no read: the write checks the row is as known
                 try:
                     return await self._guard_lease(
-                        lambda lease: self._attempt(lease, context_id, op, False)
+                        lambda lease: self._attempt(lease, context_id, op, False, known)
                     )
                 except NeedLock:
-                    pass
-                except Conflict:
-                    if len(self._contended) >= 10_000:
-                        self._contended.clear()
-                    self._contended[context_id] = time.monotonic()
-            return await self._guard_lease(lambda lease: self._attempt(lease, context_id, op, True))
-        finally:
-            if inflight[context_id] == 1:
-                del inflight[context_id]
-            else:
-                inflight[context_id] -= 1
+                    self._known.pop(context_id, None)
+                except _Stale:  # another process writes this context too
+                    self._known.pop(context_id, None)
+                    if len(self._shared) >= 10_000:
+                        self._shared.clear()
+                    self._shared[context_id] = time.monotonic()
+            try:
+                return await self._guard_lease(
+                    lambda lease: self._attempt(lease, context_id, op, False)
+                )
+            except NeedLock:
+                pass
+            except Conflict:
+                if len(self._contended) >= 10_000:
+                    self._contended.clear()
+                self._contended[context_id] = time.monotonic()
+        return await self._guard_lease(lambda lease: self._attempt(lease, context_id, op, True))
 
     async def _attempt(
         self,

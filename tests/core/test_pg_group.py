@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import asyncpg
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from fastpaca_core import AppendResult, Engine
 from fastpaca_core.errors import StoreError, StoreUnavailable
 from fastpaca_core.stores._pggroup import GroupWriter, Write
+from fastpaca_core.stores._pgtx import PgTx
 from fastpaca_core.stores.postgres import PostgresStore, _split_url, _Unknown
 
 pytestmark = pytest.mark.postgres
@@ -328,3 +330,49 @@ async def test_a_failing_lane_leaves_no_caller_waiting() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
     assert group._busy == 0 and not group._queue and not group._tasks
+
+
+async def test_a_busy_context_waits_in_the_process_not_on_the_pool(
+    pg_url: str, admin: asyncpg.Connection
+) -> None:
+    """Appends on one context run one at a time in a process, the waiting ones
+    holding no pooled connection: with a pool of 2 and ten appends on a context
+    whose first write is held up in the database, another context's append
+    still goes through; then the ten land in order, none needing the row lock."""
+    store = PostgresStore(pg_url, max_size=2)
+    await store.open()
+    try:
+        engine = Engine(store)
+        await put_all(engine, ["hot", "other"])
+        await admin.execute(
+            """
+            CREATE FUNCTION gate() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN PERFORM pg_advisory_xact_lock_shared(4243); RETURN NEW; END $$;
+            CREATE TRIGGER gate BEFORE INSERT ON messages FOR EACH ROW
+            WHEN (NEW.context_id = 'hot') EXECUTE FUNCTION gate();
+            SELECT pg_advisory_lock(4243);
+            """
+        )
+        locked: list[bool] = []
+        original = PgTx.__init__
+
+        def spy(self: PgTx, *args: object, **kwargs: Any) -> None:
+            original(self, *args, **kwargs)  # type: ignore[arg-type]
+            locked.append(self.locked)
+
+        PgTx.__init__ = spy  # type: ignore[method-assign]
+        try:
+            hot = [asyncio.create_task(engine.append("hot", text(f"hot {i}"))) for i in range(10)]
+            await asyncio.sleep(0.05)
+            # (a guard against hanging, not a timing)
+            await asyncio.wait_for(engine.append("other", text("other 2")), 10)
+            await admin.execute("SELECT pg_advisory_unlock(4243)")
+            results = await asyncio.gather(*hot)
+        finally:
+            PgTx.__init__ = original  # type: ignore[method-assign]
+        assert [r.seqs for r in results] == [[i] for i in range(2, 12)]
+        assert await texts(engine, "hot") == ["hot first", *(f"hot {i}" for i in range(10))]
+        assert locked == [False] * 11
+        assert not store._turns
+    finally:
+        await store.close()
