@@ -73,12 +73,12 @@ def _serve_app(
     A worker (``worker`` set) is a child of pid ``parent``; it sets the event
     ``opened``, if given, once its store is open (migrated).
     """
-    from aiohttp import web
 
     from fastpaca_proxy import install_proxy
 
     from .http import create_app
     from .http.logs import configure_logging
+    from .http.runner import run
 
     configure_logging(settings.log_level_number)
     if worker is not None:
@@ -98,13 +98,12 @@ def _serve_app(
             app.on_startup.append(functools.partial(_set_event, opened))
         loop, loop_name = new_event_loop(settings.event_loop, settings.on_postgres)
         log.info("event loop", extra={"fields": {"event_loop": loop_name}})
-        web.run_app(
+        run(
             app,
             loop=loop,
             host=settings.host,
             port=settings.port,
             shutdown_timeout=settings.shutdown_timeout,
-            access_log=None,
             print=lambda text: log.info(str(text).strip()),
             reuse_port=True if worker is not None else None,
         )

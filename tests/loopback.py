@@ -6,13 +6,16 @@ from typing import Any
 
 from aiohttp import web
 
+from fastpaca_core.http.runner import Runner
+
 __all__ = ["serve_app"]
 
 
 async def serve_app(app: web.Application, **runner_options: Any) -> tuple[web.AppRunner, int]:
-    """Start ``app`` on 127.0.0.1, any free port; the caller cleans the runner up."""
+    """Start ``app`` on 127.0.0.1, any free port, with the runner ``fastpaca
+    serve`` uses; the caller cleans the runner up."""
     runner_options.setdefault("access_log", None)
-    runner = web.AppRunner(app, **runner_options)
+    runner = Runner(app, **runner_options)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from http_support import raw_exchange
 
 from fastpaca_core.cli import build_parser, new_event_loop
 from fastpaca_core.errors import ValidationError
+from fastpaca_core.jsonutil import loads
 from fastpaca_core.settings import Settings
 
 
@@ -112,6 +114,10 @@ async def test_serve_stops_gracefully_on_sigterm(tmp_path: Path, choice: str, ru
                     await asyncio.sleep(0.05)
             async with session.put(base + "/v1/contexts/cli") as resp:
                 assert resp.status == 200
+            # what aiohttp cannot parse is answered in the JSON error shape here too
+            status, headers, body = await raw_exchange(port, b"HELLO THERE\r\n\r\n")
+            assert status == 400 and headers["content-type"].startswith("application/json")
+            assert loads(body)["error"] == "invalid_request"
             ws = await session.ws_connect(base + "/v1/contexts/cli/stream")
             assert (await ws.receive_json(timeout=5))["type"] == "context"
             proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,34 @@
+"""Requests aiohttp cannot read as HTTP get the JSON error shape too, not plain text."""
+
+from __future__ import annotations
+
+import pytest
+from http_support import Serve, raw_exchange
+
+from fastpaca_core.jsonutil import loads
+
+MALFORMED = {
+    "a request line that is not HTTP": b"HELLO THERE\r\n\r\n",
+    "a header without a colon": b"GET /health/live HTTP/1.1\r\nHost: x\r\nnot a header\r\n\r\n",
+    "a header line too long": b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Big: "
+    + b"a" * 20_000
+    + b"\r\n\r\n",
+    "a bad chunked body": b"POST /v1/contexts/x/messages HTTP/1.1\r\nHost: x\r\n"
+    b"Transfer-Encoding: chunked\r\nContent-Type: application/json\r\n\r\nzz\r\n",
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+async def test_unreadable_requests_get_the_json_error_shape(serve: Serve, case: str) -> None:
+    api = await serve()
+    port = int(api.base.rsplit(":", 1)[1])
+    status, headers, body = await raw_exchange(port, MALFORMED[case])
+    assert 400 <= status < 500
+    assert headers["content-type"].startswith("application/json")
+    error = loads(body)
+    assert set(error) == {"error", "message"}
+    assert error["error"] in {"invalid_request", "payload_too_large"}
+    assert error["message"].startswith("The request could not be read as HTTP")
+    # the server is fine afterwards
+    async with api.session.get(api.base + "/health/live") as resp:
+        assert resp.status == 200
