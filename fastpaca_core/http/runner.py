@@ -27,10 +27,13 @@ from .errors import error_response
 __all__ = ["Runner", "run"]
 
 _CODES = {400: "invalid_request", 413: "payload_too_large", 431: "invalid_request"}
+_KEEPALIVE = 75.0  # s an idle keep-alive connection stays open, as web.run_app has it
 
 
 class _Handler(RequestHandler):
     """One connection's protocol: aiohttp's, but for the shape of its own errors."""
+
+    __slots__ = ()
 
     def handle_error(
         self,
@@ -106,7 +109,13 @@ async def _serve(
     reuse_port: bool | None,
     print: Callable[[str], None],  # noqa: A002
 ) -> None:
-    runner = Runner(app, handle_signals=True, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = Runner(
+        app,
+        handle_signals=True,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+        keepalive_timeout=_KEEPALIVE,
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)

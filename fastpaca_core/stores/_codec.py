@@ -16,6 +16,7 @@ __all__ = [
     "context_from_row",
     "context_values",
     "message_from_row",
+    "message_values",
     "parse_time",
     "summary_from_row",
     "summary_values",
@@ -63,6 +64,22 @@ def context_values(ctx: ContextRecord) -> tuple[Any, ...]:
         ctx.updated_at,
         ctx.calibration,
         ctx.calibration_samples,
+    )
+
+
+def message_values(context_id: str, r: StoredMessage, inserted_at: Any) -> tuple[Any, ...]:
+    """A log row's values: ``context_id`` then ``MESSAGE_COLUMNS`` in order,
+    the insert time as the backend stores it (``inserted_at``)."""
+    return (
+        context_id,
+        r.seq,
+        r.role,
+        dumps_str(r.parts),
+        dumps_str(r.metadata),
+        r.token_count,
+        r.cum_tokens,
+        r.version,
+        inserted_at,
     )
 
 

@@ -32,7 +32,7 @@ from ..errors import StoreError, StoreUnavailable
 from ..events import Event
 from ..jsonutil import dumps_str
 from ..model import StoredMessage
-from ._codec import CONTEXT_COLUMNS, MESSAGE_COLUMNS
+from ._codec import CONTEXT_COLUMNS, MESSAGE_COLUMNS, message_values
 from .base import IdempotencyRecord
 
 __all__ = ["GROUP_SQL", "LANES", "MAX_GROUP", "GroupWriter", "Write", "group_args"]
@@ -131,21 +131,7 @@ def group_args(writes: list[Write]) -> list[Any]:
     for w in writes:
         cid = w.context_id
         for r in w.messages:
-            for column, value in zip(
-                m,
-                (
-                    cid,
-                    r.seq,
-                    r.role,
-                    dumps_str(r.parts),
-                    dumps_str(r.metadata),
-                    r.token_count,
-                    r.cum_tokens,
-                    r.version,
-                    r.inserted_at,
-                ),
-                strict=True,
-            ):
+            for column, value in zip(m, message_values(cid, r, r.inserted_at), strict=True):
                 column.append(value)
         for ev in w.events:
             for column, value in zip(

@@ -444,7 +444,10 @@ class PostgresStore(Store):
         Operations on one context run one at a time in a process: a second one
         waits in the process, holding no pooled connection (a busy context
         cannot starve the others of connections, and its writes do not queue
-        on the row lock), then starts from the row the first one wrote.
+        on the row lock), then starts from the row the first one wrote. The
+        wait counts against ``timeout``: when the database stalls, the ones
+        waiting hear 503 with the one under way, not one ``timeout`` after
+        another.
         Straight to the locked path when the optimistic attempt would likely
         lose: one lost a race on the context within the last
         ``_CONTENDED_FOR`` seconds (another process writes it too).
@@ -455,8 +458,22 @@ class PostgresStore(Store):
             turn = turns[context_id] = _ContextTurn()
         turn.users += 1
         try:
-            async with turn.lock:
+            lock = turn.lock
+            if turn.users > 1:  # waiting for its turn counts against the timeout
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await lock.acquire()
+                except TimeoutError:
+                    raise StoreUnavailable(
+                        f"PostgreSQL did not answer within {self.timeout:g} s (the "
+                        "operations before this one on the context are still under way)"
+                    ) from None
+            else:
+                await lock.acquire()  # free: no suspension
+            try:
                 return await self._run(context_id, op)
+            finally:
+                lock.release()
         finally:
             turn.users -= 1
             if not turn.users:

@@ -45,6 +45,7 @@ from ._codec import (
     context_from_row,
     context_values,
     message_from_row,
+    message_values,
     parse_time,
     summary_from_row,
     summary_values,
@@ -230,20 +231,7 @@ class _SQLiteTx:
         self.wrote = True
         self._conn.executemany(
             _INSERT_MESSAGES,
-            [
-                (
-                    self.context_id,
-                    r.seq,
-                    r.role,
-                    dumps_str(r.parts),
-                    dumps_str(r.metadata),
-                    r.token_count,
-                    r.cum_tokens,
-                    r.version,
-                    format_time(r.inserted_at),
-                )
-                for r in rows
-            ],
+            [message_values(self.context_id, r, format_time(r.inserted_at)) for r in rows],
         )
 
     async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:

@@ -219,12 +219,16 @@ async def _idle(store: PostgresStore) -> None:
     assert group._busy == 0 and not group._queue and not group._tasks
 
 
-async def _kill(admin: asyncpg.Connection, statement: str) -> None:
-    """Terminate the backend running ``statement`` (a prefix of its text)."""
+async def _kill(admin: asyncpg.Connection, statement: str, store: PostgresStore) -> None:
+    """Terminate the backend of ``store`` running ``statement`` (a prefix of its text)."""
+    assert store._pool is not None
     for _ in range(200):
+        own = [h._con.get_server_pid() for h in store._pool._holders if h._con is not None]
         pids = await admin.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
+            "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 "
+            "AND pid = ANY($2::int[])",
             statement + "%",
+            own,
         )
         if pids:
             assert len(pids) == 1
@@ -244,7 +248,7 @@ async def test_a_write_whose_connection_is_lost_is_unknown_not_retried(
     await put_all(engine, ["slow1"])
     await _slow_trigger(admin, 0.5)
     call = asyncio.create_task(engine.append("slow1", text("lost")))
-    await _kill(admin, "WITH c AS")
+    await _kill(admin, "WITH c AS", store)
     with pytest.raises(StoreUnavailable, match="may or may not"):
         await call
     await admin.execute("DROP TRIGGER slow ON messages")
@@ -263,7 +267,7 @@ async def test_a_group_whose_connection_is_lost_is_unknown_to_every_caller(
     await put_all(engine, ids)
     await _slow_trigger(admin, 0.5)
     calls = [asyncio.create_task(engine.append(cid, text("lost"))) for cid in ids]
-    await _kill(admin, "WITH u AS")  # the first two go alone, the others together
+    await _kill(admin, "WITH u AS", store)  # the first two go alone, the others together
     results = await asyncio.gather(*calls, return_exceptions=True)
     assert [type(r) for r in results[2:]] == [_Unknown, _Unknown]
     assert "may or may not" in str(results[2])
@@ -374,5 +378,36 @@ async def test_a_busy_context_waits_in_the_process_not_on_the_pool(
         assert await texts(engine, "hot") == ["hot first", *(f"hot {i}" for i in range(10))]
         assert locked == [False] * 11
         assert not store._turns
+    finally:
+        await store.close()
+
+
+async def test_a_stalled_context_fails_its_waiting_operations_together(
+    pg_url: str, admin: asyncpg.Connection
+) -> None:
+    """The database holds a context's row: the operation under way fails after
+    the store timeout, and those waiting for their turn behind it fail with it
+    (their wait counts against the timeout), not one timeout after another."""
+    store = PostgresStore(pg_url, timeout=1.0)
+    await store.open()
+    try:
+        engine = Engine(store)
+        await put_all(engine, ["held"])
+        async with admin.transaction():
+            await admin.execute("SELECT 1 FROM contexts WHERE id = 'held' FOR UPDATE")
+            calls = [asyncio.create_task(engine.append("held", text(f"m{i}"))) for i in range(4)]
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        # the first was under way: its backend still waits for the row, so its
+        # write may land once the row is free (the client was told so)
+        assert "may or may not" in str(results[0])
+        waited = [r for r in results[1:] if "operations before this one" in str(r)]
+        assert len(waited) == 3  # the three behind it gave up waiting, with it
+        assert not store._turns
+        await engine.append("held", text("after"))
+        assert await texts(engine, "held") in (
+            ["held first", "after"],
+            ["held first", "m0", "after"],
+        )
     finally:
         await store.close()
