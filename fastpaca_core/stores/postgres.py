@@ -243,6 +243,12 @@ class _Stale(Exception):
 class _Unknown(StoreUnavailable):
     """The connection was lost while ``COMMIT`` was under way."""
 
+    def __init__(self) -> None:
+        super().__init__(
+            "PostgreSQL went away during COMMIT, so this write may or may not "
+            "have been applied; retry it with the same Idempotency-Key"
+        )
+
 
 class _ContextTurn:
     """The operations of this process on one context, run one at a time."""
@@ -448,6 +454,7 @@ class PostgresStore(Store):
         wait counts against ``timeout``: when the database stalls, the ones
         waiting hear 503 with the one under way, not one ``timeout`` after
         another.
+
         Straight to the locked path when the optimistic attempt would likely
         lose: one lost a race on the context within the last
         ``_CONTENDED_FOR`` seconds (another process writes it too).
@@ -558,10 +565,7 @@ class PostgresStore(Store):
             if committing:
                 if lease.conn is not None:
                     _drop(lease.conn)
-                raise _Unknown(
-                    "PostgreSQL went away during COMMIT, so this write may or may not "
-                    "have been applied; retry it with the same Idempotency-Key"
-                ) from exc
+                raise _Unknown() from exc
             raise
         if tx.version is not None:
             self._notifier.add(context_id, tx.version)
@@ -581,10 +585,7 @@ class PostgresStore(Store):
                 raise StoreError(f"a value the database cannot take: {exc}") from exc
             except _UNAVAILABLE as exc:
                 _drop(conn)
-                raise _Unknown(
-                    "PostgreSQL went away during COMMIT, so this write may or may not "
-                    "have been applied; retry it with the same Idempotency-Key"
-                ) from exc
+                raise _Unknown() from exc
             return {row[0]: row[1] for row in rows}
 
         return await self._guard(send)
