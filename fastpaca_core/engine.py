@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from .calibration import calibrate, calibration_sample
 from .compaction import rewind, run_policy
 from .errors import (
     ContextNotFound,
@@ -65,30 +66,6 @@ from .tokens import TokenCounter
 from .window import WindowItem, apply_items, fit, items_of, valid_cuts
 
 __all__ = ["AppendResult", "ContextPage", "Engine", "SummaryPage", "Window"]
-
-# calibration: provider prompt tokens per estimated token
-CALIBRATION_RANGE = (0.5, 2.0)  # a sample or factor outside this is clamped
-CALIBRATION_ALPHA = 0.3  # EMA weight of a new sample (the first samples average)
-CALIBRATION_MIN_ESTIMATE = 16  # prompts smaller than this teach nothing
-
-
-def _calibration_sample(estimate: object, actual: object) -> float | None:
-    """``actual / estimate``, clamped; None when the pair teaches nothing."""
-    estimate = check_int(estimate, "estimate", 0)
-    actual = check_int(actual, "actual", 0)
-    if estimate < CALIBRATION_MIN_ESTIMATE or actual <= 0:
-        return None
-    low, high = CALIBRATION_RANGE
-    return min(high, max(low, actual / estimate))
-
-
-def _calibrate(ctx: ContextRecord, sample: float) -> None:
-    """Move the context's calibration factor towards ``sample`` (see ``record_usage``)."""
-    low, high = CALIBRATION_RANGE
-    weight = max(CALIBRATION_ALPHA, 1.0 / (ctx.calibration_samples + 1))
-    factor = ctx.calibration + weight * (sample - ctx.calibration)
-    ctx.calibration = min(high, max(low, factor))
-    ctx.calibration_samples += 1
 
 
 class Engine:
@@ -297,7 +274,7 @@ class Engine:
         if usage is not None:
             if not isinstance(usage, (tuple, list)) or len(usage) != 2:
                 raise ValidationError("usage", "must be a pair (estimate, actual)")
-            sample = _calibration_sample(*usage)
+            sample = calibration_sample(*usage)
         return await self._append(
             context_id, parsed, True, if_version, idempotency_key, rewind, sample
         )
@@ -371,7 +348,7 @@ class Engine:
             if rewind_to_seq is not None and rewind_to_seq <= rows[0].seq - 1:
                 events.append(await rewind(tx, ctx, rows, rewind_to_seq))
             if calibration is not None:
-                _calibrate(ctx, calibration)
+                calibrate(ctx, calibration)
             compaction = await run_policy(tx, ctx, rows)
             if compaction is not None:
                 events.append(compaction)
@@ -668,7 +645,8 @@ class Engine:
         estimated at ``estimate``. Returns the context's new calibration factor.
 
         The factor is an EMA of ``actual / estimate`` (the first samples average,
-        later ones weigh ``CALIBRATION_ALPHA``), clamped to ``CALIBRATION_RANGE``;
+        later ones weigh ``CALIBRATION_ALPHA``), clamped to ``CALIBRATION_RANGE``
+        (:mod:`.calibration`);
         ``used_tokens`` is the estimate times the factor. The policy then runs,
         so the budget holds against the corrected count.
 
@@ -676,7 +654,7 @@ class Engine:
         append's own write (what the proxy does with each stored turn).
         """
         validate_context_id(context_id)
-        sample = _calibration_sample(estimate, actual)
+        sample = calibration_sample(estimate, actual)
         if sample is None:
             return None
 
@@ -684,7 +662,7 @@ class Engine:
             ctx = await tx.load_context()
             if ctx is None or ctx.tombstoned:
                 return None, [], False
-            _calibrate(ctx, sample)
+            calibrate(ctx, sample)
             compaction = await run_policy(tx, ctx, [])
             await tx.save_context(ctx, created=False)
             return ctx.calibration, [] if compaction is None else [compaction], wants_summary(ctx)
