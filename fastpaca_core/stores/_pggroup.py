@@ -168,8 +168,6 @@ class GroupWriter:
         self._queue: deque[Write] = deque()
         self._busy = 0
         self._tasks: set[asyncio.Task[None]] = set()
-        self.statements = 0  # sent, for tests and figures
-        self.writes = 0
 
     def claim(self) -> bool:
         """Take a lane for a write its caller sends itself, in the statement
@@ -239,8 +237,6 @@ class GroupWriter:
             await self._deliver(group)
 
     async def _deliver(self, group: list[Write]) -> None:
-        self.statements += 1
-        self.writes += len(group)
         try:
             try:
                 applied = await self._send(group)
