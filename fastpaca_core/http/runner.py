@@ -48,13 +48,20 @@ class _Handler(RequestHandler):
             code, text = "internal_error", "The server could not handle the request"
         else:
             code = _CODES.get(status, "invalid_request")
-            reason = str(getattr(exc, "message", None) or HTTPStatus(status).phrase)
-            # its first line: the rest quotes the offending bytes back
-            reason = reason.strip().splitlines()[0].rstrip(":")[:200]
+            # the first line of aiohttp's message: the rest quotes the bytes back
+            lines = str(getattr(exc, "message", None) or "").strip().splitlines()
+            reason = lines[0].rstrip(":")[:200] if lines else _phrase(status)
             text = f"The request could not be read as HTTP: {reason}"
         response = error_response(status, code, text)
         response.force_close()
         return response
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "bad request"
 
 
 class _Server(web.Server):
