@@ -255,6 +255,7 @@ class Engine:
         idempotency_key: str | None = None,
         rewind_to_seq: int | None = None,
         usage: tuple[int, int] | None = None,
+        reply_before_sync: bool = False,
     ) -> AppendResult:
         """Append several messages atomically, with consecutive seqs.
 
@@ -267,6 +268,12 @@ class Engine:
         before the policy runs (one write and one policy run per proxied turn).
         It is not part of an ``idempotency_key``'s request: a retry whose
         estimate came out differently is the same append, and is replayed.
+
+        ``reply_before_sync``: the result may come back before the write is
+        committed, where the store can keep every later read in this process
+        in order (see :meth:`Store.run` for what a crash or a failed commit
+        then means); for a caller whose client does not wait on durability
+        (the proxy's turn, which is answered even when storing it fails).
         """
         parsed = parse_messages(messages, "messages")
         rewind = None if rewind_to_seq is None else check_int(rewind_to_seq, "rewind_to_seq", 1)
@@ -276,7 +283,14 @@ class Engine:
                 raise ValidationError("usage", "must be a pair (estimate, actual)")
             sample = calibration_sample(*usage)
         return await self._append(
-            context_id, parsed, True, if_version, idempotency_key, rewind, sample
+            context_id,
+            parsed,
+            True,
+            if_version,
+            idempotency_key,
+            rewind,
+            sample,
+            reply_before_sync=reply_before_sync,
         )
 
     async def _append(
@@ -288,6 +302,8 @@ class Engine:
         idempotency_key: object,
         rewind_to_seq: int | None = None,
         calibration: float | None = None,
+        *,
+        reply_before_sync: bool = False,
     ) -> AppendResult:
         validate_context_id(context_id)
         expected = None if if_version is None else check_int(if_version, "if_version", 0)
@@ -360,7 +376,10 @@ class Engine:
                 await self._remember(tx, key, digest, now, result)
             return result, events, wants_summary(ctx)
 
-        result, events, wake = await self.store.run(context_id, op)
+        if reply_before_sync:
+            result, events, wake = await self.store.run(context_id, op, reply_before_sync=True)
+        else:  # as a store written before the keyword existed is called
+            result, events, wake = await self.store.run(context_id, op)
         self.bus.publish(events)
         if wake:
             self._wake(context_id)

@@ -257,10 +257,10 @@ class TimedStore(Store):
         finally:
             self._observe("ping", started)
 
-    async def run(self, context_id: str, op: Op[T]) -> T:
+    async def run(self, context_id: str, op: Op[T], *, reply_before_sync: bool = False) -> T:
         started = time.perf_counter()
         try:
-            return await self.inner.run(context_id, op)
+            return await self.inner.run(context_id, op, reply_before_sync=reply_before_sync)
         finally:
             self._observe("run", started)
 

@@ -114,8 +114,19 @@ class Store(abc.ABC):
         del alone
 
     @abc.abstractmethod
-    async def run(self, context_id: str, op: Op[T]) -> T:
-        """Run ``op`` atomically on ``context_id``."""
+    async def run(self, context_id: str, op: Op[T], *, reply_before_sync: bool = False) -> T:
+        """Run ``op`` atomically on ``context_id``.
+
+        ``reply_before_sync``: the caller answers its own client with the
+        result and accepts it before the commit, where a backend can return it
+        then without a later read or write in this process missing it (SQLite:
+        a lone write of the server's only request in progress; its commit runs
+        on the event loop right after the caller's next step, and reads wait
+        for it). A crash before that commit completes loses the write; a
+        commit that fails then is logged, and the version the caller was given
+        goes to the next write. Backends that cannot keep the order ignore it
+        and return after the commit, as always.
+        """
 
     @abc.abstractmethod
     async def get_context(self, context_id: str) -> ContextRecord | None: ...

@@ -115,7 +115,8 @@ class MemoryStore(Store):
     async def ping(self) -> None:
         return None
 
-    async def run(self, context_id: str, op: Op[T]) -> T:
+    async def run(self, context_id: str, op: Op[T], *, reply_before_sync: bool = False) -> T:
+        del reply_before_sync  # nothing reaches a disk
         lock = self._locks.setdefault(context_id, asyncio.Lock())
         async with lock:
             tx = _MemoryTx(self, context_id)

@@ -365,7 +365,7 @@ class PostgresStore(Store):
 
         await self._guard(ping)
 
-    async def run(self, context_id: str, op: Op[R]) -> R:
+    async def run(self, context_id: str, op: Op[R], *, reply_before_sync: bool = False) -> R:
         """Run ``op``: optimistically first (one round trip for an append on a
         context this process wrote last, shared with other appends under load),
         then locked when it must be (see :class:`PgTx`).
@@ -381,7 +381,11 @@ class PostgresStore(Store):
         Straight to the locked path when the optimistic attempt would likely
         lose: one lost a race on the context within the last
         ``_CONTENDED_FOR`` seconds (another process writes it too).
+
+        ``reply_before_sync`` is ignored: another process may read the context
+        as soon as this one answers, so the answer waits for the commit.
         """
+        del reply_before_sync
         turns = self._turns
         turn = turns.get(context_id)
         if turn is None:

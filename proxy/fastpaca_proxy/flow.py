@@ -189,7 +189,12 @@ async def _store(
     estimate: Estimate | None,
 ) -> AppendResult | None:
     """Append the turn (with the reply) and, in the same write, what the
-    provider's prompt count teaches the context's calibration."""
+    provider's prompt count teaches the context's calibration.
+
+    The reply does not wait for the disk (``reply_before_sync``): the client
+    has its answer whether or not the turn is stored (a store failure is
+    logged, below), so on SQLite the turn's fsync follows the reply instead
+    of preceding it, and every later request still finds the turn."""
     completion = usage.completion_tokens
     if isinstance(completion, int) and not isinstance(completion, bool):
         # a count no 64-bit column holds: ours instead, as for any message
@@ -200,7 +205,11 @@ async def _store(
         sample = await Calibrator.sample(estimate, usage.prompt_tokens, context_id)
     try:
         return await engine.append_batch(
-            context_id, [*turn.new, reply], rewind_to_seq=turn.rewind_to_seq, usage=sample
+            context_id,
+            [*turn.new, reply],
+            rewind_to_seq=turn.rewind_to_seq,
+            usage=sample,
+            reply_before_sync=True,
         )
     except FastpacaError as exc:
         # The client has its answer; losing the turn is logged, not turned into an error

@@ -303,3 +303,88 @@ async def test_a_lone_commit_runs_on_the_loop_only_when_the_server_says_so(
         assert (in_thread, stored("b")) == (5, 5)
     async with open_store(f"sqlite:///{path}") as store:
         assert (await Engine(store).get_context("a")).last_seq == 3
+
+
+async def test_a_write_may_be_answered_before_its_commit_yet_every_read_finds_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``reply_before_sync`` (the proxy's turn): the server's only request in
+    progress gets its result before the COMMIT (no other connection sees the
+    write yet), the COMMIT follows after one step of the loop, and a read in
+    between (the caller's own) waits for it. Without the hint, or with other
+    requests in progress, or after a slow lone COMMIT (``INLINE_PAUSE``), the
+    result comes after the COMMIT as always. A COMMIT that fails after the
+    answer is logged and leaves nothing behind; its version goes to the next
+    write (documented)."""
+    path = tmp_path / "early.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert isinstance(store, SQLiteStore)
+        engine = Engine(store)
+        await engine.put_context("a")
+
+        def stored() -> int:
+            with sqlite3.connect(path) as other:
+                row = other.execute("SELECT count(*) FROM messages WHERE context_id = 'a'")
+                return int(row.fetchone()[0])
+
+        await engine.append_batch("a", [text("user", "no hint")], reply_before_sync=True)
+        assert stored() == 1  # a library's store: committed when it returns
+
+        alone = True
+        store.use_alone_hint(lambda: alone)
+        await engine.append_batch("a", [text("user", "durable")])
+        assert stored() == 2  # not asked for: committed when it returns
+
+        result = await engine.append_batch("a", [text("user", "early")], reply_before_sync=True)
+        assert result.seqs == [3]
+        assert stored() == 2  # answered before its COMMIT
+        messages = await engine.messages("a", limit=10)  # the caller's own read waits
+        assert [m.seq for m in messages] == [1, 2, 3]
+        assert stored() == 3
+
+        await engine.append_batch("a", [text("user", "early")], reply_before_sync=True)
+        await asyncio.sleep(0)  # one step: the COMMIT is done
+        assert stored() == 4
+
+        alone = False
+        await engine.append_batch("a", [text("user", "crowded")], reply_before_sync=True)
+        assert stored() == 5  # other requests in progress: committed when it returns
+
+        alone = True
+        monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT", -1.0)
+        monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_PAUSE", 1)
+        await engine.append_batch("a", [text("user", "slow")], reply_before_sync=True)
+        assert stored() == 5  # answered early; its COMMIT was "slow" ...
+        await engine.append_batch("a", [text("user", "paused")], reply_before_sync=True)
+        assert stored() == 7  # ... so the next lone commit goes to the thread
+        monkeypatch.undo()
+
+        real = store._write_conn
+        assert real is not None
+
+        class FailingCommit:
+            """The writer's connection, but its next COMMIT fails (a full disk)."""
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(real, name)
+
+            def execute(self, sql: str, *args: Any) -> Any:
+                if sql == "COMMIT":  # the transaction stays open: the store rolls back
+                    store._write_conn = real
+                    raise sqlite3.OperationalError("database or disk is full")
+                return real.execute(sql, *args)
+
+        store._write_conn = FailingCommit()  # type: ignore[assignment]
+        with caplog.at_level("ERROR", logger="fastpaca.store"):
+            lost = await engine.append_batch("a", [text("user", "lost")], reply_before_sync=True)
+            assert lost.seqs == [8]
+            assert [m.seq for m in await engine.messages("a", limit=10)] == list(range(1, 8))
+        assert "answered before its commit was lost" in caplog.text
+        assert stored() == 7
+        # the lost write left no trace, and its version goes to the next write
+        again = await engine.append_batch("a", [text("user", "after")], reply_before_sync=True)
+        assert (again.seqs, again.version) == ([8], lost.version)
+        texts = [m.parts[0]["text"] for m in await engine.messages("a", limit=10)]
+        assert texts[-1] == "after"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert (await Engine(store).get_context("a")).last_seq == 8

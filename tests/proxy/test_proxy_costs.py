@@ -187,3 +187,38 @@ def _conversation(stack: Stack, rows_read: list[int]) -> None:
     reads = list(rows_read)
     assert len(stack.log("long")) == 76
     assert len(reads) == 3 and max(reads) <= live + 4
+
+
+def test_a_lone_turn_is_answered_before_its_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-streamed call, the server's only request: its turn takes the
+    store's early answer (``reply_before_sync``: the COMMIT follows the reply);
+    a stream's turn commits before its last event, as before. The log holds
+    each turn when the client reads it right after."""
+    answered: list[str] = []
+    real = SQLiteStore._commit_answered
+
+    def recording(self: SQLiteStore, conn: Any, context_id: str, staged: Any) -> None:
+        answered.append(context_id)
+        real(self, conn, context_id, staged)
+
+    monkeypatch.setattr(SQLiteStore, "_commit_answered", recording)
+    with run_stack(f"sqlite:///{tmp_path / 'p.db'}") as stack:
+        sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("e"), api_key="k", max_retries=0))
+        sdk.chat.completions.create(
+            model=OPENAI_MODEL, messages=[{"role": "user", "content": "first"}]
+        )
+        assert answered == ["e"]
+        assert [role for role, _ in stack.texts("e")] == ["user", "assistant"]
+        chunks = sdk.chat.completions.create(
+            model=OPENAI_MODEL, messages=[{"role": "user", "content": "second"}], stream=True
+        )
+        assert sum(1 for _ in chunks) > 1
+        assert answered == ["e"]  # the stream's turn: committed before its last event
+        assert [text for _, text in stack.texts("e")][2] == "second"
+        sdk.chat.completions.create(
+            model=OPENAI_MODEL, messages=[{"role": "user", "content": "third"}]
+        )
+        assert answered == ["e", "e"]
+        assert len(stack.log("e")) == 6
