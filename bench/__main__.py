@@ -34,6 +34,7 @@ SCENARIOS: dict[str, tuple[str, str, bool, str]] = {
     "profile": ("profile_appends", "profile_appends", False, "py-spy profile of appends"),
     "engine_latency": ("engine_latency", "engine_latency", False, "engine at 1k vs 1M (no HTTP)"),
     "pg_notify": ("pg_notify", "pg_notify", False, "Postgres commits/s with NOTIFY in the tx"),
+    "instructions": ("instructions", "instructions", False, "instructions per op (callgrind)"),
 }
 ORDER = ["tokens", "appends", "reads", "memory", "proxy"]
 
