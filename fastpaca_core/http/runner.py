@@ -13,6 +13,7 @@ runner.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from contextlib import suppress
 from http import HTTPStatus
@@ -25,6 +26,8 @@ from aiohttp.web_request import BaseRequest
 from .errors import error_response
 
 __all__ = ["Runner", "run"]
+
+log = logging.getLogger("fastpaca.http")
 
 _CODES = {400: "invalid_request", 413: "payload_too_large", 431: "invalid_request"}
 _KEEPALIVE = 75.0  # s an idle keep-alive connection stays open, as web.run_app has it
@@ -42,16 +45,25 @@ class _Handler(RequestHandler):
         exc: BaseException | None = None,
         message: str | None = None,
     ) -> web.StreamResponse:
-        # aiohttp's own first: it logs, and refuses when a response is under way
-        super().handle_error(request, status, exc, message)
         if status >= 500:
+            # aiohttp's own first: it logs the traceback, and refuses when a
+            # response is under way
+            super().handle_error(request, status, exc, message)
             code, text = "internal_error", "The server could not handle the request"
         else:
+            # a client's bytes, not a fault of ours: one line, no traceback (a
+            # scanner or a broken client must not fill the log with errors)
+            if request.writer.output_size > 0:
+                raise ConnectionError("a response is under way: it cannot become an error")
             code = _CODES.get(status, "invalid_request")
             # the first line of aiohttp's message: the rest quotes the bytes back
             lines = str(getattr(exc, "message", None) or "").strip().splitlines()
             reason = lines[0].rstrip(":")[:200] if lines else _phrase(status)
             text = f"The request could not be read as HTTP: {reason}"
+            log.info(
+                "unreadable request",
+                extra={"fields": {"remote": request.remote, "status": status, "reason": reason}},
+            )
         response = error_response(status, code, text)
         response.force_close()
         return response

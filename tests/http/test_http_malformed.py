@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from http_support import Serve, raw_exchange
 
@@ -19,9 +21,12 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-async def test_unreadable_requests_get_the_json_error_shape(serve: Serve, case: str) -> None:
+async def test_unreadable_requests_get_the_json_error_shape(
+    serve: Serve, case: str, caplog: pytest.LogCaptureFixture
+) -> None:
     api = await serve()
     port = int(api.base.rsplit(":", 1)[1])
+    caplog.set_level(logging.INFO)
     status, headers, body = await raw_exchange(port, MALFORMED[case])
     assert 400 <= status < 500
     assert headers["content-type"].startswith("application/json")
@@ -29,6 +34,11 @@ async def test_unreadable_requests_get_the_json_error_shape(serve: Serve, case: 
     assert set(error) == {"error", "message"}
     assert error["error"] in {"invalid_request", "payload_too_large"}
     assert error["message"].startswith("The request could not be read as HTTP")
+    # a client's bytes, not our fault: one info line, no error with a traceback
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    logged = [r for r in caplog.records if r.getMessage() == "unreadable request"]
+    assert len(logged) == 1 and logged[0].levelno == logging.INFO
+    assert logged[0].fields["status"] == status  # type: ignore[attr-defined]
     # the server is fine afterwards
     async with api.session.get(api.base + "/health/live") as resp:
         assert resp.status == 200
