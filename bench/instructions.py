@@ -3,7 +3,7 @@
 Wall-clock figures on a shared VM move by 20-30% between runs and more
 between hosts (one host ran the same code 2.5x slower than another). The
 number of instructions the server executes for the same work does not depend
-on load or host, and repeats within ~0.5%: an A/B of a code change reads it
+on load or host, and repeats within ~0.1%: an A/B of a code change reads it
 first. The count covers every thread of the server (the SQLite writer's
 COMMIT included), not the kernel.
 
@@ -57,8 +57,8 @@ class Counted:
         self._dumps = 0
 
     @classmethod
-    def start(cls, tmp: Path, store: str, *extra: str) -> Counted:
-        out = tmp / "callgrind.out"
+    def start(cls, tmp: Path, name: str, store: str, *extra: str) -> Counted:
+        out = tmp / f"callgrind-{name}.out"  # dumps: .1, .2, ... (a stale one is never read)
         plain = s.Server.fastpaca(store, tmp / "serve.log", *extra)
         argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *plain.argv]
         server = s.Server(argv, plain.log, plain.port)
@@ -120,7 +120,7 @@ async def _proxy_calls(servers: Servers, side: str, calls: int, tag: str) -> Non
 
 
 def count_appends(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
-    server = Counted.start(tmp, f"sqlite:///{tmp / 'appends.db'}")
+    server = Counted.start(tmp, "appends", f"sqlite:///{tmp / 'appends.db'}")
     try:
         ids = [f"i{n}" for n in range(CONTEXTS)]
         s.put_contexts(server.base, ids)
@@ -140,6 +140,7 @@ def count_proxy(args: argparse.Namespace, tmp: Path) -> list[dict[str, Any]]:
     try:
         server = Counted.start(
             tmp,
+            "proxy",
             f"sqlite:///{tmp / 'proxy.db'}",
             "--openai-base-url",
             f"{fake.base}/v1",
@@ -218,7 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         counted = str(row.get("count", ""))
         print(f"{row['scenario']:<9} {row['operation']:<52} {counted:>7} {row['per_op']:>16,}")
-    config = {k: getattr(args, k) for k in ("scenarios", "warmup_rounds", "rounds", "calls")}
+    names = ("scenarios", "warmup_rounds", "rounds", "warmup_calls", "calls")
+    config = {k: getattr(args, k) for k in names}
     data = s.envelope("instructions", config) | {"rows": rows}
     print(f"\nwrote {s.write_results('instructions', data, args.out)}")
     return 0

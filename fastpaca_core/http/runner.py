@@ -20,6 +20,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -52,15 +53,17 @@ class _Handler(RequestHandler):
             code, text = "internal_error", "The server could not handle the request"
         else:
             # a client's bytes, not a fault of ours: one line, no traceback (a
-            # scanner or a broken client must not fill the log with errors)
-            if request.writer.output_size > 0:
-                raise ConnectionError("a response is under way: it cannot become an error")
+            # broken client must not fill the log with errors); bytes that are
+            # not HTTP at all on a fresh connection (a scanner, TLS to this
+            # plain port) at debug level, as aiohttp has them
             code = _CODES.get(status, "invalid_request")
             # the first line of aiohttp's message: the rest quotes the bytes back
             lines = str(getattr(exc, "message", None) or "").strip().splitlines()
             reason = lines[0].rstrip(":")[:200] if lines else _phrase(status)
             text = f"The request could not be read as HTTP: {reason}"
-            log.info(
+            noise = self._request_count == 1 and isinstance(exc, BadHttpMethod)
+            log.log(
+                logging.DEBUG if noise else logging.INFO,
                 "unreadable request",
                 extra={"fields": {"remote": request.remote, "status": status, "reason": reason}},
             )

@@ -187,14 +187,17 @@ async def _store(
     reply: Message,
     usage: Usage,
     estimate: Estimate | None,
+    *,
+    reply_before_sync: bool,
 ) -> AppendResult | None:
     """Append the turn (with the reply) and, in the same write, what the
     provider's prompt count teaches the context's calibration.
 
-    The reply does not wait for the disk (``reply_before_sync``): the client
-    has its answer whether or not the turn is stored (a store failure is
-    logged, below), so on SQLite the turn's fsync follows the reply instead
-    of preceding it, and every later request still finds the turn."""
+    ``reply_before_sync``, for a non-streamed call: its reply need not wait
+    for the disk, as the client has its answer whether or not the turn is
+    stored (a store failure is logged, below); on SQLite the turn's COMMIT
+    then follows the reply, and every later request still finds the turn. A
+    stream's turn is committed before its last event (False)."""
     completion = usage.completion_tokens
     if isinstance(completion, int) and not isinstance(completion, bool):
         # a count no 64-bit column holds: ours instead, as for any message
@@ -209,7 +212,7 @@ async def _store(
             [*turn.new, reply],
             rewind_to_seq=turn.rewind_to_seq,
             usage=sample,
-            reply_before_sync=True,
+            reply_before_sync=reply_before_sync,
         )
     except FastpacaError as exc:
         # The client has its answer; losing the turn is logged, not turned into an error
@@ -315,7 +318,9 @@ async def _forward(
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored = await _store(engine, context_id, turn, reply, usage, estimate)
+            stored = await _store(
+                engine, context_id, turn, reply, usage, estimate, reply_before_sync=True
+            )
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
     out_headers = upstream.response_headers(resp.headers)
@@ -373,7 +378,17 @@ async def _relay_stream(
                     # that reads the log right after the stream finds the turn
                     stored = True
                     reply, usage = assembler.reply()
-                    await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
+                    await asyncio.shield(
+                        _store(
+                            engine,
+                            context_id,
+                            turn,
+                            reply,
+                            usage,
+                            estimate,
+                            reply_before_sync=False,
+                        )
+                    )
                 if client_gone or (hide and adapter.hide(event)):
                     continue
                 try:
@@ -394,7 +409,9 @@ async def _relay_stream(
     assembler.end()
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
-        await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
+        await asyncio.shield(
+            _store(engine, context_id, turn, reply, usage, estimate, reply_before_sync=False)
+        )
     await _finish(request, out, dropped, client_gone)
     return out
 
