@@ -255,6 +255,8 @@ async def test_a_lone_commit_runs_on_the_loop_only_when_the_server_says_so(
     committed when it returns: another connection reads it. A lone commit slower
     than ``INLINE_COMMIT_LIMIT`` sends the next ``INLINE_PAUSE`` to the thread."""
     path = tmp_path / "lone.db"
+    # a COMMIT slowed by a busy machine must not pause the loop's commits early
+    monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT", 3600.0)
     async with open_store(f"sqlite:///{path}") as store:
         assert isinstance(store, SQLiteStore)
         engine = Engine(store)
@@ -317,6 +319,8 @@ async def test_a_write_may_be_answered_before_its_commit_yet_every_read_finds_it
     answer is logged and leaves nothing behind; its version goes to the next
     write (documented)."""
     path = tmp_path / "early.db"
+    limit = "fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT"
+    monkeypatch.setattr(limit, 3600.0)  # a COMMIT slowed by a busy machine pauses nothing
     async with open_store(f"sqlite:///{path}") as store:
         assert isinstance(store, SQLiteStore)
         engine = Engine(store)
@@ -351,13 +355,13 @@ async def test_a_write_may_be_answered_before_its_commit_yet_every_read_finds_it
         assert stored() == 5  # other requests in progress: committed when it returns
 
         alone = True
-        monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT", -1.0)
+        monkeypatch.setattr(limit, -1.0)
         monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_PAUSE", 1)
         await engine.append_batch("a", [text("user", "slow")], reply_before_sync=True)
         assert stored() == 5  # answered early; its COMMIT was "slow" ...
         await engine.append_batch("a", [text("user", "paused")], reply_before_sync=True)
         assert stored() == 7  # ... so the next lone commit goes to the thread
-        monkeypatch.undo()
+        monkeypatch.setattr(limit, 3600.0)
 
         real = store._write_conn
         assert real is not None

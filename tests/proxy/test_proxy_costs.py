@@ -197,13 +197,20 @@ def test_a_lone_turn_is_answered_before_its_commit(
     a stream's turn commits before its last event, as before. The log holds
     each turn when the client reads it right after."""
     answered: list[str] = []
-    real = SQLiteStore._commit_answered
+    real = SQLiteStore._answer_early
 
-    def recording(self: SQLiteStore, conn: Any, context_id: str, staged: Any) -> None:
-        answered.append(context_id)
-        real(self, conn, context_id, staged)
+    def recording(self: SQLiteStore, jobs: Any, outcomes: Any) -> bool:
+        # recorded as the store answers, before the reply leaves: its COMMIT
+        # runs after the reply, in the server's thread, racing the client
+        early = real(self, jobs, outcomes)
+        if early:
+            answered.append(jobs[0].context_id)
+        return early
 
-    monkeypatch.setattr(SQLiteStore, "_commit_answered", recording)
+    monkeypatch.setattr(SQLiteStore, "_answer_early", recording)
+    # a first COMMIT slowed by a busy machine must not send the next ones to the
+    # thread (INLINE_PAUSE, tested in tests/core/test_sqlite_store.py)
+    monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT", 3600.0)
     with run_stack(f"sqlite:///{tmp_path / 'p.db'}") as stack:
         sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("e"), api_key="k", max_retries=0))
         sdk.chat.completions.create(
