@@ -71,6 +71,7 @@ from ._pggroup import GROUP_SQL, GroupWriter, Write, group_args
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
 from ._pgschema import MIGRATIONS
 from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
+from ._rowcache import RowCache, SizedRows
 from .base import Op, Store, tenant_range, window_start
 
 __all__ = ["PostgresStore"]
@@ -243,6 +244,7 @@ class PostgresStore(Store):
         self._known: dict[str, tuple[tuple[Any, ...], int]] = {}  # see _remember
         self._shared: dict[str, float] = {}  # context id -> when its known row was stale
         self._turns: dict[str, _ContextTurn] = {}  # contexts with operations under way
+        self._rows = RowCache()  # decoded log rows, for the next window read
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -288,6 +290,7 @@ class PostgresStore(Store):
                 await asyncio.wait_for(pool.close(), self.timeout)
             except FAILED:
                 pool.terminate()
+            self._rows.clear()
 
     async def _migrate(self, conn: Conn) -> None:
         timeout = _MIGRATE_TIMEOUT
@@ -562,10 +565,13 @@ class PostgresStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
-            if start > ctx.last_seq:
-                return ctx, []
-            rows = await conn.fetch(READ_MESSAGES_SQL, context_id, start, ctx.last_seq)
-            return ctx, [message_from_row(r) for r in rows]
+            plan = self._rows.plan(context_id, ctx.created_at, start, ctx.last_seq)
+            fetched: SizedRows = []
+            if plan.fetches:
+                first, last = plan.fetch_from, ctx.last_seq
+                rows = await conn.fetch(READ_MESSAGES_SQL, context_id, first, last)
+                fetched = [(message_from_row(r), len(r[2]) + len(r[3])) for r in rows]
+            return ctx, self._rows.complete(plan, fetched)
 
         return await self._guard(read)
 

@@ -44,7 +44,8 @@ from ._codec import (
     context_from_row,
     summary_from_row,
 )
-from ._sqlitetx import SQLiteTx, is_busy, read_messages
+from ._rowcache import RowCache, SizedRows
+from ._sqlitetx import SQLiteTx, is_busy, read_messages, read_messages_sized
 from .base import Op, Store, tenant_range, window_start
 
 __all__ = ["SQLiteStore"]
@@ -183,6 +184,8 @@ class SQLiteStore(Store):
         self._synced = asyncio.Event()  # clear while a write answered early commits
         self._synced.set()
         self._inline_pause = 0  # lone commits that go to the thread all the same
+        self._rows = RowCache()  # decoded log rows, for the next window read
+        self._in_thread = 0  # calls on the write connection running in the writer thread
 
     def use_alone_hint(self, alone: Callable[[], bool]) -> None:
         self._alone = alone
@@ -231,6 +234,7 @@ class SQLiteStore(Store):
             await self._in_writer(self._write_conn.close)
             self._write_conn = None
         self._writer_pool.shutdown(wait=True)
+        self._rows.clear()
 
     def _migrate(self) -> None:
         conn = self._write_conn
@@ -258,7 +262,11 @@ class SQLiteStore(Store):
 
     async def _in_writer(self, fn: Callable[..., R], *args: Any) -> R:
         assert self._writer_pool is not None
-        return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, *args)
+        self._in_thread += 1  # the write connection is the thread's meanwhile
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._writer_pool, fn, *args)
+        finally:
+            self._in_thread -= 1
 
     def _reader_conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
@@ -271,6 +279,9 @@ class SQLiteStore(Store):
         return conn
 
     def _loop_reader(self) -> sqlite3.Connection:
+        writer = self._write_conn
+        if writer is not None and not self._in_thread and not writer.in_transaction:
+            return writer
         conn = self._loop_conn
         if conn is None:
             conn = self._loop_conn = _connect(self.path, 0.0)
@@ -598,9 +609,11 @@ class SQLiteStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
-            if start > ctx.last_seq:
-                return ctx, []
-            return ctx, read_messages(conn, context_id, start, ctx.last_seq)
+            plan = self._rows.plan(context_id, ctx.created_at, start, ctx.last_seq)
+            fetched: SizedRows = []
+            if plan.fetches:
+                fetched = read_messages_sized(conn, context_id, plan.fetch_from, ctx.last_seq)
+            return ctx, self._rows.complete(plan, fetched)
 
         return await self._read(read)
 

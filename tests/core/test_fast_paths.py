@@ -121,8 +121,9 @@ def test_format_time_edge_values() -> None:
 
 
 async def test_loop_reads_leave_no_snapshot_open(tmp_path: Path) -> None:
-    """After reads on the loop's connection, a TRUNCATE checkpoint from another
-    connection is not blocked: no statement was left un-reset."""
+    """After reads on the loop (on the writer's connection, idle between
+    batches), a TRUNCATE checkpoint from another connection is not blocked:
+    no statement was left un-reset."""
     path = tmp_path / "f.db"
     store = SQLiteStore(f"sqlite:///{path}")
     await store.open()
@@ -138,7 +139,8 @@ async def test_loop_reads_leave_no_snapshot_open(tmp_path: Path) -> None:
         await store.read_messages("a", 1, 1)
         await store.read_events("a", 0, 1)
         await store.ping()
-        assert store._loop_conn is not None and not store._loop_conn.in_transaction
+        assert store._loop_conn is None  # the writer was idle: its connection read
+        assert store._write_conn is not None and not store._write_conn.in_transaction
         other = sqlite3.connect(path, isolation_level=None)
         try:
             busy, _, _ = other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

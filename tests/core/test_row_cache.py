@@ -1,0 +1,174 @@
+"""The decoded-row cache of window reads (``stores._rowcache``), alone and in
+the SQLite and Postgres stores: a read served partly from it returns exactly
+the rows the log holds, however the log moved meanwhile."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fastpaca_core import Engine
+from fastpaca_core.model import StoredMessage
+from fastpaca_core.stores import open_store
+from fastpaca_core.stores._rowcache import RowCache, SizedRows
+from fastpaca_core.stores.sqlite import SQLiteStore
+
+from .helpers import text
+
+CREATED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _row(seq: int, body: str = "") -> StoredMessage:
+    parts = [{"type": "text", "text": body or f"m{seq}"}]
+    return StoredMessage(seq, "user", parts, {}, 3, 3 * seq, seq, CREATED)
+
+
+class _Log:
+    """A context's log; records each fetch."""
+
+    def __init__(self, last: int, size: int = 10) -> None:
+        self.rows = [_row(seq) for seq in range(1, last + 1)]
+        self.size = size
+        self.fetches: list[tuple[int, int]] = []
+
+    def append(self, n: int) -> None:
+        last = len(self.rows)
+        self.rows.extend(_row(seq) for seq in range(last + 1, last + n + 1))
+
+    def read(self, cache: RowCache, cid: str, first: int, created: datetime = CREATED) -> list[int]:
+        plan = cache.plan(cid, created, first, len(self.rows))
+        fetched: SizedRows = []
+        if plan.fetches:
+            self.fetches.append((plan.fetch_from, len(self.rows)))
+            fetched = [(r, self.size) for r in self.rows[plan.fetch_from - 1 :]]
+        return [r.seq for r in cache.complete(plan, fetched)]
+
+
+def test_a_read_again_fetches_only_the_rows_after_those_it_holds() -> None:
+    cache, log = RowCache(), _Log(5)
+    assert log.read(cache, "c", 1) == [1, 2, 3, 4, 5]
+    log.append(2)
+    assert log.read(cache, "c", 1) == [1, 2, 3, 4, 5, 6, 7]
+    assert log.read(cache, "c", 4) == [4, 5, 6, 7]  # the window moved on
+    log.append(1)
+    assert log.read(cache, "c", 4) == [4, 5, 6, 7, 8]
+    assert log.fetches == [(1, 5), (6, 7), (8, 8)]
+    assert log.read(cache, "c", 2) == [2, 3, 4, 5, 6, 7, 8]  # before what it holds: all
+    assert log.fetches[-1] == (2, 8)
+    assert cache.size == 7 * 10
+
+
+def test_rows_another_snapshot_contradicts_are_dropped() -> None:
+    cache, log = RowCache(), _Log(6)
+    log.read(cache, "c", 1)
+    # another context under the same id (another database): created at another time
+    assert log.read(cache, "c", 1, CREATED + timedelta(seconds=1)) == [1, 2, 3, 4, 5, 6]
+    assert log.fetches[-1] == (1, 6)
+    # a log shorter than what is held: not this log either
+    log.rows = log.rows[:4]
+    assert log.read(cache, "c", 1, CREATED + timedelta(seconds=1)) == [1, 2, 3, 4]
+    assert log.fetches[-1] == (1, 4)
+
+
+def test_an_empty_range_reads_nothing() -> None:
+    cache, log = RowCache(), _Log(3)
+    assert log.read(cache, "c", 4) == []
+    assert log.fetches == []
+
+
+def test_the_cache_is_bounded_by_bytes_least_recently_read_first() -> None:
+    cache = RowCache(max_bytes=200)
+    logs = {cid: _Log(5, size=10) for cid in "abcde"}  # 50 bytes each
+    for cid in "abc":
+        logs[cid].read(cache, cid, 1)
+    logs["a"].read(cache, "a", 1)  # a is now read more recently than b
+    for cid in "de":  # 250 bytes: the least recently read goes
+        logs[cid].read(cache, cid, 1)
+    assert cache.size == 200
+    for cid in "acde":
+        logs[cid].read(cache, cid, 1)
+        assert logs[cid].fetches == [(1, 5)], cid
+    assert logs["b"].read(cache, "b", 1) == [1, 2, 3, 4, 5]
+    assert logs["b"].fetches == [(1, 5), (1, 5)]  # b was evicted, read again
+    huge = _Log(6, size=10)  # 60 bytes: over a quarter of the cache, never kept
+    huge.read(cache, "huge", 1)
+    huge.read(cache, "huge", 1)
+    assert huge.fetches == [(1, 6), (1, 6)]
+
+
+def test_a_caller_changing_its_list_does_not_change_the_cache() -> None:
+    cache, log = RowCache(), _Log(3)
+    plan = cache.plan("c", CREATED, 1, 3)
+    rows = cache.complete(plan, [(r, 1) for r in log.rows])
+    rows.clear()
+    plan = cache.plan("c", CREATED, 1, 3)
+    assert not plan.fetches
+    assert [r.seq for r in cache.complete(plan, [])] == [1, 2, 3]
+
+
+def test_rows_that_do_not_follow_on_are_returned_not_kept() -> None:
+    cache = RowCache()
+    plan = cache.plan("c", CREATED, 1, 3)
+    assert cache.complete(plan, [(_row(1), 1), (_row(3), 1)]) == [_row(1), _row(3)]
+    assert cache.plan("c", CREATED, 1, 3).fetch_from == 1
+
+
+async def test_a_window_read_again_finds_what_another_store_appended(durable_url: str) -> None:
+    """Two stores on one database (two server processes): the first one's
+    cached rows are completed with the rows the second one appended."""
+    async with open_store(durable_url) as first, open_store(durable_url) as second:
+        one, two = Engine(first), Engine(second)
+        await one.put_context("c", policy={"strategy": "manual"})
+        for i in range(4):
+            await one.append("c", text("user", f"one {i}"))
+        _, rows = await first.read_window("c")
+        assert [r.parts[0]["text"] for r in rows] == [f"one {i}" for i in range(4)]
+        for i in range(3):
+            await two.append("c", text("assistant", f"two {i}"))
+        ctx, rows = await first.read_window("c")
+        assert ctx is not None and ctx.last_seq == 7
+        assert [r.parts[0]["text"] for r in rows] == [f"one {i}" for i in range(4)] + [
+            f"two {i}" for i in range(3)
+        ]
+        assert rows == await first.read_messages("c", 1, 7)
+
+
+async def test_window_reads_follow_compactions(durable_url: str) -> None:
+    """Appends that compact (the live window moves on) between reads: every
+    read equals the log's live rows read afresh, with or without a tail."""
+    async with open_store(durable_url) as store:
+        engine = Engine(store)
+        await engine.put_context("c", policy={"strategy": "last_n", "config": {"limit": 4}})
+        for i in range(30):
+            await engine.append("c", text("user" if i % 2 else "assistant", f"turn {i}"))
+            for tail in (0, 6):
+                ctx, rows = await store.read_window("c", tail)
+                assert ctx is not None
+                first = min(ctx.live_from_seq, max(1, ctx.last_seq - tail + 1))
+                assert rows == await store.read_messages("c", first, ctx.last_seq)
+
+
+async def test_sqlite_reads_on_the_writer_connection_only_while_it_is_idle(
+    tmp_path: Path,
+) -> None:
+    """A read on the loop takes the writer's connection (its pages stay cached
+    across its own commits) only while no transaction is open on it and no
+    call on it runs in the writer thread; else the loop's own connection."""
+    store = SQLiteStore(f"sqlite:///{tmp_path / 'f.db'}")
+    await store.open()
+    try:
+        writer = store._write_conn
+        assert writer is not None
+        assert store._loop_reader() is writer
+        writer.execute("BEGIN")
+        try:
+            other = store._loop_reader()
+            assert other is not writer and other is store._loop_conn
+        finally:
+            writer.execute("ROLLBACK")
+        seen = []  # what the loop would read on while a call runs in the writer thread
+        await store._in_writer(lambda: seen.append(store._loop_reader()))
+        assert seen == [store._loop_conn] and store._loop_conn is not writer
+        assert store._loop_reader() is writer
+    finally:
+        await store.close()
