@@ -409,6 +409,15 @@ class Engine:
 
     # -- the LLM context ------------------------------------------------------
 
+    @staticmethod
+    def window_keeps_all(ctx: ContextRecord, pending_tokens: int, budget_tokens: int) -> bool:
+        """Whether :meth:`window` of the snapshot ``ctx``, with pending messages
+        of at most ``pending_tokens`` tokens (our count) and ``budget_tokens``,
+        cuts nothing: it then holds the same messages whatever their exact
+        counts up to that bound (a rewind only leaves out more)."""
+        used = ctx.used_tokens_estimate + pending_tokens
+        return calibrated(used, ctx.calibration) <= budget_tokens
+
     async def window(
         self,
         context_id: str,

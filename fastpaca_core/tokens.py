@@ -133,6 +133,12 @@ class TokenCounter:
         encode = self.encoding.encode_ordinary
         return MESSAGE_OVERHEAD + sum(len(encode(p)) for p in pieces)
 
+    def at_most(self, message: Message) -> int:
+        """An upper bound of ``count_fresh(message)``, without tokenising: each
+        token stands for at least one byte of the UTF-8 text."""
+        pieces = self._pieces(message)
+        return MESSAGE_OVERHEAD + sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces)
+
     def count_message(self, message: Message) -> int:
         """The message's ``token_count`` if given, else our count."""
         if message.token_count is not None:

@@ -90,10 +90,12 @@ def _hold_headers(out: _Relayed) -> asyncio.TimerHandle:
 class _Turn:
     ctx: ContextRecord
     preamble: list[dict[str, Any]]
-    new: list[Message]
+    new: list[Message]  # with their token counts, unless not ``counted`` yet
     rewind_to_seq: int | None
     window: list[Message]
-    used_tokens: int
+    used_tokens: int  # the window's, calibrated; only when ``counted``
+    counted: bool = True
+    base_tokens: int = 0  # not ``counted``: the window's tokens besides the new turn (ours)
 
 
 def _body(data: bytes) -> bytes | io.BytesIO:
@@ -148,36 +150,70 @@ async def _align(
 
 
 async def _prepare(
-    engine: Engine, adapter: Adapter, context_id: str, body: Mapping[str, Any]
+    engine: Engine,
+    adapter: Adapter,
+    context_id: str,
+    body: Mapping[str, Any],
+    *,
+    defer_count: bool,
 ) -> _Turn:
+    """The turn to send. ``defer_count``: when the window keeps the whole new
+    turn even at its largest possible size (``TokenCounter.at_most``), its
+    exact count can wait until the request has gone out (see ``_count``)."""
     validate_context_id(context_id, "context")
     chat = adapter.split(body)
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
     ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages)
-    # counted once: the window and the append use these counts as given; cached by
-    # content, so the calibration estimate of the upstream body finds them
-    counts = await engine.tokens.acount_fresh(alignment.new)
-    new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
     # the same preamble, tools and parameters come every turn: cached by content
     reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
     reserved = calibrated(reserved, ctx.calibration)  # budgets are in the provider's tokens
+    budget = max(1, ctx.token_budget - reserved)
+    bounds = [engine.tokens.at_most(m) for m in alignment.new] if defer_count else []
+    counted = not (defer_count and Engine.window_keeps_all(ctx, sum(bounds), budget))
+    if counted:
+        # counted once: the window and the append use these counts as given; cached
+        # by content, so the calibration estimate of the upstream body finds them
+        counts = await engine.tokens.acount_fresh(alignment.new)
+    else:
+        counts = bounds  # the window cuts nothing either way: the same messages
+    new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
     window = await engine.window(
         context_id,
-        budget_tokens=max(1, ctx.token_budget - reserved),
+        budget_tokens=budget,
         pending=new,
         rewind_to_seq=alignment.rewind_to_seq,
         snapshot=(ctx, live),
     )
+    if counted:
+        return _Turn(
+            ctx, chat.preamble, new, alignment.rewind_to_seq, window.messages, window.used_tokens
+        )
+    ours = window.used_tokens_estimate
+    base = (window.used_tokens if ours is None else ours) - sum(bounds)
     return _Turn(
         ctx,
         chat.preamble,
-        new,
+        alignment.new,
         alignment.rewind_to_seq,
         window.messages,
-        window.used_tokens,
+        0,
+        counted=False,
+        base_tokens=base,
     )
+
+
+async def _count(engine: Engine, turn: _Turn) -> tuple[list[Message], int]:
+    """The new turn with its token counts, and the window's tokens with it
+    (calibrated). A turn not counted before it was sent is counted now: the
+    calibration estimate, computed while the upstream worked, has usually
+    counted its messages already (counts are cached by content)."""
+    if turn.counted:
+        return turn.new, turn.used_tokens
+    counts = await engine.tokens.acount_fresh(turn.new)
+    new = [m.with_tokens(c) for m, c in zip(turn.new, counts, strict=True)]
+    return new, calibrated(turn.base_tokens + sum(counts), turn.ctx.calibration)
 
 
 async def _store(
@@ -189,9 +225,11 @@ async def _store(
     estimate: Estimate | None,
     *,
     reply_before_sync: bool,
-) -> AppendResult | None:
+) -> tuple[AppendResult | None, int]:
     """Append the turn (with the reply) and, in the same write, what the
-    provider's prompt count teaches the context's calibration.
+    provider's prompt count teaches the context's calibration. Returns the
+    append's result (None when storing failed) and the window's tokens as
+    sent (see ``_count``).
 
     ``reply_before_sync``, for a non-streamed call: its reply need not wait
     for the disk, as the client has its answer whether or not the turn is
@@ -206,10 +244,11 @@ async def _store(
     sample = None
     if estimate is not None:
         sample = await Calibrator.sample(estimate, usage.prompt_tokens, context_id)
+    new, used = await _count(engine, turn)  # after the estimate: its counts are cached
     try:
-        return await engine.append_batch(
+        stored = await engine.append_batch(
             context_id,
-            [*turn.new, reply],
+            [*new, reply],
             rewind_to_seq=turn.rewind_to_seq,
             usage=sample,
             reply_before_sync=reply_before_sync,
@@ -220,7 +259,8 @@ async def _store(
         log.warning(
             "turn not stored", extra={"fields": {"context_id": context_id, "error": exc.code}}
         )
-        return None
+        return None, used
+    return stored, used
 
 
 def _headers(
@@ -249,11 +289,13 @@ async def proxy_call(
     engine = request.app[ENGINE]
     try:
         context_id = scoped_id(request, context_id, "context")  # the tenant's own context
-        turn = await _prepare(engine, adapter, context_id, body)
+        # a stream's headers, sent with its first event, carry the window's tokens:
+        # its turn is counted before it is sent
+        stream = adapter.is_stream(body)
+        turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
     except FastpacaError as exc:
         return _error(adapter, exc.status, exc.code, public_text(request, str(exc)))
     upstream_body = adapter.build(body, turn.preamble, turn.window)
-    stream = adapter.is_stream(body)
     hide = adapter.prepare_stream(upstream_body) if stream else False
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
@@ -311,18 +353,20 @@ async def _forward(
         return _timeout(request, adapter, exc)
     except aiohttp.ClientError as exc:
         return _unreachable(adapter, exc)
-    version, used = turn.ctx.version, turn.used_tokens
+    version, used = turn.ctx.version, None
     if 200 <= resp.status < 300:
         try:
             reply, usage = adapter.reply(loads(data))
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored = await _store(
+            stored, used = await _store(
                 engine, context_id, turn, reply, usage, estimate, reply_before_sync=True
             )
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
+    if used is None:  # nothing stored: the window as sent
+        _, used = await _count(engine, turn)
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, version, used))
     return web.Response(status=resp.status, body=data, headers=out_headers)

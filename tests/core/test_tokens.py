@@ -7,6 +7,8 @@ import threading
 
 import pytest
 import tiktoken
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fastpaca_core import Message, TokenCounter, ValidationError
 from fastpaca_core.tokens import MESSAGE_OVERHEAD, load_encoding
@@ -86,3 +88,32 @@ async def test_large_message_is_counted_off_the_event_loop(monkeypatch: pytest.M
     await counter.count_messages([Message("user", [{"type": "text", "text": "a b " * 400_000}])])
     task.cancel()
     assert ticks > 1
+
+
+_PARTS = st.one_of(
+    st.builds(lambda t: {"type": "text", "text": t}, st.text(max_size=300)),
+    st.builds(lambda t: {"type": "reasoning", "text": t}, st.text(max_size=100)),
+    st.builds(
+        lambda i, v: {"type": "tool-w", "toolCallId": i, "state": "input-available", "input": v},
+        st.text(max_size=20),
+        st.dictionaries(st.text(max_size=10), st.text(max_size=40), max_size=3),
+    ),
+)
+
+
+@pytest.mark.parametrize("name", ["o200k_base", "cl100k_base"])
+@settings(max_examples=150, deadline=None)
+@given(parts=st.lists(_PARTS, min_size=1, max_size=4))
+def test_at_most_bounds_the_count(name: str, parts: list[dict[str, object]]) -> None:
+    """``at_most`` (a byte count: no tokenising) is never below the count,
+    whatever the text: multi-byte letters, emoji, lone surrogates, JSON parts."""
+    counter = TokenCounter(name, cache_size=0)
+    message = Message("user", parts)
+    assert counter.at_most(message) >= counter.count_fresh(message)
+
+
+def test_at_most_is_the_utf8_size() -> None:
+    counter = TokenCounter()
+    message = Message("user", [{"type": "text", "text": "é" * 10}])  # 20 bytes, ~5 tokens
+    assert counter.at_most(message) == MESSAGE_OVERHEAD + 20
+    assert counter.count_fresh(message) < counter.at_most(message)

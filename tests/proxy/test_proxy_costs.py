@@ -12,11 +12,12 @@ import openai
 import pytest
 
 from fastpaca_core.jsonutil import dumps_str
-from fastpaca_core.model import ContextRecord, Message, StoredMessage
+from fastpaca_core.model import ContextRecord, Message, StoredMessage, calibrated
 from fastpaca_core.stores.sqlite import SQLiteStore
 from fastpaca_core.tokens import TokenCounter
 from fastpaca_proxy.adapters import OpenAIChat
 from fastpaca_proxy.calibration import aestimate_prompt_tokens, estimate_prompt_tokens
+from fastpaca_proxy.fake_upstream import ErrorReply
 from fastpaca_proxy.turns import align, tail_match, tail_size
 
 from .support import OPENAI_MODEL, Stack, run_stack
@@ -229,3 +230,83 @@ def test_a_lone_turn_is_answered_before_its_commit(
         )
         assert answered == ["e", "e"]
         assert len(stack.log("e")) == 6
+
+
+def test_a_turn_with_room_is_counted_after_it_is_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A non-streamed call whose window keeps its whole new turn even at the
+    turn's largest possible size: the turn is tokenised after the upstream body
+    is built (while the upstream works), once, and stored with its exact count;
+    the Used-Tokens header counts it exactly too, stored or not. A stream's
+    turn, and one that might not fit, are counted before they are sent."""
+    # each new message starts with "needle" (the fake upstream's replies echo it)
+    first = "needle, the first " + "word " * 40
+    second = "needle, a second " + "more " * 30
+    big = "needle " + "é" * 300  # ~600 bytes, far fewer tokens
+    counter = TokenCounter()  # counted before the counting is recorded below
+    exact = {
+        t: counter.count_fresh(Message("user", [{"type": "text", "text": t}]))
+        for t in (first, second, big)
+    }
+    events: list[str] = []
+    real_build, real_pieces = OpenAIChat.build, TokenCounter._count_pieces
+
+    def build(self: OpenAIChat, *args: Any) -> Any:
+        events.append("build")
+        return real_build(self, *args)
+
+    def pieces(self: TokenCounter, texts: Any) -> int:
+        events.extend("count" for text in texts if text.startswith("needle"))
+        return real_pieces(self, texts)
+
+    monkeypatch.setattr(OpenAIChat, "build", build)
+    monkeypatch.setattr(TokenCounter, "_count_pieces", pieces)
+    with run_stack(f"sqlite:///{tmp_path / 'p.db'}") as stack:
+        sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("d"), api_key="k", max_retries=0))
+        sdk.chat.completions.create(
+            model=OPENAI_MODEL, messages=[{"role": "user", "content": first}]
+        )
+        assert events == ["build", "count"]
+        assert stack.log("d")[0]["token_count"] == exact[first]
+
+        events.clear()  # an upstream error: nothing stored, the header counts the turn exactly
+        stack.fake.script(ErrorReply(500))
+        window = stack.window("d")
+        before = window["used_tokens"]
+        ctx = asyncio.run(_context(tmp_path / "p.db", "d"))
+        expected = calibrated(window["used_tokens_estimate"] + exact[second], ctx.calibration)
+        raw = sdk.chat.completions.with_raw_response
+        with pytest.raises(openai.InternalServerError) as failed:
+            raw.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": second}])
+        assert events == ["build", "count"]
+        used = int(failed.value.response.headers["X-Fastpaca-Used-Tokens"])
+        assert used == expected  # the window as sent: the stored one and the new turn
+
+        events.clear()  # a stream: counted before it is sent
+        chunks = sdk.chat.completions.create(
+            model=OPENAI_MODEL,
+            messages=[{"role": "user", "content": "needle, streamed"}],
+            stream=True,
+        )
+        assert sum(1 for _ in chunks) > 1
+        assert events[:2] == ["count", "build"]
+
+        # a budget the turn might not fit in at its largest: counted before it is sent
+        stack.api.put("/v1/contexts/d", json={"token_budget": before + 200}).raise_for_status()
+        events.clear()
+        sdk.chat.completions.create(model=OPENAI_MODEL, messages=[{"role": "user", "content": big}])
+        assert events[:2] == ["count", "build"]
+        assert stack.log("d")[-2]["token_count"] == exact[big]
+
+
+async def _context(path: Path, context_id: str) -> ContextRecord:
+    """The context as its database holds it (read on a connection of our own)."""
+    store = SQLiteStore(f"sqlite:///{path}")
+    await store.open()
+    try:
+        ctx = await store.get_context(context_id)
+    finally:
+        await store.close()
+    assert ctx is not None
+    return ctx
