@@ -133,11 +133,23 @@ class TokenCounter:
         encode = self.encoding.encode_ordinary
         return MESSAGE_OVERHEAD + sum(len(encode(p)) for p in pieces)
 
-    def at_most(self, message: Message) -> int:
+    def at_most(self, message: Message, limit: int | None = None) -> int:
         """An upper bound of ``count_fresh(message)``, without tokenising: each
-        token stands for at least one byte of the UTF-8 text."""
-        pieces = self._pieces(message)
-        return MESSAGE_OVERHEAD + sum(len(p.encode("utf-8", "surrogatepass")) for p in pieces)
+        token stands for at least one byte of the UTF-8 text. With ``limit``,
+        any figure over ``limit`` once the bound is sure to pass it (a big
+        text or file is not measured to the end)."""
+        total = MESSAGE_OVERHEAD
+        for part in message.parts:
+            text = part.get("text")
+            if part.get("type") in _TEXT_PARTS and isinstance(text, str):
+                piece, least = text, len(text)
+            else:  # its JSON is at least as long as its strings
+                least = sum(len(v) for v in part.values() if isinstance(v, str))
+                piece = None
+            if limit is not None and total + least > limit:
+                return total + least
+            total += len((piece or dumps_str(part)).encode("utf-8", "surrogatepass"))
+        return total
 
     def count_message(self, message: Message) -> int:
         """The message's ``token_count`` if given, else our count."""

@@ -7,15 +7,19 @@ context's window (or a proxied turn's tail) is read again and again, each
 time with a row or two more, and decoding the rows (their JSON, their time)
 is most of such a read. :class:`RowCache` keeps, for each context, one run of
 consecutive rows; a read of ``from_seq..last_seq`` (``last_seq`` from the
-same snapshot) takes what the run holds and fetches only the rows after it
+same snapshot) takes what the run holds and fetches the rows after it
 (:meth:`RowCache.plan`, then :meth:`RowCache.complete` with those rows).
 
-The rows are shared between reads: :class:`~fastpaca_core.model.StoredMessage`
-and its parts are treated as immutable throughout (code that changes a
-message builds a new one). A run is dropped when the snapshot contradicts it
-(a ``last_seq`` below the run's end, or a context created at another time:
-not this database's context). Bounded by the JSON size of the rows it holds
-(``max_bytes``); the contexts read least recently go first.
+What the database did behind this process's back is caught where it can be:
+a read fetches the run's last row again and compares it, so a log that lost
+its newest rows and was written on (a restore, a failover that lost commits)
+is not served from the run; nor is one whose context was created at another
+time, or that ends before the run. The rows are shared between reads:
+:class:`~fastpaca_core.model.StoredMessage` and its parts are treated as
+immutable throughout (code that changes a message builds a new one).
+Bounded by ``max_bytes`` (the rows' JSON plus ``ROW_OVERHEAD`` each, about
+what a decoded row takes besides its text); the contexts read least recently
+go first.
 """
 
 from __future__ import annotations
@@ -27,30 +31,18 @@ from datetime import datetime
 
 from ..model import StoredMessage
 
-__all__ = ["ROW_CACHE_BYTES", "Plan", "RowCache", "SizedRows"]
+__all__ = ["ROW_CACHE_BYTES", "ROW_OVERHEAD", "Plan", "RowCache", "SizedRows", "row_size"]
 
-ROW_CACHE_BYTES = 8 * 1024 * 1024  # JSON bytes of the rows held, all contexts together
+ROW_CACHE_BYTES = 8 * 1024 * 1024  # all contexts together
+ROW_OVERHEAD = 512  # bytes counted for a decoded row besides its JSON
 
-# rows with the byte size of their JSON (parts and metadata), in seq order
+# rows with their size for the cache (``row_size``), in seq order
 SizedRows = list[tuple[StoredMessage, int]]
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """A read as :meth:`RowCache.plan` sees it: the rows it holds (``head``)
-    and the first seq to fetch."""
-
-    context_id: str
-    created_at: datetime
-    from_seq: int
-    last_seq: int
-    head: list[StoredMessage]
-    head_sizes: list[int]
-    fetch_from: int
-
-    @property
-    def fetches(self) -> bool:
-        return self.fetch_from <= self.last_seq
+def row_size(parts_json: str, metadata_json: str) -> int:
+    """What a decoded row counts against the cache: its JSON and ``ROW_OVERHEAD``."""
+    return len(parts_json) + len(metadata_json) + ROW_OVERHEAD
 
 
 @dataclass(slots=True)
@@ -66,6 +58,23 @@ class _Run:
         return self.first + len(self.rows) - 1
 
 
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A read as :meth:`RowCache.plan` sees it: fetch ``fetch_from..last_seq``
+    (nothing when past it) and hand the rows to :meth:`RowCache.complete`."""
+
+    context_id: str
+    created_at: datetime
+    from_seq: int
+    last_seq: int
+    fetch_from: int
+    run: _Run | None = None  # the run the read starts in; its last row is fetched again
+
+    @property
+    def fetches(self) -> bool:
+        return self.fetch_from <= self.last_seq
+
+
 class RowCache:
     def __init__(self, max_bytes: int = ROW_CACHE_BYTES) -> None:
         self.max_bytes = max_bytes
@@ -73,49 +82,67 @@ class RowCache:
         self._size = 0
         self._lock = threading.Lock()  # reads run on the loop, now and then in a thread
 
+    @property
+    def size(self) -> int:
+        """What the rows held count (see ``row_size``)."""
+        return self._size
+
     def plan(self, context_id: str, created_at: datetime, from_seq: int, last_seq: int) -> Plan:
-        """What a read of rows ``from_seq..last_seq`` finds here, and what it
-        has to fetch (``Plan.fetch_from..last_seq``; nothing when past it).
-        ``last_seq`` and ``created_at`` are the context's in the snapshot being
-        read; the fetched rows go to :meth:`complete`."""
+        """How to read rows ``from_seq..last_seq``, ``last_seq`` and
+        ``created_at`` being the context's in the snapshot being read."""
         with self._lock:
             run = self._runs.get(context_id)
             if run is not None and (run.created_at != created_at or run.last > last_seq):
                 self._drop(context_id)  # not the rows of this context's log
                 run = None
-            if run is None or not run.first <= from_seq <= run.last + 1 or from_seq > last_seq:
-                return Plan(context_id, created_at, from_seq, last_seq, [], [], from_seq)
+            if run is None or not run.first <= from_seq <= run.last or from_seq > last_seq:
+                return self.afresh(context_id, created_at, from_seq, last_seq)
             self._runs.move_to_end(context_id)
-            start = from_seq - run.first
-            return Plan(
-                context_id,
-                created_at,
-                from_seq,
-                last_seq,
-                run.rows[start:],
-                run.sizes[start:],
-                run.last + 1,
-            )
+            return Plan(context_id, created_at, from_seq, last_seq, run.last, run)
 
-    def complete(self, plan: Plan, fetched: SizedRows) -> list[StoredMessage]:
-        """The rows of ``plan``, with ``fetched`` (its rows ``fetch_from..``) kept."""
+    @staticmethod
+    def afresh(context_id: str, created_at: datetime, from_seq: int, last_seq: int) -> Plan:
+        """A plan that fetches every row (see :meth:`complete`)."""
+        return Plan(context_id, created_at, from_seq, last_seq, from_seq)
+
+    def complete(self, plan: Plan, fetched: SizedRows) -> list[StoredMessage] | None:
+        """The rows of ``plan``, with ``fetched`` (its rows ``fetch_from..``)
+        kept for the next read; None when the run's last row, fetched again,
+        is not the one it holds: then read ``afresh``."""
         if plan.from_seq > plan.last_seq:
             return []
-        rows = plan.head + [row for row, _ in fetched]
-        if fetched and _consecutive(fetched, plan.fetch_from, plan.last_seq):
-            sizes = plan.head_sizes + [n for _, n in fetched]
-            self._keep(plan.context_id, plan.created_at, plan.from_seq, rows, sizes)
-        return rows
+        if not _consecutive(fetched, plan.fetch_from, plan.last_seq):
+            if plan.run is not None:
+                self._forget(plan)
+                return None
+            return [row for row, _ in fetched]  # not the log we know: not kept
+        run = plan.run
+        if run is None:
+            rows, sizes, first = [r for r, _ in fetched], [n for _, n in fetched], plan.from_seq
+        else:
+            if fetched[0][0] != run.rows[-1]:
+                self._forget(plan)
+                return None
+            start = plan.from_seq - run.first
+            new = fetched[1:]
+            rows = run.rows[start:] + [r for r, _ in new]
+            if not new:
+                return rows
+            # keep rows before this read's start too (another reader may start
+            # earlier), as many as this read returns at most
+            keep = max(0, start - len(rows))
+            first = run.first + keep
+            rows_kept = run.rows[keep:] + [r for r, _ in new]
+            sizes = run.sizes[keep:] + [n for _, n in new]
+            self._keep(plan.context_id, plan.created_at, first, rows_kept, sizes)
+            return rows
+        self._keep(plan.context_id, plan.created_at, first, rows, sizes)
+        return list(rows)
 
     def clear(self) -> None:
         with self._lock:
             self._runs.clear()
             self._size = 0
-
-    @property
-    def size(self) -> int:
-        """JSON bytes of the rows held."""
-        return self._size
 
     def _keep(
         self,
@@ -125,16 +152,25 @@ class RowCache:
         rows: list[StoredMessage],
         sizes: list[int],
     ) -> None:
-        size = sum(sizes)
-        if size > self.max_bytes // 4:
-            return  # one context may not take the cache for itself
+        size, cap, drop = sum(sizes), self.max_bytes // 4, 0  # one context may not take it all
+        while size > cap and drop < len(rows):  # the oldest rows go first
+            size -= sizes[drop]
+            drop += 1
+        if drop:
+            first, rows, sizes = first + drop, rows[drop:], sizes[drop:]
         with self._lock:
             self._drop(context_id)
-            self._runs[context_id] = _Run(created_at, first, list(rows), sizes, size)
+            if not rows:
+                return
+            self._runs[context_id] = _Run(created_at, first, rows, sizes, size)
             self._size += size
             while self._size > self.max_bytes:
-                oldest = next(iter(self._runs))
-                self._drop(oldest)
+                self._drop(next(iter(self._runs)))
+
+    def _forget(self, plan: Plan) -> None:
+        with self._lock:
+            if self._runs.get(plan.context_id) is plan.run:
+                self._drop(plan.context_id)
 
     def _drop(self, context_id: str) -> None:
         run = self._runs.pop(context_id, None)

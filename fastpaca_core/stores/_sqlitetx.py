@@ -28,7 +28,7 @@ from ._codec import (
     parse_time,
     summary_values,
 )
-from ._rowcache import SizedRows
+from ._rowcache import SizedRows, row_size
 from .base import IdempotencyRecord
 
 __all__ = ["SQLiteTx", "is_busy", "read_messages", "read_messages_sized"]
@@ -201,4 +201,4 @@ def read_messages_sized(
 ) -> SizedRows:
     """``read_messages``, each row with the size of its JSON (for ``RowCache``)."""
     rows = conn.execute(_SELECT_MESSAGES, (context_id, from_seq, to_seq)).fetchall()
-    return [(message_from_row(r), len(r[2]) + len(r[3])) for r in rows]
+    return [(message_from_row(r), row_size(r[2], r[3])) for r in rows]

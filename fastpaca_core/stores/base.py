@@ -155,7 +155,9 @@ class Store(abc.ABC):
         ``tail``, the rows from ``min(live_from_seq, last_seq - tail + 1)`` on.
 
         Log rows never change, so reading the row then its range is consistent;
-        a backend may override this to do both in one trip.
+        a backend may override this to do both in one trip. The rows may be
+        shared with other reads (the durable stores keep them for the next
+        read: ``stores/_rowcache.py``): treat them as immutable.
         """
         ctx = await self.get_context(context_id)
         if ctx is None:

@@ -71,7 +71,7 @@ from ._pggroup import GROUP_SQL, GroupWriter, Write, group_args
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
 from ._pgschema import MIGRATIONS
 from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
-from ._rowcache import RowCache, SizedRows
+from ._rowcache import Plan, RowCache, SizedRows, row_size
 from .base import Op, Store, tenant_range, window_start
 
 __all__ = ["PostgresStore"]
@@ -565,13 +565,21 @@ class PostgresStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
-            plan = self._rows.plan(context_id, ctx.created_at, start, ctx.last_seq)
-            fetched: SizedRows = []
-            if plan.fetches:
-                first, last = plan.fetch_from, ctx.last_seq
-                rows = await conn.fetch(READ_MESSAGES_SQL, context_id, first, last)
-                fetched = [(message_from_row(r), len(r[2]) + len(r[3])) for r in rows]
-            return ctx, self._rows.complete(plan, fetched)
+
+            async def rows_of(plan: Plan) -> list[StoredMessage] | None:
+                fetched: SizedRows = []
+                if plan.fetches:
+                    first, last = plan.fetch_from, ctx.last_seq
+                    found = await conn.fetch(READ_MESSAGES_SQL, context_id, first, last)
+                    fetched = [(message_from_row(r), row_size(r[2], r[3])) for r in found]
+                return self._rows.complete(plan, fetched)
+
+            rows = await rows_of(self._rows.plan(context_id, ctx.created_at, start, ctx.last_seq))
+            if rows is None:  # the rows held were not this log's
+                plan = RowCache.afresh(context_id, ctx.created_at, start, ctx.last_seq)
+                rows = await rows_of(plan)
+            assert rows is not None  # a fresh read is never refused
+            return ctx, rows
 
         return await self._guard(read)
 
@@ -673,3 +681,4 @@ class PostgresStore(Store):
             await conn.execute(f'DROP SCHEMA IF EXISTS "{self.schema}" CASCADE')
 
         await self._guard(drop)
+        self._rows.clear()

@@ -44,7 +44,7 @@ from ._codec import (
     context_from_row,
     summary_from_row,
 )
-from ._rowcache import RowCache, SizedRows
+from ._rowcache import Plan, RowCache, SizedRows
 from ._sqlitetx import SQLiteTx, is_busy, read_messages, read_messages_sized
 from .base import Op, Store, tenant_range, window_start
 
@@ -609,11 +609,18 @@ class SQLiteStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
-            plan = self._rows.plan(context_id, ctx.created_at, start, ctx.last_seq)
-            fetched: SizedRows = []
-            if plan.fetches:
-                fetched = read_messages_sized(conn, context_id, plan.fetch_from, ctx.last_seq)
-            return ctx, self._rows.complete(plan, fetched)
+
+            def rows_of(plan: Plan) -> list[StoredMessage] | None:
+                fetched: SizedRows = []
+                if plan.fetches:
+                    fetched = read_messages_sized(conn, context_id, plan.fetch_from, ctx.last_seq)
+                return self._rows.complete(plan, fetched)
+
+            rows = rows_of(self._rows.plan(context_id, ctx.created_at, start, ctx.last_seq))
+            if rows is None:  # the rows held were not this log's
+                rows = rows_of(RowCache.afresh(context_id, ctx.created_at, start, ctx.last_seq))
+            assert rows is not None  # a fresh read is never refused
+            return ctx, rows
 
         return await self._read(read)
 

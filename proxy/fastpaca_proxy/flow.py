@@ -43,6 +43,7 @@ from fastpaca_core.model import (
     Message,
     StoredMessage,
     calibrated,
+    uncalibrated,
     validate_context_id,
 )
 
@@ -170,8 +171,17 @@ async def _prepare(
     reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
     reserved = calibrated(reserved, ctx.calibration)  # budgets are in the provider's tokens
     budget = max(1, ctx.token_budget - reserved)
-    bounds = [engine.tokens.at_most(m) for m in alignment.new] if defer_count else []
-    counted = not (defer_count and Engine.window_keeps_all(ctx, sum(bounds), budget))
+    bounds: list[int] = []
+    fits = defer_count
+    if defer_count:  # what the turn may take at most, measured only up to the room left
+        room = uncalibrated(budget, ctx.calibration) - ctx.used_tokens_estimate
+        for message in alignment.new:
+            bounds.append(engine.tokens.at_most(message, room - sum(bounds)))
+            if sum(bounds) > room:  # (the last bound may be partial): count it
+                fits = False
+                break
+        fits = fits and Engine.window_keeps_all(ctx, sum(bounds), budget)
+    counted = not fits
     if counted:
         # counted once: the window and the append use these counts as given; cached
         # by content, so the calibration estimate of the upstream body finds them
@@ -211,7 +221,10 @@ async def _count(engine: Engine, turn: _Turn) -> tuple[list[Message], int]:
     counted its messages already (counts are cached by content)."""
     if turn.counted:
         return turn.new, turn.used_tokens
-    counts = await engine.tokens.acount_fresh(turn.new)
+    try:
+        counts = await engine.tokens.acount_fresh(turn.new)
+    except Exception:  # noqa: BLE001 - no thread to count on (shutting down): count here
+        counts = [engine.tokens.count_fresh(m) for m in turn.new]
     new = [m.with_tokens(c) for m, c in zip(turn.new, counts, strict=True)]
     return new, calibrated(turn.base_tokens + sum(counts), turn.ctx.calibration)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastpaca_core import Engine
 from fastpaca_core.model import StoredMessage
 from fastpaca_core.stores import open_store
-from fastpaca_core.stores._rowcache import RowCache, SizedRows
+from fastpaca_core.stores._rowcache import ROW_OVERHEAD, Plan, RowCache, SizedRows, row_size
 from fastpaca_core.stores.sqlite import SQLiteStore
 
 from .helpers import text
@@ -24,27 +24,37 @@ def _row(seq: int, body: str = "") -> StoredMessage:
 
 
 class _Log:
-    """A context's log; records each fetch."""
+    """A context's log, read as the stores read it; records each fetch."""
 
     def __init__(self, last: int, size: int = 10) -> None:
         self.rows = [_row(seq) for seq in range(1, last + 1)]
         self.size = size
         self.fetches: list[tuple[int, int]] = []
 
-    def append(self, n: int) -> None:
+    def append(self, n: int, body: str = "") -> None:
         last = len(self.rows)
-        self.rows.extend(_row(seq) for seq in range(last + 1, last + n + 1))
+        self.rows.extend(_row(seq, body) for seq in range(last + 1, last + n + 1))
 
-    def read(self, cache: RowCache, cid: str, first: int, created: datetime = CREATED) -> list[int]:
-        plan = cache.plan(cid, created, first, len(self.rows))
+    def _rows(self, cache: RowCache, plan: Plan) -> list[StoredMessage] | None:
         fetched: SizedRows = []
         if plan.fetches:
-            self.fetches.append((plan.fetch_from, len(self.rows)))
-            fetched = [(r, self.size) for r in self.rows[plan.fetch_from - 1 :]]
-        return [r.seq for r in cache.complete(plan, fetched)]
+            self.fetches.append((plan.fetch_from, plan.last_seq))
+            fetched = [(r, self.size) for r in self.rows[plan.fetch_from - 1 : plan.last_seq]]
+        return cache.complete(plan, fetched)
+
+    def read(self, cache: RowCache, cid: str, first: int, created: datetime = CREATED) -> list[int]:
+        last = len(self.rows)
+        rows = self._rows(cache, cache.plan(cid, created, first, last))
+        if rows is None:
+            rows = self._rows(cache, RowCache.afresh(cid, created, first, last))
+        assert rows is not None
+        assert [r.seq for r in rows] == list(range(first, last + 1))
+        assert rows == self.rows[first - 1 :]  # exactly the log's rows
+        return [r.seq for r in rows]
 
 
-def test_a_read_again_fetches_only_the_rows_after_those_it_holds() -> None:
+def test_a_read_again_fetches_the_rows_after_those_it_holds() -> None:
+    """Each fetch starts at the last row held (fetched again to check it)."""
     cache, log = RowCache(), _Log(5)
     assert log.read(cache, "c", 1) == [1, 2, 3, 4, 5]
     log.append(2)
@@ -52,10 +62,21 @@ def test_a_read_again_fetches_only_the_rows_after_those_it_holds() -> None:
     assert log.read(cache, "c", 4) == [4, 5, 6, 7]  # the window moved on
     log.append(1)
     assert log.read(cache, "c", 4) == [4, 5, 6, 7, 8]
-    assert log.fetches == [(1, 5), (6, 7), (8, 8)]
-    assert log.read(cache, "c", 2) == [2, 3, 4, 5, 6, 7, 8]  # before what it holds: all
-    assert log.fetches[-1] == (2, 8)
-    assert cache.size == 7 * 10
+    assert log.read(cache, "c", 2) == [2, 3, 4, 5, 6, 7, 8]  # an earlier reader
+    assert log.fetches == [(1, 5), (5, 7), (7, 7), (7, 8), (8, 8)]
+    assert cache.size == 8 * 10
+
+
+def test_rows_long_before_the_window_are_let_go() -> None:
+    """A run keeps, before a read's first row, as many rows as that read returns."""
+    cache, log = RowCache(), _Log(10)
+    log.read(cache, "c", 1)
+    log.append(2)
+    assert log.read(cache, "c", 9) == [9, 10, 11, 12]  # keeps 5..12
+    assert log.read(cache, "c", 5) == [5, 6, 7, 8, 9, 10, 11, 12]
+    assert log.fetches[-1] == (12, 12)
+    log.read(cache, "c", 4)
+    assert log.fetches[-1] == (4, 12)
 
 
 def test_rows_another_snapshot_contradicts_are_dropped() -> None:
@@ -70,40 +91,62 @@ def test_rows_another_snapshot_contradicts_are_dropped() -> None:
     assert log.fetches[-1] == (1, 4)
 
 
+def test_a_log_that_lost_its_newest_rows_and_was_written_on_is_read_afresh() -> None:
+    """A restore, or a failover that lost commits, then appends: the seqs the
+    cache holds now hold other rows. The run's last row, fetched again, tells."""
+    cache, log = RowCache(), _Log(6)
+    log.read(cache, "c", 1)
+    log.rows = log.rows[:4]
+    log.append(4, body="written after the loss")  # seqs 5..8, other rows
+    assert log.read(cache, "c", 1) == [1, 2, 3, 4, 5, 6, 7, 8]  # checks the rows too
+    assert log.fetches[-2:] == [(6, 8), (1, 8)]
+    log.append(1)
+    log.read(cache, "c", 1)
+    assert log.fetches[-1] == (8, 9)  # the fresh rows are kept
+
+
 def test_an_empty_range_reads_nothing() -> None:
     cache, log = RowCache(), _Log(3)
     assert log.read(cache, "c", 4) == []
     assert log.fetches == []
 
 
-def test_the_cache_is_bounded_by_bytes_least_recently_read_first() -> None:
+def test_the_cache_is_bounded_least_recently_read_first() -> None:
     cache = RowCache(max_bytes=200)
-    logs = {cid: _Log(5, size=10) for cid in "abcde"}  # 50 bytes each
+    logs = {cid: _Log(5, size=10) for cid in "abcde"}  # 50 each
     for cid in "abc":
         logs[cid].read(cache, cid, 1)
     logs["a"].read(cache, "a", 1)  # a is now read more recently than b
-    for cid in "de":  # 250 bytes: the least recently read goes
+    for cid in "de":  # 250: the least recently read goes
         logs[cid].read(cache, cid, 1)
     assert cache.size == 200
     for cid in "acde":
         logs[cid].read(cache, cid, 1)
-        assert logs[cid].fetches == [(1, 5)], cid
+        assert logs[cid].fetches.count((1, 5)) == 1, cid  # still held: never read whole again
     assert logs["b"].read(cache, "b", 1) == [1, 2, 3, 4, 5]
     assert logs["b"].fetches == [(1, 5), (1, 5)]  # b was evicted, read again
-    huge = _Log(6, size=10)  # 60 bytes: over a quarter of the cache, never kept
+    huge = _Log(6, size=10)  # 60: over a quarter of the cache, its oldest row is let go
+    huge.read(cache, "huge", 2)
+    huge.read(cache, "huge", 2)
+    assert huge.fetches == [(2, 6), (6, 6)]
     huge.read(cache, "huge", 1)
-    huge.read(cache, "huge", 1)
-    assert huge.fetches == [(1, 6), (1, 6)]
+    assert huge.fetches[-1] == (1, 6)
+    assert cache.size <= 200
+
+
+def test_a_row_counts_its_json_and_an_overhead() -> None:
+    assert row_size('[{"type":"text","text":"hi"}]', "{}") == 29 + 2 + ROW_OVERHEAD
 
 
 def test_a_caller_changing_its_list_does_not_change_the_cache() -> None:
     cache, log = RowCache(), _Log(3)
-    plan = cache.plan("c", CREATED, 1, 3)
-    rows = cache.complete(plan, [(r, 1) for r in log.rows])
+    rows = cache.complete(cache.plan("c", CREATED, 1, 3), [(r, 1) for r in log.rows])
+    assert rows is not None
     rows.clear()
-    plan = cache.plan("c", CREATED, 1, 3)
-    assert not plan.fetches
-    assert [r.seq for r in cache.complete(plan, [])] == [1, 2, 3]
+    again = cache.complete(cache.plan("c", CREATED, 1, 3), [(log.rows[-1], 1)])
+    assert again is not None and [r.seq for r in again] == [1, 2, 3]
+    again.clear()
+    log.read(cache, "c", 1)
 
 
 def test_rows_that_do_not_follow_on_are_returned_not_kept() -> None:
@@ -111,6 +154,11 @@ def test_rows_that_do_not_follow_on_are_returned_not_kept() -> None:
     plan = cache.plan("c", CREATED, 1, 3)
     assert cache.complete(plan, [(_row(1), 1), (_row(3), 1)]) == [_row(1), _row(3)]
     assert cache.plan("c", CREATED, 1, 3).fetch_from == 1
+    cache.complete(cache.plan("c", CREATED, 1, 3), [(_row(n), 1) for n in (1, 2, 3)])
+    plan = cache.plan("c", CREATED, 1, 5)  # held: 1..3; a fetch of 3..5 missing a row
+    assert plan.fetch_from == 3
+    assert cache.complete(plan, [(_row(3), 1), (_row(5), 1)]) is None
+    assert cache.plan("c", CREATED, 1, 5).fetch_from == 1  # dropped
 
 
 async def test_a_window_read_again_finds_what_another_store_appended(durable_url: str) -> None:

@@ -109,7 +109,12 @@ def test_at_most_bounds_the_count(name: str, parts: list[dict[str, object]]) -> 
     whatever the text: multi-byte letters, emoji, lone surrogates, JSON parts."""
     counter = TokenCounter(name, cache_size=0)
     message = Message("user", parts)
-    assert counter.at_most(message) >= counter.count_fresh(message)
+    bound = counter.at_most(message)
+    assert bound >= counter.count_fresh(message)
+    for limit in (0, bound // 2, bound - 1, bound, bound + 5):
+        # with a limit: the bound itself when within it, else any figure over it
+        within = counter.at_most(message, limit)
+        assert within == bound if bound <= limit else within > limit
 
 
 def test_at_most_is_the_utf8_size() -> None:
@@ -117,3 +122,23 @@ def test_at_most_is_the_utf8_size() -> None:
     message = Message("user", [{"type": "text", "text": "é" * 10}])  # 20 bytes, ~5 tokens
     assert counter.at_most(message) == MESSAGE_OVERHEAD + 20
     assert counter.count_fresh(message) < counter.at_most(message)
+
+
+def test_at_most_stops_measuring_past_its_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A big file part over the limit is not serialised to be measured."""
+    import fastpaca_core.tokens as tokens
+
+    serialised: list[object] = []
+    real = tokens.dumps_str
+
+    def dumps(value: object) -> str:
+        serialised.append(value)
+        return real(value)
+
+    monkeypatch.setattr(tokens, "dumps_str", dumps)
+    big = {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64," + "A" * 10**6}
+    message = Message("user", [{"type": "text", "text": "look"}, big])
+    assert TokenCounter().at_most(message, 1000) > 1000
+    assert serialised == []
+    assert TokenCounter().at_most(message) > 10**6
+    assert serialised == [big]

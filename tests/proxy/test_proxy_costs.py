@@ -310,3 +310,25 @@ async def _context(path: Path, context_id: str) -> ContextRecord:
         await store.close()
     assert ctx is not None
     return ctx
+
+
+def test_a_deferred_count_that_cannot_go_to_a_thread_is_taken_inline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The upstream has answered when a deferred turn is counted: a count that
+    fails to reach a thread (the server shutting down) is taken on the loop,
+    and the turn is stored as ever, not answered with a 500."""
+    text = "needle, counted late " + "word " * 20
+    expected = TokenCounter().count_fresh(Message("user", [{"type": "text", "text": text}]))
+
+    async def broken(self: TokenCounter, messages: Any) -> list[int]:
+        raise RuntimeError("cannot schedule new futures after shutdown")
+
+    with run_stack(f"sqlite:///{tmp_path / 'p.db'}") as stack:
+        monkeypatch.setattr(TokenCounter, "acount_fresh", broken)
+        sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("t"), api_key="k", max_retries=0))
+        raw = sdk.chat.completions.with_raw_response.create(
+            model=OPENAI_MODEL, messages=[{"role": "user", "content": text}]
+        )
+        assert raw.http_response.status_code == 200
+        assert stack.log("t")[0]["token_count"] == expected
