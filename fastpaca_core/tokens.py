@@ -148,7 +148,8 @@ class TokenCounter:
                 piece = None
             if limit is not None and total + least > limit:
                 return total + least
-            total += len((piece or dumps_str(part)).encode("utf-8", "surrogatepass"))
+            piece = dumps_str(part) if piece is None else piece
+            total += len(piece.encode("utf-8", "surrogatepass"))
         return total
 
     def count_message(self, message: Message) -> int:

@@ -17,9 +17,8 @@ is not served from the run; nor is one whose context was created at another
 time, or that ends before the run. The rows are shared between reads:
 :class:`~fastpaca_core.model.StoredMessage` and its parts are treated as
 immutable throughout (code that changes a message builds a new one).
-Bounded by ``max_bytes`` (the rows' JSON plus ``ROW_OVERHEAD`` each, about
-what a decoded row takes besides its text); the contexts read least recently
-go first.
+Bounded by ``max_bytes`` (see ``row_size``); the contexts read least
+recently go first.
 """
 
 from __future__ import annotations
@@ -31,18 +30,30 @@ from datetime import datetime
 
 from ..model import StoredMessage
 
-__all__ = ["ROW_CACHE_BYTES", "ROW_OVERHEAD", "Plan", "RowCache", "SizedRows", "row_size"]
+__all__ = [
+    "JSON_FACTOR",
+    "ROW_CACHE_BYTES",
+    "ROW_OVERHEAD",
+    "Plan",
+    "RowCache",
+    "SizedRows",
+    "row_size",
+]
 
 ROW_CACHE_BYTES = 8 * 1024 * 1024  # all contexts together
-ROW_OVERHEAD = 512  # bytes counted for a decoded row besides its JSON
+ROW_OVERHEAD = 512  # bytes counted for a decoded row besides its JSON ...
+JSON_FACTOR = 3  # ... and per character of its JSON (text in CJK or emoji: 1.7-3x)
 
 # rows with their size for the cache (``row_size``), in seq order
 SizedRows = list[tuple[StoredMessage, int]]
 
 
 def row_size(parts_json: str, metadata_json: str) -> int:
-    """What a decoded row counts against the cache: its JSON and ``ROW_OVERHEAD``."""
-    return len(parts_json) + len(metadata_json) + ROW_OVERHEAD
+    """What a decoded row counts against the cache: ``JSON_FACTOR`` times its
+    JSON, and ``ROW_OVERHEAD``. About what a row of plain text takes decoded,
+    or more; rows of deeply structured parts (tool calls with nested input)
+    can take a few times what they count."""
+    return JSON_FACTOR * (len(parts_json) + len(metadata_json)) + ROW_OVERHEAD
 
 
 @dataclass(slots=True)

@@ -135,7 +135,7 @@ def test_the_cache_is_bounded_least_recently_read_first() -> None:
 
 
 def test_a_row_counts_its_json_and_an_overhead() -> None:
-    assert row_size('[{"type":"text","text":"hi"}]', "{}") == 29 + 2 + ROW_OVERHEAD
+    assert row_size('[{"type":"text","text":"hi"}]', "{}") == 3 * (29 + 2) + ROW_OVERHEAD
 
 
 def test_a_caller_changing_its_list_does_not_change_the_cache() -> None:
