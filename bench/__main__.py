@@ -91,20 +91,55 @@ def _proxy_checks(data: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+# The host's speed, from figures the scenarios measure anyway. The targets hold
+# for "a 2-core machine", but 2-core VMs differ: the same code and instructions
+# have run ~2.5x slower on one host than another (docs/benchmarks.md gives
+# these two figures for every round), so a verdict is read beside them.
+HOST_SPEED = (
+    ("tokens", "short text (~20 words)", "us_per_message", "counting a ~20-word message"),
+    ("appends", ("sqlite", 1, "own", 64), "server_cpu_us_per_append", "server CPU per append"),
+)
+
+
+def host_speed(results: dict[str, dict[str, Any]]) -> dict[str, float]:
+    """``{what: microseconds}`` from the results of this run that have them:
+    how long the host takes for fixed work (higher is slower)."""
+    speed: dict[str, float] = {}
+    for name, key, field, what in HOST_SPEED:
+        for row in results.get(name, {}).get("results", []):
+            found = (
+                row.get("case")
+                if name == "tokens"
+                else (
+                    row.get("backend"),
+                    row.get("workers"),
+                    row.get("variant"),
+                    row.get("clients"),
+                )
+            )
+            value = row.get(field)
+            if found == key and isinstance(value, (int, float)):
+                label = what if name == "tokens" else f"{what} (SQLite, 64 clients)"
+                speed[label] = round(float(value), 1)
+    return speed
+
+
 def collect(names: Sequence[str], started: float) -> dict[str, Any]:
     checks: list[dict[str, Any]] = []
     files: dict[str, str] = {}
+    results: dict[str, dict[str, Any]] = {}
     for name in names:
         path = s.RESULTS / f"{SCENARIOS[name][1]}.json"
         if not path.exists() or path.stat().st_mtime < started:
             continue
         data = json.loads(path.read_text())
+        results[name] = data
         files[name] = str(path.relative_to(s.ROOT))
         if name == "proxy":
             checks += _proxy_checks(data)
         else:
             checks += data.get("checks", [])
-    return {"checks": checks, "files": files}
+    return {"checks": checks, "files": files, "host_speed_us": host_speed(results)}
 
 
 def run_all(argv: Sequence[str]) -> int:
@@ -141,6 +176,11 @@ def run_all(argv: Sequence[str]) -> int:
     path = s.write_results("summary", summary)
     print("\n######## summary")
     print(s.describe_machine(summary["machine"]))
+    if found["host_speed_us"]:
+        print(
+            "host speed (higher is slower; compare rounds in docs/benchmarks.md): "
+            + "; ".join(f"{what} {us:,.1f} us" for what, us in found["host_speed_us"].items())
+        )
     s.print_checks(found["checks"])
     print("\nanchors: " + "; ".join(ANCHORS))
     total = sum(timings.values())
