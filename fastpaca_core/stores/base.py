@@ -120,12 +120,13 @@ class Store(abc.ABC):
         ``reply_before_sync``: the caller answers its own client with the
         result and accepts it before the commit, where a backend can return it
         then without a later read or write in this process missing it (SQLite:
-        a lone write of the server's only request in progress; its commit runs
-        on the event loop right after the caller's next step, and reads wait
-        for it). A crash before that commit completes loses the write; a
-        commit that fails then is logged, and the version the caller was given
-        goes to the next write. Backends that cannot keep the order ignore it
-        and return after the commit, as always.
+        the result comes as soon as the operation ran, the commit follows at
+        once, and reads of the context in this process wait for it). A crash
+        before that commit completes loses the write; a commit that fails then
+        is logged, and the version the caller was given goes to the next
+        write. Backends that cannot keep the order (another process may read
+        the context next: PostgreSQL) ignore it and return after the commit,
+        as always.
         """
 
     @abc.abstractmethod

@@ -13,7 +13,10 @@ so they run on the loop; ``COMMIT`` (the fsync), and ``BEGIN`` when another
 process holds the write lock, run on the writer thread. A commit of one
 operation whose caller is the server's only request in progress runs on the
 loop instead: the loop has nothing else to do meanwhile, and the hand-off to
-the thread and back cost more than the fsync itself (see ``_commit``).
+the thread and back cost more than the fsync itself (see ``_commit``). A
+caller that asks for it (``reply_before_sync``: the proxy's turns) has its
+result before the COMMIT, and reads of its context wait for that COMMIT
+(``_answer_early``).
 
 Reads run on the loop's own connection (WAL readers never block the writer),
 or on a small thread pool when they would wait for a lock. The operations'
@@ -181,8 +184,8 @@ class SQLiteStore(Store):
         self._known: dict[str, tuple[Any, ...]] = {}
         self._data_version: int | None = None
         self._alone: Callable[[], bool] | None = None  # see use_alone_hint
-        self._synced = asyncio.Event()  # clear while a write answered early commits
-        self._synced.set()
+        # contexts whose writes were answered before their COMMIT: reads wait for it
+        self._unsettled: dict[str, asyncio.Event] = {}
         self._inline_pause = 0  # lone commits that go to the thread all the same
         self._rows = RowCache()  # decoded log rows, for the next window read
         self._in_thread = 0  # calls on the write connection running in the writer thread
@@ -210,8 +213,6 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {self.path}: {exc}") from exc
         self._queue = asyncio.Queue()
-        self._synced = asyncio.Event()  # of this loop
-        self._synced.set()
         self._writer = asyncio.create_task(self._write_loop(), name="fastpaca-sqlite-writer")
 
     async def close(self) -> None:
@@ -256,7 +257,7 @@ class SQLiteStore(Store):
             raise
 
     async def ping(self) -> None:
-        await self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+        await self._read(None, lambda conn: conn.execute("SELECT 1").fetchone())
 
     # -- threads ---------------------------------------------------------
 
@@ -288,7 +289,7 @@ class SQLiteStore(Store):
             conn.execute("PRAGMA query_only = ON")
         return conn
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+    async def _read(self, context_id: str | None, fn: Callable[[sqlite3.Connection], R]) -> R:
         """Run a read on the event loop; in a reader thread only if it would wait.
 
         In WAL mode a reader does not wait for the writer, and a read is mostly
@@ -299,11 +300,14 @@ class SQLiteStore(Store):
         a read that meets one (a checkpoint truncating the WAL, recovery after a
         crash, another process's exclusive lock) is retried in a reader thread,
         which waits up to the store timeout.
+
+        A read of ``context_id`` (of every context: None) first waits for the
+        COMMIT of its writes answered before it (:meth:`_answer_early`).
         """
         if self._reader_pool is None:
             raise StoreUnavailable("the SQLite store is not open")
-        if not self._synced.is_set():  # a write was answered before its commit
-            await self._synced.wait()
+        if self._unsettled:
+            await self._settled(context_id)
         try:
             return fn(self._loop_reader())
         except sqlite3.OperationalError as exc:
@@ -325,9 +329,8 @@ class SQLiteStore(Store):
     # -- writes ----------------------------------------------------------
 
     async def run(self, context_id: str, op: Op[R], *, reply_before_sync: bool = False) -> R:
-        """See :meth:`Store.run`; ``reply_before_sync`` is taken only by the
-        server's only request in progress (:meth:`use_alone_hint`) whose write
-        makes a batch of its own (:meth:`_answer_early`)."""
+        """See :meth:`Store.run`; with ``reply_before_sync`` the result comes
+        before the COMMIT, which follows at once (:meth:`_answer_early`)."""
         if self._writer is None:
             raise StoreUnavailable("the SQLite store is not open")
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
@@ -415,28 +418,39 @@ class SQLiteStore(Store):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         assert outcomes is not None
-        if self._answer_early(jobs, outcomes):
-            self._synced.clear()  # reads wait for the COMMIT, the caller's own too
-            try:
-                await asyncio.sleep(0)  # the caller's step: it answers its client
-            finally:
-                try:
-                    self._commit_answered(conn, jobs[0].context_id, staged)
-                finally:
-                    self._synced.set()
-            return
+        early = self._answer_early(outcomes)
+        gate = asyncio.Event()
+        for job in early:
+            self._unsettled[job.context_id] = gate
         try:
-            await self._commit(conn, jobs)
+            if early and self._commits_inline(jobs):
+                try:
+                    await asyncio.sleep(0)  # the caller's step: it answers its client
+                finally:  # what was answered is committed, even if this task is cancelled
+                    await self._commit(conn, jobs)
+            else:
+                await self._commit(conn, jobs)
         except sqlite3.Error as exc:
             self._forget_known()
             try:
-                await self._in_writer(conn.execute, "ROLLBACK")
+                if conn.in_transaction:
+                    await self._in_writer(conn.execute, "ROLLBACK")
             except sqlite3.Error:
                 pass  # the transaction is gone already; the failure below reports it
+            for job in early:  # their callers have their results: the failure is logged
+                log.error(
+                    "a write answered before its commit was lost: the commit failed",
+                    extra={"fields": {"context_id": job.context_id, "error": str(exc)}},
+                )
             failed = StoreUnavailable(f"SQLite commit failed: {exc}")
             outcomes = [(job, None, error or failed) for job, _, error in outcomes]
         else:
             self._keep_known(staged)
+        finally:
+            for job in early:
+                if self._unsettled.get(job.context_id) is gate:
+                    del self._unsettled[job.context_id]
+            gate.set()
         for job, result, error in outcomes:
             if job.future.done():
                 continue
@@ -444,6 +458,11 @@ class SQLiteStore(Store):
                 job.future.set_exception(error)
             else:
                 job.future.set_result(result)
+
+    def _commits_inline(self, jobs: list[_Job]) -> bool:
+        """Whether :meth:`_commit` runs this batch's COMMIT on the loop."""
+        alone = len(jobs) == 1 and jobs[0].alone
+        return alone and self._queue.empty() and not self._inline_pause
 
     async def _commit(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
         """``COMMIT``: in the writer thread, so the loop goes on serving requests
@@ -458,66 +477,48 @@ class SQLiteStore(Store):
         loop too. A disk slow to sync (a lone commit over ``INLINE_COMMIT_LIMIT``)
         sends the next ``INLINE_PAUSE`` lone commits to the thread too, so a slow
         disk cannot hold up the loop for long."""
-        if len(jobs) == 1 and jobs[0].alone and self._queue.empty():
-            if self._inline_pause == 0:
-                started = time.perf_counter()
-                conn.execute("COMMIT")
-                if time.perf_counter() - started > INLINE_COMMIT_LIMIT:
-                    self._inline_pause = INLINE_PAUSE
-                return
+        if self._commits_inline(jobs):
+            started = time.perf_counter()
+            conn.execute("COMMIT")
+            if time.perf_counter() - started > INLINE_COMMIT_LIMIT:
+                self._inline_pause = INLINE_PAUSE
+            return
+        if len(jobs) == 1 and jobs[0].alone and self._queue.empty() and self._inline_pause:
             self._inline_pause -= 1
         await self._in_writer(conn.execute, "COMMIT")
 
-    def _answer_early(
-        self, jobs: list[_Job], outcomes: list[tuple[_Job, Any, BaseException | None]]
-    ) -> bool:
-        """Hand a ``reply_before_sync`` write its result before its COMMIT, when
-        that COMMIT would run on the loop anyway (see :meth:`_commit`): one
-        operation, which succeeded, of the server's only request in progress,
-        nothing else queued. The COMMIT then follows in this task right after
-        one loop step, the caller's, in which it answers its client; any read
-        in this process meanwhile (the caller's own, another task's) waits for
-        the COMMIT, and a request that arrives after the answer is read from
-        its socket after it (the loop is busy with it until then). Another
-        process reading the file may miss the write until then. A crash before
-        the COMMIT completes loses the write, and a COMMIT that fails leaves
-        the caller holding a version the next write takes. A proxied call on
-        one connection gained 0.8-1.2 ms (medians of five A/B pairs) on a host
-        where that COMMIT took 0.66-0.72 ms: docs/benchmarks.md."""
-        if len(jobs) != 1 or len(outcomes) != 1 or self._inline_pause:
-            return False
-        job, result, error = outcomes[0]
-        if not (job.alone and job.reply_before_sync) or error is not None:
-            return False
-        if job.future.done() or not self._queue.empty():
-            return False
-        job.future.set_result(result)
-        return True
+    def _answer_early(self, outcomes: list[tuple[_Job, Any, BaseException | None]]) -> list[_Job]:
+        """Hand each ``reply_before_sync`` write that succeeded its result now,
+        before the batch's COMMIT; returns those jobs. The COMMIT follows at
+        once: in the writer thread while the callers answer their clients, or,
+        for the server's only request in progress (see :meth:`_commit`), on the
+        loop right after one loop step, the caller's, in which it answers its
+        client. Until the COMMIT, any read in this process of such a write's
+        context (the caller's next request, a stream catching up) waits for it
+        (:meth:`_settled`); reads of other contexts do not. Another process
+        reading the file may miss the write until then. A crash before the
+        COMMIT completes loses the write, and a COMMIT that fails leaves the
+        caller holding a version the next write takes (and the events it
+        published describe it). A proxied call on one connection gained
+        0.8-1.2 ms (medians of five A/B pairs) on a host where that COMMIT
+        took 0.66-0.72 ms: docs/benchmarks.md."""
+        early: list[_Job] = []
+        for job, result, error in outcomes:
+            if job.reply_before_sync and error is None and not job.future.done():
+                job.future.set_result(result)
+                early.append(job)
+        return early
 
-    def _commit_answered(
-        self, conn: sqlite3.Connection, context_id: str, staged: dict[str, tuple[Any, ...]]
-    ) -> None:
-        """COMMIT, on the loop, a write whose caller has its result already. A
-        failure cannot reach that caller: it is logged, and the write is gone
-        (rolled back) as any failed write is."""
-        started = time.perf_counter()
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._forget_known()
-            if conn.in_transaction:
-                try:
-                    conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass  # the transaction is gone already
-            log.error(
-                "a write answered before its commit was lost: the commit failed",
-                extra={"fields": {"context_id": context_id, "error": str(exc)}},
-            )
+    async def _settled(self, context_id: str | None) -> None:
+        """Wait for the COMMIT of the writes answered before it (see
+        :meth:`_answer_early`): of ``context_id``, or of every context (None)."""
+        if context_id is not None:
+            gate = self._unsettled.get(context_id)
+            if gate is not None:
+                await gate.wait()
             return
-        if time.perf_counter() - started > INLINE_COMMIT_LIMIT:
-            self._inline_pause = INLINE_PAUSE
-        self._keep_known(staged)
+        for gate in set(self._unsettled.values()):
+            await gate.wait()
 
     def _keep_known(self, staged: dict[str, tuple[Any, ...]]) -> None:
         """After a COMMIT: the batch's context rows are the newest known ones."""
@@ -596,7 +597,7 @@ class SQLiteStore(Store):
             ).fetchone()
             return None if row is None else context_from_row(row)
 
-        return await self._read(read)
+        return await self._read(context_id, read)
 
     async def read_window(
         self, context_id: str, tail: int = 0
@@ -622,7 +623,7 @@ class SQLiteStore(Store):
             assert rows is not None  # a fresh read is never refused
             return ctx, rows
 
-        return await self._read(read)
+        return await self._read(context_id, read)
 
     async def list_contexts(
         self, limit: int, after: tuple[datetime, str] | None, tenant: str | None = None
@@ -647,12 +648,14 @@ class SQLiteStore(Store):
             rows = conn.execute(sql, (*args, limit)).fetchall()
             return [context_from_row(r) for r in rows]
 
-        return await self._read(read)
+        return await self._read(None, read)
 
     async def read_messages(
         self, context_id: str, from_seq: int, to_seq: int
     ) -> list[StoredMessage]:
-        return await self._read(lambda conn: read_messages(conn, context_id, from_seq, to_seq))
+        return await self._read(
+            context_id, lambda conn: read_messages(conn, context_id, from_seq, to_seq)
+        )
 
     async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
         def read(conn: sqlite3.Connection) -> list[Event]:
@@ -663,7 +666,7 @@ class SQLiteStore(Store):
             ).fetchall()
             return [Event(context_id, r[1], int(r[0]), loads(r[2])) for r in rows]
 
-        return await self._read(read)
+        return await self._read(context_id, read)
 
     async def list_summaries(
         self, context_id: str, limit: int, before_version: int | None
@@ -676,4 +679,4 @@ class SQLiteStore(Store):
             ).fetchall()
             return [summary_from_row(r) for r in rows]
 
-        return await self._read(read)
+        return await self._read(context_id, read)

@@ -236,19 +236,16 @@ async def _store(
     reply: Message,
     usage: Usage,
     estimate: Estimate | None,
-    *,
-    reply_before_sync: bool,
 ) -> tuple[AppendResult | None, int]:
     """Append the turn (with the reply) and, in the same write, what the
     provider's prompt count teaches the context's calibration. Returns the
     append's result (None when storing failed) and the window's tokens as
     sent (see ``_count``).
 
-    ``reply_before_sync``, for a non-streamed call: its reply need not wait
-    for the disk, as the client has its answer whether or not the turn is
-    stored (a store failure is logged, below); on SQLite the turn's COMMIT
-    then follows the reply, and every later request still finds the turn. A
-    stream's turn is committed before its last event (False)."""
+    The reply (a stream's last event) need not wait for the disk
+    (``reply_before_sync``), as the client has its answer whether or not the
+    turn is stored (a store failure is logged, below): on SQLite the turn's
+    COMMIT follows the reply, and every later request still finds the turn."""
     completion = usage.completion_tokens
     if isinstance(completion, int) and not isinstance(completion, bool):
         # a count no 64-bit column holds: ours instead, as for any message
@@ -264,7 +261,7 @@ async def _store(
             [*new, reply],
             rewind_to_seq=turn.rewind_to_seq,
             usage=sample,
-            reply_before_sync=reply_before_sync,
+            reply_before_sync=True,
         )
     except FastpacaError as exc:
         # The client has its answer; losing the turn is logged, not turned into an error
@@ -373,9 +370,7 @@ async def _forward(
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored, used = await _store(
-                engine, context_id, turn, reply, usage, estimate, reply_before_sync=True
-            )
+            stored, used = await _store(engine, context_id, turn, reply, usage, estimate)
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
     if used is None:  # nothing stored: the window as sent
@@ -431,21 +426,12 @@ async def _relay_stream(
             for event in parser.feed(chunk):
                 assembler.feed(event)
                 if assembler.complete and not (stored or assembler.failed):
-                    # store before the final event reaches the client, so a client
-                    # that reads the log right after the stream finds the turn
+                    # stored (written; its COMMIT may follow) before the final event
+                    # reaches the client: a client that reads the log right after the
+                    # stream finds the turn
                     stored = True
                     reply, usage = assembler.reply()
-                    await asyncio.shield(
-                        _store(
-                            engine,
-                            context_id,
-                            turn,
-                            reply,
-                            usage,
-                            estimate,
-                            reply_before_sync=False,
-                        )
-                    )
+                    await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
                 if client_gone or (hide and adapter.hide(event)):
                     continue
                 try:
@@ -466,9 +452,7 @@ async def _relay_stream(
     assembler.end()
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
-        await asyncio.shield(
-            _store(engine, context_id, turn, reply, usage, estimate, reply_before_sync=False)
-        )
+        await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
     await _finish(request, out, dropped, client_gone)
     return out
 

@@ -100,7 +100,7 @@ async def test_reads_run_on_the_loop_and_wait_for_a_lock_in_a_thread(tmp_path: P
             threads.append(threading.current_thread().name)
             return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
 
-        assert await store._read(where) == 1
+        assert await store._read(None, where) == 1
         assert threads == [threading.current_thread().name]  # no hand-off
         assert (await engine.window("c")).messages[0].parts[0]["text"] == "hello"
 
@@ -118,7 +118,7 @@ async def test_reads_run_on_the_loop_and_wait_for_a_lock_in_a_thread(tmp_path: P
                 conn.execute("PRAGMA query_only = ON")
             return "got it"
 
-        read = asyncio.ensure_future(store._read(locked))
+        read = asyncio.ensure_future(store._read(None, locked))
         ticks = 0
         while ticks < 20:  # the loop is free while the read waits
             await asyncio.sleep(0.01)
@@ -310,14 +310,14 @@ async def test_a_lone_commit_runs_on_the_loop_only_when_the_server_says_so(
 async def test_a_write_may_be_answered_before_its_commit_yet_every_read_finds_it(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``reply_before_sync`` (the proxy's turn): the server's only request in
-    progress gets its result before the COMMIT (no other connection sees the
-    write yet), the COMMIT follows after one step of the loop, and a read in
-    between (the caller's own) waits for it. Without the hint, or with other
-    requests in progress, or after a slow lone COMMIT (``INLINE_PAUSE``), the
-    result comes after the COMMIT as always. A COMMIT that fails after the
-    answer is logged and leaves nothing behind; its version goes to the next
-    write (documented)."""
+    """``reply_before_sync`` (the proxy's turn): the result comes before the
+    COMMIT, which follows at once: in the writer thread, or, for the server's
+    only request in progress, on the loop after one step of it. Until then a
+    read of that context in this process (the caller's own, its next request)
+    waits for the COMMIT; a read of another context does not. Without
+    ``reply_before_sync`` the result comes after the COMMIT as always. A
+    COMMIT that fails after the answer is logged and leaves nothing behind;
+    its version goes to the next write (documented)."""
     path = tmp_path / "early.db"
     limit = "fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT"
     monkeypatch.setattr(limit, 3600.0)  # a COMMIT slowed by a busy machine pauses nothing
@@ -325,42 +325,74 @@ async def test_a_write_may_be_answered_before_its_commit_yet_every_read_finds_it
         assert isinstance(store, SQLiteStore)
         engine = Engine(store)
         await engine.put_context("a")
+        await engine.put_context("b")
+        released = threading.Event()
+        released.set()
+        thread_commits = 0
+        original = store._in_writer
+
+        async def held(fn, *args):  # type: ignore[no-untyped-def]
+            """The writer thread's COMMIT waits while ``released`` is clear."""
+            nonlocal thread_commits
+            if args != ("COMMIT",):
+                return await original(fn, *args)
+            thread_commits += 1
+
+            def commit(*inner: Any) -> Any:
+                assert released.wait(10)
+                return fn(*inner)
+
+            return await original(commit, *args)
+
+        store._in_writer = held  # type: ignore[method-assign]
 
         def stored() -> int:
             with sqlite3.connect(path) as other:
                 row = other.execute("SELECT count(*) FROM messages WHERE context_id = 'a'")
                 return int(row.fetchone()[0])
 
-        await engine.append_batch("a", [text("user", "no hint")], reply_before_sync=True)
-        assert stored() == 1  # a library's store: committed when it returns
+        released.clear()
+        result = await engine.append_batch("a", [text("user", "early")], reply_before_sync=True)
+        assert (result.seqs, stored(), thread_commits) == ([1], 0, 1)  # COMMIT still held
+        reading = asyncio.ensure_future(engine.messages("a", limit=10))
+        assert await engine.messages("b") == []  # another context's read does not wait
+        await asyncio.sleep(0.05)
+        assert not reading.done()  # this context's read waits for the COMMIT
+        released.set()
+        assert [m.seq for m in await reading] == [1]
+        assert stored() == 1
 
-        alone = True
-        store.use_alone_hint(lambda: alone)
         await engine.append_batch("a", [text("user", "durable")])
         assert stored() == 2  # not asked for: committed when it returns
 
-        result = await engine.append_batch("a", [text("user", "early")], reply_before_sync=True)
+        alone = True
+        store.use_alone_hint(lambda: alone)
+        result = await engine.append_batch("a", [text("user", "alone")], reply_before_sync=True)
         assert result.seqs == [3]
-        assert stored() == 2  # answered before its COMMIT
+        assert (stored(), thread_commits) == (2, 2)  # its COMMIT follows, on the loop
         messages = await engine.messages("a", limit=10)  # the caller's own read waits
         assert [m.seq for m in messages] == [1, 2, 3]
         assert stored() == 3
 
-        await engine.append_batch("a", [text("user", "early")], reply_before_sync=True)
+        await engine.append_batch("a", [text("user", "alone")], reply_before_sync=True)
         await asyncio.sleep(0)  # one step: the COMMIT is done
-        assert stored() == 4
+        assert (stored(), thread_commits) == (4, 2)
 
         alone = False
+        released.clear()
         await engine.append_batch("a", [text("user", "crowded")], reply_before_sync=True)
-        assert stored() == 5  # other requests in progress: committed when it returns
+        assert (stored(), thread_commits) == (4, 3)  # other requests: the thread commits
+        released.set()
+        assert len(await engine.messages("a", limit=10)) == 5
 
         alone = True
         monkeypatch.setattr(limit, -1.0)
         monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_PAUSE", 1)
         await engine.append_batch("a", [text("user", "slow")], reply_before_sync=True)
-        assert stored() == 5  # answered early; its COMMIT was "slow" ...
+        assert stored() == 5  # answered early; its COMMIT, on the loop, was "slow" ...
         await engine.append_batch("a", [text("user", "paused")], reply_before_sync=True)
-        assert stored() == 7  # ... so the next lone commit goes to the thread
+        assert len(await engine.messages("a", limit=10)) == 7
+        assert (stored(), thread_commits) == (7, 4)  # ... so the next one went to the thread
         monkeypatch.setattr(limit, 3600.0)
 
         real = store._write_conn

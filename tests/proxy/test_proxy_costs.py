@@ -190,28 +190,23 @@ def _conversation(stack: Stack, rows_read: list[int]) -> None:
     assert len(reads) == 3 and max(reads) <= live + 4
 
 
-def test_a_lone_turn_is_answered_before_its_commit(
+def test_a_turn_is_answered_before_its_commit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A non-streamed call, the server's only request: its turn takes the
-    store's early answer (``reply_before_sync``: the COMMIT follows the reply);
-    a stream's turn commits before its last event, as before. The log holds
-    each turn when the client reads it right after."""
+    """Every proxied turn, streamed or not, takes the store's early answer
+    (``reply_before_sync``: the COMMIT follows the reply, or a stream's last
+    event). The log holds each turn when the client reads it right after."""
     answered: list[str] = []
     real = SQLiteStore._answer_early
 
-    def recording(self: SQLiteStore, jobs: Any, outcomes: Any) -> bool:
+    def recording(self: SQLiteStore, outcomes: Any) -> Any:
         # recorded as the store answers, before the reply leaves: its COMMIT
-        # runs after the reply, in the server's thread, racing the client
-        early = real(self, jobs, outcomes)
-        if early:
-            answered.append(jobs[0].context_id)
+        # runs after the reply, racing the client
+        early = real(self, outcomes)
+        answered.extend(job.context_id for job in early)
         return early
 
     monkeypatch.setattr(SQLiteStore, "_answer_early", recording)
-    # a first COMMIT slowed by a busy machine must not send the next ones to the
-    # thread (INLINE_PAUSE, tested in tests/core/test_sqlite_store.py)
-    monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_COMMIT_LIMIT", 3600.0)
     with run_stack(f"sqlite:///{tmp_path / 'p.db'}") as stack:
         sdk = stack.track(openai.OpenAI(base_url=stack.openai_url("e"), api_key="k", max_retries=0))
         sdk.chat.completions.create(
@@ -223,13 +218,19 @@ def test_a_lone_turn_is_answered_before_its_commit(
             model=OPENAI_MODEL, messages=[{"role": "user", "content": "second"}], stream=True
         )
         assert sum(1 for _ in chunks) > 1
-        assert answered == ["e"]  # the stream's turn: committed before its last event
+        assert answered == ["e", "e"]  # the stream's turn too
         assert [text for _, text in stack.texts("e")][2] == "second"
         sdk.chat.completions.create(
             model=OPENAI_MODEL, messages=[{"role": "user", "content": "third"}]
         )
-        assert answered == ["e", "e"]
+        assert answered == ["e", "e", "e"]
         assert len(stack.log("e")) == 6
+        appended = stack.api.post(
+            "/v1/contexts/e/messages",
+            json={"message": {"role": "user", "parts": [{"type": "text", "text": "rest"}]}},
+        )
+        assert appended.status_code == 201
+        assert answered == ["e", "e", "e"]  # the REST API's appends: committed first
 
 
 def test_a_turn_with_room_is_counted_after_it_is_sent(
