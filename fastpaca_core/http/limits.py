@@ -35,6 +35,7 @@ proxy routes.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -46,6 +47,8 @@ from aiohttp import web
 from .errors import dialect_of, render_error
 from .state import SETTINGS
 from .tenants import TENANT
+
+log = logging.getLogger("fastpaca.http")
 
 __all__ = [
     "DEADLINE",
@@ -266,6 +269,10 @@ def body_limit(request: web.Request) -> int:
     return request.app[SETTINGS].max_body_bytes
 
 
+def _undecodable(request: web.Request) -> web.Response:
+    return render_error(request, 400, "invalid_request", "The request body could not be decoded")
+
+
 def _too_large(request: web.Request, limit: int) -> web.Response:
     return render_error(request, 413, "payload_too_large", f"Request body exceeds {limit} bytes")
 
@@ -285,6 +292,8 @@ async def _read_body(request: web.Request) -> tuple[web.Request, web.Response | 
     if length is not None and length > limit:
         return request, await _refuse_and_close(request, _too_large(request, limit))
     if not request.can_read_body:
+        if length and "Content-Encoding" in request.headers:  # decoded to nothing at all
+            return request, await _refuse_and_close(request, _undecodable(request))
         return request, None
     if limit < request.client_max_size and (
         length is None or "Content-Encoding" in request.headers
@@ -292,10 +301,12 @@ async def _read_body(request: web.Request) -> tuple[web.Request, web.Response | 
         request = request.clone(client_max_size=limit)
     try:
         if request.content.is_eof():  # all here already (a small body): no clock needed
-            await request.read()
+            body = await request.read()
         else:
             async with asyncio.timeout(settings.body_timeout):
-                await request.read()
+                body = await request.read()
+        if not body and length and "Content-Encoding" in request.headers:
+            return request, await _refuse_and_close(request, _undecodable(request))
     except TimeoutError:
         return request, await _refuse_and_close(
             request,
@@ -308,6 +319,13 @@ async def _read_body(request: web.Request) -> tuple[web.Request, web.Response | 
         )
     except web.HTTPRequestEntityTooLarge:
         return request, await _refuse_and_close(request, _too_large(request, limit))
+    except web.RequestPayloadError:  # a corrupt compressed body, broken chunk framing
+        return request, await _refuse_and_close(request, _undecodable(request))
+    except ConnectionResetError:  # the client left before its body arrived: nobody to answer
+        log.info("client left mid-body", extra={"fields": {"remote": request.remote}})
+        return request, render_error(
+            request, 400, "invalid_request", "The connection closed before the body arrived"
+        )
     return request, None
 
 

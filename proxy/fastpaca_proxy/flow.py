@@ -36,7 +36,7 @@ from fastpaca_core.errors import (
 )
 from fastpaca_core.http import ENGINE, SETTINGS
 from fastpaca_core.http.tenants import public_id, public_text, scoped_id
-from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
+from fastpaca_core.jsonutil import MAX_DEPTH, JSONError, dumps, dumps_str, loads
 from fastpaca_core.model import (
     MAX_INT,
     ContextRecord,
@@ -59,6 +59,9 @@ log = logging.getLogger("fastpaca.proxy")
 
 _LARGE_BODY = 1024 * 1024  # bytes; larger upstream bodies are written in chunks
 _HOLD_HEADERS = 0.05  # s; a relayed stream's headers wait this long for its first event
+# messages (input items) a proxied request may hold: each is converted and aligned
+# with the log on the event loop (~20-45 us apiece), so more would stall the server
+MAX_MESSAGES = 10_000
 
 
 class _Relayed(web.StreamResponse):
@@ -299,18 +302,25 @@ async def proxy_call(
     engine = request.app[ENGINE]
     try:
         context_id = scoped_id(request, context_id, "context")  # the tenant's own context
+        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # could be nested too deeply:
+            dumps(body)  # refused now (ValidationError), before the context is touched
+        conversation = body.get(adapter.conversation_key)
+        if isinstance(conversation, list) and len(conversation) > MAX_MESSAGES:
+            raise ValidationError(
+                adapter.conversation_key, f"holds more than {MAX_MESSAGES:,} messages"
+            )
         # a stream's headers, sent with its first event, carry the window's tokens:
         # its turn is counted before it is sent
         stream = adapter.is_stream(body)
         turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
+        upstream_body = adapter.build(body, turn.preamble, turn.window)
+        hide = adapter.prepare_stream(upstream_body) if stream else False
+        payload = dumps(upstream_body)
     except FastpacaError as exc:
         return _error(adapter, exc.status, exc.code, public_text(request, str(exc)))
-    upstream_body = adapter.build(body, turn.preamble, turn.window)
-    hide = adapter.prepare_stream(upstream_body) if stream else False
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
     url = upstream.url(adapter.provider, adapter.path)
-    payload = dumps(upstream_body)
     calibrator = request.app.get(CALIBRATOR)
     estimate = None
     if calibrator is not None:  # computed while the upstream works

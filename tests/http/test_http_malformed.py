@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import pytest
@@ -44,3 +45,33 @@ async def test_unreadable_requests_get_the_json_error_shape(
     # the server is fine afterwards
     async with api.session.get(api.base + "/health/live") as resp:
         assert resp.status == 200
+
+
+async def test_a_client_leaving_mid_body_is_one_info_line(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that closes its connection before its declared body arrived:
+    nobody is left to answer, and it is no fault of ours (no error, no
+    traceback); nothing is stored."""
+    api = await serve()
+    async with api.session.put(api.base + "/v1/contexts/left", json={}) as resp:
+        assert resp.status == 200
+    port = int(api.base.rsplit(":", 1)[1])
+    caplog.set_level(logging.DEBUG)
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /v1/contexts/left/messages HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    )
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.close()
+    for _ in range(100):  # the server notices the closed connection
+        if any(r.getMessage() == "client left mid-body" for r in caplog.records):
+            break
+        await asyncio.sleep(0.02)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    left = [r for r in caplog.records if r.getMessage() == "client left mid-body"]
+    assert len(left) == 1 and left[0].levelno == logging.INFO
+    async with api.session.get(api.base + "/v1/contexts/left") as resp:
+        assert (await resp.json())["last_seq"] == 0

@@ -474,6 +474,68 @@ def proxy_cases() -> Iterator[Case]:
         yield Case(f"proxy-header-id-{i}", raw, "openai", 400)
 
 
+MID = 300  # parses (orjson reads 1,024 levels deep) but could not be written (254)
+
+
+def depth_and_size_cases() -> Iterator[Case]:
+    """JSON that parses but nests deeper than can be stored or sent on; bodies
+    that cannot be decoded; proxy requests too large to convert on the loop."""
+    mid = b"[" * MID + b"]" * MID
+    for path in ("/v1/contexts/keep", "/v1/contexts/fresh-deep"):
+        for strategy in (b"manual", b"last_n"):
+            body = b'{"policy": {"strategy": "' + strategy + b'", "config": {"x": ' + mid + b"}}}"
+            name = f"PUT-{path.rsplit('/', 1)[-1]}-{strategy.decode()}-config-{MID}-deep"
+            yield Case(name, request("PUT", path, body), "api", 400)
+    for name, path, headers, kind, key in PROXY_ROUTES:
+        message = {"role": "user", "content": "hi"}
+        deep = b'{"model": "m", "max_tokens": 5, "extra": ' + mid + b', "' + key.encode() + b'": '
+        raw = request("POST", path, deep + body_of([message]) + b"}", headers)
+        yield Case(f"proxy-{name}-extra-{MID}-deep", raw, kind, 400)
+        inner = body_of([{**message, "x": 0}]).replace(b"0}", mid + b"}")
+        raw = request(
+            "POST",
+            path,
+            b'{"model": "m", "max_tokens": 5, "' + key.encode() + b'": ' + inner + b"}",
+            headers,
+        )
+        yield Case(f"proxy-{name}-message-key-{MID}-deep", raw, kind, 400)
+        many = body_of({"model": "m", "max_tokens": 5, key: [message] * 10_001})
+        yield Case(f"proxy-{name}-10001-messages", request("POST", path, many, headers), kind, 400)
+    for name, path, headers, kind, key in PROXY_ROUTES[:3]:  # OpenAI Chat
+        for i, options in enumerate([[1], "x", True, 5]):
+            body = {
+                "model": "m",
+                "stream": True,
+                "stream_options": options,
+                key: [{"role": "user", "content": "hi"}],
+            }
+            yield Case(
+                f"proxy-{name}-stream-options-{i}",
+                request("POST", path, body_of(body), headers),
+                kind,
+                400,
+            )
+    corrupt = [
+        (b"gzip", b"0123456789"),
+        (b"deflate", b"0123456789"),
+        (b"gzip", b"\x1f\x8b\x08\x00junk"),
+    ]
+    for method, path, kind in [
+        ("POST", "/v1/contexts/keep/messages", "api"),
+        ("PUT", "/v1/contexts/fresh-gzip", "api"),
+        ("POST", "/v1/contexts/keep/openai/chat/completions", "openai"),
+        ("POST", "/v1/contexts/keep/anthropic/v1/messages", "anthropic"),
+    ]:
+        for i, (encoding, body) in enumerate(corrupt):
+            raw = request(method, path, body, (b"Content-Encoding: " + encoding,))
+            yield Case(
+                f"{method}-{path.rsplit('/', 1)[-1]}-corrupt-{encoding.decode()}-{i}",
+                raw,
+                kind,
+                400,
+            )
+
+
 CASES = [
     *field_cases(),
     *query_cases(),
@@ -481,6 +543,7 @@ CASES = [
     *path_cases(),
     *header_cases(),
     *proxy_cases(),
+    *depth_and_size_cases(),
 ]
 
 

@@ -119,8 +119,15 @@ class OpenAIChat(Adapter):
     def assembler(self) -> Assembler:
         return _ChatAssembler()
 
+    @staticmethod
+    def is_stream(body: Mapping[str, Any]) -> bool:
+        stream = body.get("stream") is True
+        if stream and not isinstance(body.get("stream_options"), dict | None):
+            raise ValidationError("stream_options", "must be an object")
+        return stream
+
     def prepare_stream(self, body: dict[str, Any]) -> bool:
-        options = body.get("stream_options")
+        options = body.get("stream_options")  # an object or absent (is_stream)
         if isinstance(options, dict) and options.get("include_usage"):
             return False
         body["stream_options"] = {**(options or {}), "include_usage": True}
