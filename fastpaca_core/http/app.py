@@ -21,6 +21,7 @@ from .errors import DIALECTS, Dialects
 from .limits import DEADLINES, RATE_LIMITER, Deadlines, RateLimiter, lift_deadline
 from .metrics import MeteredBus, Metrics, TimedStore
 from .middleware import request_middleware
+from .routing import add_routes
 from .state import ENGINE, METRICS, SETTINGS, STREAMS, SUMMARIZER, Streams
 from .tenants import TENANTS, Tenants
 
@@ -150,9 +151,9 @@ def create_app(settings: Settings | None = None) -> web.Application:
     # the router tries the routes under /v1/contexts in the order they were
     # added (none overlaps another): the hottest, append and the context
     # read, first, so they match at the first regex instead of the fourth
-    app.add_routes(messages.routes)
-    app.add_routes(contexts.routes)
-    app.add_routes(summaries.routes)
-    app.add_routes(stream.routes)
-    app.add_routes(ops.routes)
+    add_routes(app, messages.routes)
+    add_routes(app, contexts.routes)
+    add_routes(app, summaries.routes)
+    add_routes(app, stream.routes)
+    add_routes(app, ops.routes)
     return app

@@ -28,6 +28,7 @@ from fastpaca_core.http import SETTINGS
 from fastpaca_core.http.errors import DIALECTS, Dialect, Dialects
 from fastpaca_core.http.limits import extend_deadline
 from fastpaca_core.http.openapi import OPENAPI_EXTRA
+from fastpaca_core.http.routing import add_routes
 
 from .adapters import Adapter, AnthropicMessages, OpenAIChat, OpenAIResponses
 from .calibration import calibrator_ctx
@@ -136,6 +137,6 @@ def install_proxy(app: web.Application) -> web.Application:
     _register_dialects(app[DIALECTS], app[SETTINGS].proxy_max_body_bytes)
     app.cleanup_ctx.append(upstream_ctx)
     app.cleanup_ctx.append(calibrator_ctx)
-    app.add_routes(routes)
+    add_routes(app, routes)
     app[OPENAPI_EXTRA] = proxy_openapi()
     return app

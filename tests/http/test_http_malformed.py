@@ -75,3 +75,30 @@ async def test_a_client_leaving_mid_body_is_one_info_line(
     assert len(left) == 1 and left[0].levelno == logging.INFO
     async with api.session.get(api.base + "/v1/contexts/left") as resp:
         assert (await resp.json())["last_seq"] == 0
+
+
+async def test_an_unknown_expectation_is_ignored_and_100_continue_is_answered(
+    serve: Serve,
+) -> None:
+    """``Expect``: aiohttp refuses anything but ``100-continue`` with a
+    plain-text 417 before our middleware runs; the server ignores it instead
+    (RFC 9110 allows either) and still answers ``100-continue``."""
+    api = await serve()
+    port = int(api.base.rsplit(":", 1)[1])
+    body = b"{}"
+    for expect in (b"something", b"100-continue"):
+        raw = (
+            b"PUT /v1/contexts/expect HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Expect: " + expect + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+        )
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw)
+        data = await reader.read()
+        writer.close()
+        if expect == b"100-continue":
+            assert data.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+            data = data.split(b"\r\n\r\n", 1)[1]
+        head, _, answer = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head
+        assert loads(answer)["id"] == "expect"
