@@ -132,6 +132,10 @@ def check_key(key: object) -> str | None:
         return None
     if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
         raise ValidationError("idempotency_key", f"must be 1-{MAX_KEY_LENGTH} characters")
+    if not (key.isascii() and key.isprintable()):
+        # as the Idempotency-Key header must be (a key moves between header and
+        # body); a PostgreSQL text column cannot hold NUL at all
+        raise ValidationError("idempotency_key", "must be printable ASCII")
     return key
 
 
@@ -163,6 +167,8 @@ def decode_version_cursor(cursor: str) -> int:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         tag, _, number = raw.partition("|")
         if tag != "v" or not number.isascii() or not number.isdigit() or len(number) > 19:
+            raise ValueError(raw)
+        if int(number) > MAX_INT:  # no stored version is past a 64-bit column's range
             raise ValueError(raw)
         return int(number)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:

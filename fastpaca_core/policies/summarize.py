@@ -15,6 +15,7 @@ Two halves:
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,7 +32,26 @@ MAX_INSTRUCTIONS = 8000
 MAX_SUMMARY_TOKENS = 100_000
 
 
-def _string(config: Mapping[str, Any], key: str, limit: int, required: bool) -> str | None:
+_TEXT_WHITESPACE = frozenset("\t\n\r")
+
+
+def _control_free(value: str, multiline: bool) -> bool:
+    """No NUL, control or unpaired-surrogate characters: they reach PostgreSQL
+    text columns (which cannot hold NUL) and the upstream LLM request.
+
+    A one-line setting (``model``) must be all printable; ``multiline`` text
+    (``instructions``) may also hold tabs and line breaks.
+    """
+    if not multiline:
+        return value.isprintable()
+    return all(
+        ch in _TEXT_WHITESPACE or unicodedata.category(ch) not in ("Cc", "Cs") for ch in value
+    )
+
+
+def _string(
+    config: Mapping[str, Any], key: str, limit: int, required: bool, multiline: bool = False
+) -> str | None:
     value = config.get(key)
     if value is None:
         if required:
@@ -41,6 +61,8 @@ def _string(config: Mapping[str, Any], key: str, limit: int, required: bool) -> 
         raise ValidationError(f"policy.config.{key}", "must be a non-empty string")
     if len(value) > limit:
         raise ValidationError(f"policy.config.{key}", f"must be at most {limit} characters")
+    if not _control_free(value, multiline):
+        raise ValidationError(f"policy.config.{key}", "must not contain NUL or control characters")
     return value
 
 
@@ -67,7 +89,9 @@ class Summarize:
             raise ValidationError(
                 "policy.config.max_summary_tokens", f"must be at most {MAX_SUMMARY_TOKENS}"
             )
-        instructions = _string(config, "instructions", MAX_INSTRUCTIONS, required=False)
+        instructions = _string(
+            config, "instructions", MAX_INSTRUCTIONS, required=False, multiline=True
+        )
         if instructions is None:
             out.pop("instructions", None)
         return out

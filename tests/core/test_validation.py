@@ -114,3 +114,27 @@ async def test_bad_operation_arguments(engine: Engine) -> None:
             await coro
         assert info.value.field == field
     assert (await engine.get_context("c")).last_seq == 1
+
+
+@pytest.mark.parametrize("key", ["k\x00", "tab\tkey", "caf\u00e9", "line\u2028sep", "\ud800"])
+async def test_idempotency_keys_are_printable_ascii(engine: Engine, key: str) -> None:
+    """As the ``Idempotency-Key`` header must be; a PostgreSQL text column
+    cannot hold NUL at all. Nothing is written."""
+    await engine.put_context("k")
+    with pytest.raises(ValidationError) as err:
+        await engine.append("k", text("user", "x"), idempotency_key=key)
+    assert err.value.field == "idempotency_key"
+    with pytest.raises(ValidationError):
+        await engine.compact("k", [text("user", "s")], idempotency_key=key)
+    assert (await engine.get_context("k")).version == 0
+    await engine.append("k", text("user", "x"), idempotency_key="plain-key_1.2~")
+
+
+def test_a_version_cursor_past_64_bits_is_not_ours() -> None:
+    from fastpaca_core.results import decode_version_cursor, encode_version_cursor
+
+    assert decode_version_cursor(encode_version_cursor(2**63 - 1)) == 2**63 - 1
+    for number in (2**63, 10**19 - 1):
+        with pytest.raises(ValidationError) as err:
+            decode_version_cursor(encode_version_cursor(number))
+        assert err.value.field == "cursor"
