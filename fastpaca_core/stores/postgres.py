@@ -53,7 +53,8 @@ try:
     import asyncpg
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise ImportError(
-        "the PostgreSQL store needs asyncpg: pip install 'fastpaca[postgres]'"
+        "the PostgreSQL store needs asyncpg: from the checkout, "
+        ".venv/bin/pip install -e '.[postgres]'"
     ) from exc
 
 from ..errors import FastpacaError, StoreError, StoreUnavailable, ValidationError
