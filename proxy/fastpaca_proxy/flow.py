@@ -36,7 +36,7 @@ from fastpaca_core.errors import (
 )
 from fastpaca_core.http import ENGINE, SETTINGS
 from fastpaca_core.http.tenants import public_id, public_text, scoped_id
-from fastpaca_core.jsonutil import MAX_DEPTH, JSONError, dumps, dumps_str, loads
+from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
 from fastpaca_core.model import (
     MAX_INT,
     ContextRecord,
@@ -115,19 +115,30 @@ def _error(adapter: Adapter, status: int, code: str, message: str) -> web.Respon
 
 
 async def _snapshot(
-    engine: Engine, context_id: str, newest: int, oldest: int
+    engine: Engine, context_id: str, newest: int, oldest: int, body: Mapping[str, Any]
 ) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
     """The context (created with the server's defaults when it does not exist
     yet), its live rows, and its newest ``newest`` and first ``oldest`` log
-    rows: one snapshot, one store read in the common case."""
+    rows: one snapshot, one store read in the common case.
+
+    Before creating the context, ``body`` is checked as JSON that can be sent
+    on (``dumps`` refuses arrays and objects nested deeper than ``MAX_DEPTH``):
+    a request refused later must not leave a context behind. For a context
+    that exists the same refusal comes when the upstream body is written,
+    before anything is stored."""
     try:
         return await engine.read_turn(context_id, newest, oldest)
     except ContextNotFound:
+        dumps(body)
         return await engine.put_context(context_id), [], []
 
 
 async def _align(
-    engine: Engine, adapter: Adapter, context_id: str, request: list[Message]
+    engine: Engine,
+    adapter: Adapter,
+    context_id: str,
+    request: list[Message],
+    body: Mapping[str, Any],
 ) -> tuple[ContextRecord, list[StoredMessage], Alignment]:
     """The snapshot (context and live rows) and the request aligned with the log.
 
@@ -136,7 +147,7 @@ async def _align(
     ``window_sizes`` only when that does not settle it.
     """
     newest = tail_size(len(request))
-    ctx, live, rows = await _snapshot(engine, context_id, newest, 0)
+    ctx, live, rows = await _snapshot(engine, context_id, newest, 0, body)
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
     messages = adapter.resolve(request, rows)
@@ -146,7 +157,7 @@ async def _align(
         alignment = tail_match(messages, rows, ctx.last_seq)
         if alignment is not None:
             return ctx, live, alignment
-    ctx, live, rows = await _snapshot(engine, context_id, *window_sizes(len(request)))
+    ctx, live, rows = await _snapshot(engine, context_id, *window_sizes(len(request)), body)
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
     messages = adapter.resolve(request, rows)
@@ -168,7 +179,7 @@ async def _prepare(
     chat = adapter.split(body)
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
-    ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages)
+    ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages, body)
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
     # the same preamble, tools and parameters come every turn: cached by content
     reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
@@ -302,8 +313,6 @@ async def proxy_call(
     engine = request.app[ENGINE]
     try:
         context_id = scoped_id(request, context_id, "context")  # the tenant's own context
-        if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:  # could be nested too deeply:
-            dumps(body)  # refused now (ValidationError), before the context is touched
         conversation = body.get(adapter.conversation_key)
         if isinstance(conversation, list) and len(conversation) > MAX_MESSAGES:
             raise ValidationError(

@@ -491,14 +491,15 @@ def depth_and_size_cases() -> Iterator[Case]:
         deep = b'{"model": "m", "max_tokens": 5, "extra": ' + mid + b', "' + key.encode() + b'": '
         raw = request("POST", path, deep + body_of([message]) + b"}", headers)
         yield Case(f"proxy-{name}-extra-{MID}-deep", raw, kind, 400)
-        inner = body_of([{**message, "x": 0}]).replace(b"0}", mid + b"}")
-        raw = request(
-            "POST",
-            path,
-            b'{"model": "m", "max_tokens": 5, "' + key.encode() + b'": ' + inner + b"}",
-            headers,
-        )
-        yield Case(f"proxy-{name}-message-key-{MID}-deep", raw, kind, 400)
+        if kind == "openai":  # (an Anthropic message's unknown keys are dropped, not sent)
+            inner = body_of([{**message, "x": 0}]).replace(b"0}", mid + b"}")
+            raw = request(
+                "POST",
+                path,
+                b'{"model": "m", "max_tokens": 5, "' + key.encode() + b'": ' + inner + b"}",
+                headers,
+            )
+            yield Case(f"proxy-{name}-message-key-{MID}-deep", raw, kind, 400)
         many = body_of({"model": "m", "max_tokens": 5, key: [message] * 10_001})
         yield Case(f"proxy-{name}-10001-messages", request("POST", path, many, headers), kind, 400)
     for name, path, headers, kind, key in PROXY_ROUTES[:3]:  # OpenAI Chat
@@ -529,7 +530,7 @@ def depth_and_size_cases() -> Iterator[Case]:
         for i, (encoding, body) in enumerate(corrupt):
             raw = request(method, path, body, (b"Content-Encoding: " + encoding,))
             yield Case(
-                f"{method}-{path.rsplit('/', 1)[-1]}-corrupt-{encoding.decode()}-{i}",
+                f"{method}-{path[len('/v1/contexts/') :]}-corrupt-{encoding.decode()}-{i}",
                 raw,
                 kind,
                 400,
