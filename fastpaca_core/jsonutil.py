@@ -26,16 +26,24 @@ def dumps(value: Any) -> bytes:
     try:
         return orjson.dumps(value)
     except TypeError as exc:
-        if "Recursion limit" not in str(exc):
-            raise
-        raise ValidationError(
-            "body", f"is nested too deeply (arrays and objects at most {MAX_DEPTH} levels deep)"
-        ) from exc
+        _check_depth(exc)
+        raise
 
 
 def dumps_str(value: Any) -> str:
     """:func:`dumps` as text."""
-    return dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError as exc:
+        _check_depth(exc)
+        raise
+
+
+def _check_depth(exc: TypeError) -> None:
+    if "Recursion limit" in str(exc):
+        raise ValidationError(
+            "body", f"is nested too deeply (arrays and objects at most {MAX_DEPTH} levels deep)"
+        ) from exc
 
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:

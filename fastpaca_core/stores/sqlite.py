@@ -419,9 +419,11 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
         assert outcomes is not None
         early = self._answer_early(outcomes)
-        gate = asyncio.Event()
-        for job in early:
-            self._unsettled[job.context_id] = gate
+        gate = None
+        if early:  # reads of their contexts wait for this COMMIT
+            gate = asyncio.Event()
+            for job in early:
+                self._unsettled[job.context_id] = gate
         try:
             if early and self._commits_inline(jobs):
                 try:
@@ -447,10 +449,11 @@ class SQLiteStore(Store):
         else:
             self._keep_known(staged)
         finally:
-            for job in early:
-                if self._unsettled.get(job.context_id) is gate:
-                    del self._unsettled[job.context_id]
-            gate.set()
+            if gate is not None:
+                for job in early:
+                    if self._unsettled.get(job.context_id) is gate:
+                        del self._unsettled[job.context_id]
+                gate.set()
         for job, result, error in outcomes:
             if job.future.done():
                 continue
