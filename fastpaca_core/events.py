@@ -1,7 +1,11 @@
 """Change events and the in-process bus that fans them out.
 
-The engine publishes one event per change after it is committed: ``message``
-(one per appended message), ``compaction``, ``tombstoned`` and ``config``.
+The engine publishes one event per change once the store ran it: ``message``
+(one per appended message), ``compaction``, ``tombstoned`` and ``config``. That
+is after its commit, except for a write answered before it (SQLite,
+``reply_before_sync``: the proxy's turns), whose events go out at once; should
+that commit fail (a full disk), the events describe a write that is gone and
+whose version the next write takes.
 Websocket streams and cross-process fan-out subscribe here.
 """
 

@@ -8,13 +8,16 @@ import orjson
 
 from .errors import ValidationError
 
-__all__ = ["MAX_DEPTH", "JSONError", "dumps", "dumps_str", "loads"]
+__all__ = ["INPUT_DEPTH", "MAX_DEPTH", "JSONError", "check_json", "dumps", "dumps_str", "loads"]
 
 JSONError = orjson.JSONDecodeError
 
 # orjson reads arrays and objects nested up to 1,024 deep, but writes only up to
 # 254: deeper input parses, then cannot be stored or sent on
 MAX_DEPTH = 254
+# what a stored value may take: answers wrap it in a few more levels (a message
+# in a page, an event, a converted window), and each must still be writable
+INPUT_DEPTH = MAX_DEPTH - 16
 
 
 def dumps(value: Any) -> bytes:
@@ -37,6 +40,23 @@ def dumps_str(value: Any) -> str:
     except TypeError as exc:
         _check_depth(exc)
         raise
+
+
+def check_json(value: Any, field_name: str) -> None:
+    """Refuse, naming ``field_name``, a value that could not be stored and
+    answered as JSON: not serialisable (non-string keys, huge ints, NaN...) or
+    nested deeper than ``INPUT_DEPTH``."""
+    wrapped = value
+    for _ in range(MAX_DEPTH - INPUT_DEPTH):
+        wrapped = [wrapped]
+    try:
+        orjson.dumps(wrapped)
+    except TypeError as exc:
+        if "Recursion limit" in str(exc):
+            raise ValidationError(
+                field_name, f"is nested too deeply (at most {INPUT_DEPTH} levels)"
+            ) from exc
+        raise ValidationError(field_name, f"is not JSON-serialisable ({exc})") from exc
 
 
 def _check_depth(exc: TypeError) -> None:

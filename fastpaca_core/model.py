@@ -16,6 +16,7 @@ from typing import Any, Literal
 import orjson
 
 from .errors import ValidationError
+from .jsonutil import check_json
 
 __all__ = [
     "CONTEXT_ID_PATTERN",
@@ -91,11 +92,9 @@ def _is_int(value: object) -> bool:
 
 
 def _check_json(value: Any, field_name: str) -> None:
-    """Reject what cannot be stored as JSON (non-string keys, huge ints, NaN...)."""
-    try:
-        orjson.dumps(value)
-    except TypeError as exc:
-        raise ValidationError(field_name, f"is not JSON-serialisable ({exc})") from exc
+    """Reject what cannot be stored as JSON (non-string keys, huge ints, NaN,
+    nesting deeper than ``jsonutil.INPUT_DEPTH``)."""
+    check_json(value, field_name)
 
 
 def validate_context_id(value: object, field_name: str = "id") -> str:

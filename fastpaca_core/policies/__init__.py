@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from ..errors import ValidationError
+from ..jsonutil import check_json
 from ..model import DEFAULT_POLICY, PolicySpec
 from .base import Policy
 from .last_n import LastN
@@ -41,4 +42,6 @@ def parse_policy(value: object) -> PolicySpec:
     if not isinstance(config, Mapping):
         raise ValidationError("policy.config", "must be an object")
     policy = get_policy(strategy)
-    return PolicySpec(strategy, policy.validate(config))
+    checked = policy.validate(config)
+    check_json(checked, "policy.config")  # stored, and answered with the context
+    return PolicySpec(strategy, checked)

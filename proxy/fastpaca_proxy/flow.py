@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -36,7 +36,7 @@ from fastpaca_core.errors import (
 )
 from fastpaca_core.http import ENGINE, SETTINGS
 from fastpaca_core.http.tenants import public_id, public_text, scoped_id
-from fastpaca_core.jsonutil import JSONError, dumps, dumps_str, loads
+from fastpaca_core.jsonutil import JSONError, check_json, dumps, dumps_str, loads
 from fastpaca_core.model import (
     MAX_INT,
     ContextRecord,
@@ -115,21 +115,19 @@ def _error(adapter: Adapter, status: int, code: str, message: str) -> web.Respon
 
 
 async def _snapshot(
-    engine: Engine, context_id: str, newest: int, oldest: int, body: Mapping[str, Any]
+    engine: Engine, context_id: str, newest: int, oldest: int, before_create: Callable[[], None]
 ) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
     """The context (created with the server's defaults when it does not exist
     yet), its live rows, and its newest ``newest`` and first ``oldest`` log
     rows: one snapshot, one store read in the common case.
 
-    Before creating the context, ``body`` is checked as JSON that can be sent
-    on (``dumps`` refuses arrays and objects nested deeper than ``MAX_DEPTH``):
-    a request refused later must not leave a context behind. For a context
-    that exists the same refusal comes when the upstream body is written,
-    before anything is stored."""
+    ``before_create`` raises, before the context is created, what ``_prepare``
+    would refuse later (JSON nested too deeply to store or send on), so such
+    a request leaves no context behind."""
     try:
         return await engine.read_turn(context_id, newest, oldest)
     except ContextNotFound:
-        dumps(body)
+        before_create()
         return await engine.put_context(context_id), [], []
 
 
@@ -138,7 +136,7 @@ async def _align(
     adapter: Adapter,
     context_id: str,
     request: list[Message],
-    body: Mapping[str, Any],
+    before_create: Callable[[], None],
 ) -> tuple[ContextRecord, list[StoredMessage], Alignment]:
     """The snapshot (context and live rows) and the request aligned with the log.
 
@@ -147,7 +145,7 @@ async def _align(
     ``window_sizes`` only when that does not settle it.
     """
     newest = tail_size(len(request))
-    ctx, live, rows = await _snapshot(engine, context_id, newest, 0, body)
+    ctx, live, rows = await _snapshot(engine, context_id, newest, 0, before_create)
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
     messages = adapter.resolve(request, rows)
@@ -157,7 +155,9 @@ async def _align(
         alignment = tail_match(messages, rows, ctx.last_seq)
         if alignment is not None:
             return ctx, live, alignment
-    ctx, live, rows = await _snapshot(engine, context_id, *window_sizes(len(request)), body)
+    ctx, live, rows = await _snapshot(
+        engine, context_id, *window_sizes(len(request)), before_create
+    )
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
     messages = adapter.resolve(request, rows)
@@ -179,8 +179,18 @@ async def _prepare(
     chat = adapter.split(body)
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
-    ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages, body)
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
+
+    def storable(messages: list[Message]) -> None:
+        for message in messages:  # to be stored, and answered again later
+            check_json([message.parts, message.metadata], adapter.conversation_key)
+
+    def fresh() -> None:  # a new context: every message is new
+        storable(chat.messages)
+        dumps([rest, chat.preamble])
+
+    ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages, fresh)
+    storable(alignment.new)
     # the same preamble, tools and parameters come every turn: cached by content
     reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
     reserved = calibrated(reserved, ctx.calibration)  # budgets are in the provider's tokens
@@ -270,6 +280,7 @@ async def _store(
         sample = await Calibrator.sample(estimate, usage.prompt_tokens, context_id)
     new, used = await _count(engine, turn)  # after the estimate: its counts are cached
     try:
+        check_json([reply.parts, reply.metadata], "reply")  # the upstream's, stored as given
         stored = await engine.append_batch(
             context_id,
             [*new, reply],

@@ -389,10 +389,12 @@ async def test_a_write_may_be_answered_before_its_commit_yet_every_read_finds_it
         monkeypatch.setattr(limit, -1.0)
         monkeypatch.setattr("fastpaca_core.stores.sqlite.INLINE_PAUSE", 1)
         await engine.append_batch("a", [text("user", "slow")], reply_before_sync=True)
-        assert stored() == 5  # answered early; its COMMIT, on the loop, was "slow" ...
+        assert stored() == 5  # answered early; its COMMIT follows on the loop ...
+        assert len(await engine.messages("a", limit=10)) == 6  # (waits for it)
+        assert (thread_commits, store._inline_pause) == (3, 1)  # ... and was "slow"
         await engine.append_batch("a", [text("user", "paused")], reply_before_sync=True)
         assert len(await engine.messages("a", limit=10)) == 7
-        assert (stored(), thread_commits) == (7, 4)  # ... so the next one went to the thread
+        assert (stored(), thread_commits, store._inline_pause) == (7, 4, 0)  # the thread
         monkeypatch.setattr(limit, 3600.0)
 
         real = store._write_conn

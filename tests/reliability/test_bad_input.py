@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 import pytest
 from proxy.support import Stack, run_stack
 
-from fastpaca_core.jsonutil import loads
+from fastpaca_core.jsonutil import INPUT_DEPTH, MAX_DEPTH, loads
 
 KEY = "bad-input-key"
 AUTH = f"Authorization: Bearer {KEY}".encode()
@@ -478,28 +478,44 @@ MID = 300  # parses (orjson reads 1,024 levels deep) but could not be written (2
 
 
 def depth_and_size_cases() -> Iterator[Case]:
-    """JSON that parses but nests deeper than can be stored or sent on; bodies
-    that cannot be decoded; proxy requests too large to convert on the loop."""
-    mid = b"[" * MID + b"]" * MID
-    for path in ("/v1/contexts/keep", "/v1/contexts/fresh-deep"):
-        for strategy in (b"manual", b"last_n"):
-            body = b'{"policy": {"strategy": "' + strategy + b'", "config": {"x": ' + mid + b"}}}"
-            name = f"PUT-{path.rsplit('/', 1)[-1]}-{strategy.decode()}-config-{MID}-deep"
-            yield Case(name, request("PUT", path, body), "api", 400)
+    """JSON that parses but nests deeper than can be stored (and answered) or
+    sent on; bodies that cannot be decoded; proxy requests too large to convert
+    on the loop."""
+
+    def deep(levels: int) -> bytes:
+        return b"[" * levels + b"]" * levels
+
+    for levels in (MID, INPUT_DEPTH):  # a policy's config is stored and answered
+        for path in ("/v1/contexts/keep", "/v1/contexts/fresh-deep"):
+            for strategy in (b"manual", b"last_n"):
+                body = (
+                    b'{"policy": {"strategy": "'
+                    + strategy
+                    + b'", "config": {"x": '
+                    + deep(levels)
+                    + b"}}}"
+                )
+                name = f"PUT-{path.rsplit('/', 1)[-1]}-{strategy.decode()}-config-{levels}-deep"
+                yield Case(name, request("PUT", path, body), "api", 400)
     for name, path, headers, kind, key in PROXY_ROUTES:
         message = {"role": "user", "content": "hi"}
-        deep = b'{"model": "m", "max_tokens": 5, "extra": ' + mid + b', "' + key.encode() + b'": '
-        raw = request("POST", path, deep + body_of([message]) + b"}", headers)
-        yield Case(f"proxy-{name}-extra-{MID}-deep", raw, kind, 400)
-        if kind == "openai":  # (an Anthropic message's unknown keys are dropped, not sent)
-            inner = body_of([{**message, "x": 0}]).replace(b"0}", mid + b"}")
+        # the rest of the body is sent on, not stored: refused past what can be written
+        for levels in (MID, MAX_DEPTH - 1):
+            head = b'{"model": "m", "max_tokens": 5, "extra": ' + deep(levels) + b', "'
             raw = request(
-                "POST",
-                path,
-                b'{"model": "m", "max_tokens": 5, "' + key.encode() + b'": ' + inner + b"}",
-                headers,
+                "POST", path, head + key.encode() + b'": ' + body_of([message]) + b"}", headers
             )
-            yield Case(f"proxy-{name}-message-key-{MID}-deep", raw, kind, 400)
+            yield Case(f"proxy-{name}-extra-{levels}-deep", raw, kind, 400)
+        if kind == "openai":  # (an Anthropic message's unknown keys are dropped, not sent)
+            for levels in (MID, INPUT_DEPTH):  # a message is stored, and answered later
+                inner = body_of([{**message, "x": 0}]).replace(b"0}", deep(levels) + b"}")
+                raw = request(
+                    "POST",
+                    path,
+                    b'{"model": "m", "max_tokens": 5, "' + key.encode() + b'": ' + inner + b"}",
+                    headers,
+                )
+                yield Case(f"proxy-{name}-message-key-{levels}-deep", raw, kind, 400)
         many = body_of({"model": "m", "max_tokens": 5, key: [message] * 10_001})
         yield Case(f"proxy-{name}-10001-messages", request("POST", path, many, headers), kind, 400)
     for name, path, headers, kind, key in PROXY_ROUTES[:3]:  # OpenAI Chat
