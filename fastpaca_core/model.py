@@ -91,12 +91,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_json(value: Any, field_name: str) -> None:
-    """Reject what cannot be stored as JSON (non-string keys, huge ints, NaN,
-    nesting deeper than ``jsonutil.INPUT_DEPTH``)."""
-    check_json(value, field_name)
-
-
 def validate_context_id(value: object, field_name: str = "id") -> str:
     """A context id as the engine keeps it: a public id, or ``tenant/public id``.
 
@@ -127,7 +121,7 @@ def validate_metadata(value: object, field_name: str = "metadata") -> dict[str, 
     for key in result:
         if not isinstance(key, str):
             raise ValidationError(field_name, "keys must be strings")
-    _check_json(result, field_name)
+    check_json(result, field_name)
     return result
 
 
@@ -180,7 +174,7 @@ class Message:
             if not isinstance(part.get("type"), str) or not part["type"]:
                 raise ValidationError(f"{where}.type", "must be a non-empty string")
             checked.append(dict(part))
-        _check_json(checked, f"{field_name}.parts")
+        check_json(checked, f"{field_name}.parts")
         metadata = validate_metadata(value.get("metadata"), f"{field_name}.metadata")
         token_count = value.get("token_count")
         if token_count is not None:
