@@ -7,8 +7,8 @@ into the canonical API's aiohttp application.
 
 ``fastpaca_proxy.fake_upstream`` is a scriptable fake of the OpenAI and
 Anthropic APIs for tests, examples and benchmarks.
-:func:`estimate_prompt_tokens` is the proxy's own token estimate of a request
-body, which provider usage calibrates (docs/summarization.md).
+:func:`estimate_prompt_tokens` counts a request body as the proxy counts what
+it sends, which provider usage calibrates (docs/summarization.md).
 """
 
 from .calibration import estimate_prompt_tokens

@@ -48,7 +48,7 @@ from fastpaca_core.model import (
 )
 
 from .adapters import Adapter, Usage
-from .calibration import CALIBRATOR, Calibrator, Estimate
+from .calibration import usage_sample
 from .sse import SSEParser
 from .turns import Alignment, align, tail_match, tail_size, window_sizes
 from .upstream import UPSTREAM, Upstream
@@ -98,8 +98,9 @@ class _Turn:
     rewind_to_seq: int | None
     window: list[Message]
     used_tokens: int  # the window's, calibrated; only when ``counted``
+    base_tokens: int  # the window's tokens besides the new turn (ours)
+    reserved_tokens: int  # the request's preamble, tools and parameters (ours)
     counted: bool = True
-    base_tokens: int = 0  # not ``counted``: the window's tokens besides the new turn (ours)
 
 
 def _body(data: bytes) -> bytes | io.BytesIO:
@@ -192,8 +193,8 @@ async def _prepare(
     ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages, fresh)
     storable(alignment.new)
     # the same preamble, tools and parameters come every turn: cached by content
-    reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
-    reserved = calibrated(reserved, ctx.calibration)  # budgets are in the provider's tokens
+    ours_reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
+    reserved = calibrated(ours_reserved, ctx.calibration)  # budgets are in the provider's tokens
     budget = max(1, ctx.token_budget - reserved)
     bounds: list[int] = []
     fits = defer_count
@@ -206,9 +207,7 @@ async def _prepare(
                 break
         fits = fits and Engine.window_keeps_all(ctx, sum(bounds), budget)
     counted = not fits
-    if counted:
-        # counted once: the window and the append use these counts as given; cached
-        # by content, so the calibration estimate of the upstream body finds them
+    if counted:  # counted once: the window and the append use these counts as given
         counts = await engine.tokens.acount_fresh(alignment.new)
     else:
         counts = bounds  # the window cuts nothing either way: the same messages
@@ -220,37 +219,34 @@ async def _prepare(
         rewind_to_seq=alignment.rewind_to_seq,
         snapshot=(ctx, live),
     )
-    if counted:
-        return _Turn(
-            ctx, chat.preamble, new, alignment.rewind_to_seq, window.messages, window.used_tokens
-        )
     ours = window.used_tokens_estimate
-    base = (window.used_tokens if ours is None else ours) - sum(bounds)
+    base = (window.used_tokens if ours is None else ours) - sum(counts)
     return _Turn(
         ctx,
         chat.preamble,
-        alignment.new,
+        new if counted else alignment.new,
         alignment.rewind_to_seq,
         window.messages,
-        0,
-        counted=False,
-        base_tokens=base,
+        window.used_tokens if counted else 0,
+        base,
+        ours_reserved,
+        counted=counted,
     )
 
 
-async def _count(engine: Engine, turn: _Turn) -> tuple[list[Message], int]:
-    """The new turn with its token counts, and the window's tokens with it
-    (calibrated). A turn not counted before it was sent is counted now: the
-    calibration estimate, computed while the upstream worked, has usually
-    counted its messages already (counts are cached by content)."""
+async def _count(engine: Engine, turn: _Turn) -> tuple[list[Message], int, int]:
+    """The new turn with its token counts, and the window's tokens with it:
+    calibrated, and ours. A turn not counted before it was sent is counted now."""
     if turn.counted:
-        return turn.new, turn.used_tokens
+        counts = [m.token_count or 0 for m in turn.new]
+        return turn.new, turn.used_tokens, turn.base_tokens + sum(counts)
     try:
         counts = await engine.tokens.acount_fresh(turn.new)
     except Exception:  # noqa: BLE001 - no thread to count on (shutting down): count here
         counts = [engine.tokens.count_fresh(m) for m in turn.new]
     new = [m.with_tokens(c) for m, c in zip(turn.new, counts, strict=True)]
-    return new, calibrated(turn.base_tokens + sum(counts), turn.ctx.calibration)
+    ours = turn.base_tokens + sum(counts)
+    return new, calibrated(ours, turn.ctx.calibration), ours
 
 
 async def _store(
@@ -259,7 +255,6 @@ async def _store(
     turn: _Turn,
     reply: Message,
     usage: Usage,
-    estimate: Estimate | None,
 ) -> tuple[AppendResult | None, int]:
     """Append the turn (with the reply) and, in the same write, what the
     provider's prompt count teaches the context's calibration. Returns the
@@ -275,10 +270,10 @@ async def _store(
         # a count no 64-bit column holds: ours instead, as for any message
         fits = 0 <= completion <= MAX_INT
         reply = reply.with_tokens(completion) if fits else replace(reply, token_count=None)
-    sample = None
-    if estimate is not None:
-        sample = await Calibrator.sample(estimate, usage.prompt_tokens, context_id)
-    new, used = await _count(engine, turn)  # after the estimate: its counts are cached
+    new, used, ours = await _count(engine, turn)
+    # what the upstream was sent, by our count: the window as stored and counted
+    # (the counts the calibration factor scales) and the rest of the request
+    sample = usage_sample(ours + turn.reserved_tokens, usage.prompt_tokens)
     try:
         check_json([reply.parts, reply.metadata], "reply")  # the upstream's, stored as given
         stored = await engine.append_batch(
@@ -341,29 +336,9 @@ async def proxy_call(
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
     url = upstream.url(adapter.provider, adapter.path)
-    calibrator = request.app.get(CALIBRATOR)
-    estimate = None
-    if calibrator is not None:  # computed while the upstream works
-        estimate = calibrator.estimate(engine.tokens, adapter, upstream_body)
-        if not stream:
-            estimate.start()  # its first step lets the request go out
-    try:
-        return await _forward(
-            request,
-            engine,
-            adapter,
-            context_id,
-            turn,
-            url,
-            payload,
-            headers,
-            stream,
-            hide,
-            estimate,
-        )
-    finally:
-        if estimate is not None:
-            estimate.close()
+    return await _forward(
+        request, engine, adapter, context_id, turn, url, payload, headers, stream, hide
+    )
 
 
 async def _forward(
@@ -377,7 +352,6 @@ async def _forward(
     headers: dict[str, str],
     stream: bool,
     hide: bool,
-    estimate: Estimate | None,
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     try:
@@ -385,9 +359,7 @@ async def _forward(
             url, data=_body(payload), headers=headers, allow_redirects=False
         ) as resp:
             if stream and resp.status < 300 and _is_sse(resp):
-                return await _relay_stream(
-                    request, engine, adapter, context_id, turn, resp, hide, estimate
-                )
+                return await _relay_stream(request, engine, adapter, context_id, turn, resp, hide)
             data = await resp.read()
     except TimeoutError as exc:
         return _timeout(request, adapter, exc)
@@ -400,11 +372,11 @@ async def _forward(
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored, used = await _store(engine, context_id, turn, reply, usage, estimate)
+            stored, used = await _store(engine, context_id, turn, reply, usage)
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
     if used is None:  # nothing stored: the window as sent
-        _, used = await _count(engine, turn)
+        _, used, _ = await _count(engine, turn)
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, version, used))
     return web.Response(status=resp.status, body=data, headers=out_headers)
@@ -440,7 +412,6 @@ async def _relay_stream(
     turn: _Turn,
     resp: aiohttp.ClientResponse,
     hide: bool,
-    estimate: Estimate | None,
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     out_headers = upstream.response_headers(resp.headers)
@@ -461,15 +432,13 @@ async def _relay_stream(
                     # stream finds the turn
                     stored = True
                     reply, usage = assembler.reply()
-                    await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
+                    await asyncio.shield(_store(engine, context_id, turn, reply, usage))
                 if client_gone or (hide and adapter.hide(event)):
                     continue
                 try:
                     await out.write(event.raw)
                 except ConnectionError:
                     client_gone = True  # keep reading: the reply is still stored
-                if estimate is not None:
-                    estimate.start()  # now that the first event is out
         rest = parser.rest()
         if rest and not client_gone:
             await out.write(rest)
@@ -482,7 +451,7 @@ async def _relay_stream(
     assembler.end()
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
-        await asyncio.shield(_store(engine, context_id, turn, reply, usage, estimate))
+        await asyncio.shield(_store(engine, context_id, turn, reply, usage))
     await _finish(request, out, dropped, client_gone)
     return out
 

@@ -31,7 +31,6 @@ from fastpaca_core.http.openapi import OPENAPI_EXTRA
 from fastpaca_core.http.routing import add_routes
 
 from .adapters import Adapter, AnthropicMessages, OpenAIChat, OpenAIResponses
-from .calibration import calibrator_ctx
 from .flow import proxy_call, relay
 from .openapi import proxy_openapi
 from .upstream import UPSTREAM, upstream_ctx
@@ -136,7 +135,6 @@ def install_proxy(app: web.Application) -> web.Application:
     errors on its paths take the provider's shape, bodies its own limit."""
     _register_dialects(app[DIALECTS], app[SETTINGS].proxy_max_body_bytes)
     app.cleanup_ctx.append(upstream_ctx)
-    app.cleanup_ctx.append(calibrator_ctx)
     add_routes(app, routes)
     app[OPENAPI_EXTRA] = proxy_openapi()
     return app

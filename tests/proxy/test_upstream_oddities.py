@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import aiohttp
-import pytest
 from aiohttp import web
 
-from fastpaca_proxy import calibration
+from fastpaca_core import Engine, open_store
+from fastpaca_core.jsonutil import dumps_str
+from fastpaca_core.tokens import TokenCounter
 
 from .support import chat_upstream, proxy_before
 
@@ -89,15 +91,44 @@ async def test_usage_counts_past_64_bits_do_not_lose_the_turn(tmp_path: Path) ->
     assert factor == 1.0
 
 
-async def test_a_failing_estimate_does_not_lose_the_turn(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def broken(*args: object) -> int:
-        raise AttributeError("an estimator bug")
+async def test_the_sample_is_what_was_sent_by_the_counts_stored(tmp_path: Path) -> None:
+    """The provider's prompt count is compared with the window as sent, by
+    the counts the log holds (a reply counts as the provider reported it),
+    plus the rest of the request: the very figures the factor scales."""
+    prompts = iter([300, 900])  # what the provider says each prompt took
 
-    monkeypatch.setattr(calibration, "aestimate_prompt_tokens", broken)
-    upstream = _answering({"prompt_tokens": 500, "completion_tokens": 6})
-    async with proxy_before(upstream, f"sqlite:///{tmp_path / 'e.db'}") as base:
-        stored, factor = await _one_turn(base, "est")
-    assert [m["role"] for m in stored] == ["user", "assistant"]
-    assert stored[1]["token_count"] == 6 and factor == 1.0
+    async def answer(request: web.Request) -> web.Response:
+        message = {"role": "assistant", "content": "a reply of a few words"}
+        usage = {"prompt_tokens": next(prompts), "completion_tokens": 150}  # not our count
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": "m",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        )
+
+    store = f"sqlite:///{tmp_path / 's.db'}"
+    question = "a user message long enough to be worth calibrating against " * 3
+    history: list[dict[str, str]] = []
+    async with proxy_before(chat_upstream(answer), store) as base:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(2):
+                history.append({"role": "user", "content": question})
+                url = f"{base}/v1/contexts/cal/openai/chat/completions"
+                body = {"model": "m", "messages": history}
+                async with session.post(url, json=body, headers={"Authorization": "k"}) as resp:
+                    assert resp.status == 200
+                    history.append((await resp.json())["choices"][0]["message"])
+            async with session.get(f"{base}/v1/contexts/cal/messages") as resp:
+                counts = [m["token_count"] for m in (await resp.json())["messages"]]
+    assert counts[1] == counts[3] == 150  # the replies, as the provider counted them
+    rest = TokenCounter().count_text(dumps_str([{"model": "m"}, []]))
+    first = 300 / (counts[0] + rest)
+    second = 900 / (counts[0] + counts[1] + counts[2] + rest)
+    async with open_store(store) as opened:
+        ctx = await Engine(opened).get_context("cal")
+    assert ctx.calibration_samples == 2
+    assert math.isclose(ctx.calibration, (min(first, 2.0) + min(second, 2.0)) / 2)
