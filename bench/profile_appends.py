@@ -48,6 +48,9 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
         "engine, model, policies",
         (
             "fastpaca_core/engine.py",
+            "fastpaca_core/appends.py",
+            "fastpaca_core/summaries.py",
+            "fastpaca_core/compaction.py",
             "fastpaca_core/model.py",
             "fastpaca_core/policies/",
             "fastpaca_core/window.py",

@@ -9,25 +9,24 @@ Besides the wire operations: ``apply_summary`` (the summariser's swap),
 ``list_summaries``, ``take_lease`` / ``drop_lease`` (one summariser per
 context) and ``record_usage`` (token calibration); ``on_summary_due`` is how
 the summariser hears that a context is over its trigger.
+
+:class:`Engine` is the whole API; the longer operation bodies live beside it:
+the append in :mod:`.appends` (with the idempotency checks every keyed write
+shares), ``compact`` and ``apply_summary`` in :mod:`.summaries`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
 
+from . import summaries
+from .appends import append_messages
 from .calibration import calibrate, calibration_sample
-from .compaction import rewind, run_policy
-from .errors import (
-    ContextNotFound,
-    ContextTombstoned,
-    IdempotencyKeyReused,
-    ValidationError,
-    VersionConflict,
-)
-from .events import Event, EventBus, MessageData
-from .folding import FoldPlan, summary_message, swap_items
+from .compaction import run_policy
+from .errors import ContextNotFound, ContextTombstoned, ValidationError, VersionConflict
+from .events import Event, EventBus
+from .folding import FoldPlan
 from .model import (
     DEFAULT_POLICY,
     DEFAULT_TOKEN_BUDGET,
@@ -46,24 +45,21 @@ from .model import (
     validate_trigger_ratio,
 )
 from .policies import parse_policy
-from .policies.summarize import Summarize, wants_summary
+from .policies.summarize import wants_summary
 from .results import (
     AppendResult,
     ContextPage,
     SummaryPage,
     Window,
     check_int,
-    check_key,
-    check_totals,
     decode_cursor,
     decode_version_cursor,
     encode_cursor,
     encode_version_cursor,
-    request_hash,
 )
-from .stores.base import IdempotencyRecord, Store, Tx
+from .stores.base import Store, Tx
 from .tokens import TokenCounter
-from .window import WindowItem, apply_items, fit, items_of, valid_cuts
+from .window import WindowItem, fit, items_of
 
 __all__ = ["AppendResult", "ContextPage", "Engine", "SummaryPage", "Window"]
 
@@ -244,7 +240,7 @@ class Engine:
     ) -> AppendResult:
         """Append one message; returns its seq, the new version and its tokens."""
         messages = [Message.parse(message, "message")]
-        return await self._append(context_id, messages, False, if_version, idempotency_key)
+        return await append_messages(self, context_id, messages, False, if_version, idempotency_key)
 
     async def append_batch(
         self,
@@ -282,7 +278,8 @@ class Engine:
             if not isinstance(usage, (tuple, list)) or len(usage) != 2:
                 raise ValidationError("usage", "must be a pair (estimate, actual)")
             sample = calibration_sample(*usage)
-        return await self._append(
+        return await append_messages(
+            self,
             context_id,
             parsed,
             True,
@@ -292,98 +289,6 @@ class Engine:
             sample,
             reply_before_sync=reply_before_sync,
         )
-
-    async def _append(
-        self,
-        context_id: str,
-        messages: list[Message],
-        batch: bool,
-        if_version: object,
-        idempotency_key: object,
-        rewind_to_seq: int | None = None,
-        calibration: float | None = None,
-        *,
-        reply_before_sync: bool = False,
-    ) -> AppendResult:
-        validate_context_id(context_id)
-        expected = None if if_version is None else check_int(if_version, "if_version", 0)
-        key = check_key(idempotency_key)
-        counts = await self.tokens.count_messages(messages)
-        digest = ""
-        if key is not None:
-            digest = request_hash(
-                {
-                    "op": "append_batch" if batch else "append",
-                    "messages": [m.to_json() for m in messages],
-                    "if_version": expected,
-                    "rewind_to_seq": rewind_to_seq,
-                }
-            )
-        now = self._clock()
-
-        async def op(tx: Tx) -> tuple[AppendResult, list[Event], bool]:
-            ctx = await self._writable(tx, context_id)
-            if key is not None:
-                replay = await self._replay(tx, key, digest)
-                if replay is not None:
-                    stored = replay["result"]
-                    return (
-                        AppendResult(
-                            stored["version"], stored["seqs"], stored["token_estimates"], True
-                        ),
-                        [],
-                        False,
-                    )
-            if expected is not None and expected != ctx.version:
-                raise VersionConflict(expected, ctx.version)
-            if rewind_to_seq is not None and rewind_to_seq > ctx.last_seq + 1:
-                raise ValidationError(
-                    "rewind_to_seq", f"is beyond the next seq ({ctx.last_seq + 1})"
-                )
-            rows: list[StoredMessage] = []
-            for message, count in zip(messages, counts, strict=True):
-                ctx.last_seq += 1
-                ctx.version += 1
-                ctx.total_tokens += count
-                rows.append(
-                    StoredMessage(
-                        seq=ctx.last_seq,
-                        role=message.role,
-                        parts=message.parts,
-                        metadata=message.metadata,
-                        token_count=count,
-                        cum_tokens=ctx.total_tokens,
-                        version=ctx.version,
-                        inserted_at=now,
-                    )
-                )
-            check_totals(ctx, "message.token_count")
-            ctx.updated_at = max(now, ctx.updated_at)
-            await tx.insert_messages(rows)
-            events = [Event(context_id, "message", row.version, MessageData(row)) for row in rows]
-            if rewind_to_seq is not None and rewind_to_seq <= rows[0].seq - 1:
-                events.append(await rewind(tx, ctx, rows, rewind_to_seq))
-            if calibration is not None:
-                calibrate(ctx, calibration)
-            compaction = await run_policy(tx, ctx, rows)
-            if compaction is not None:
-                events.append(compaction)
-            await tx.save_context(ctx, created=False)
-            result = AppendResult(
-                ctx.version, [r.seq for r in rows], counts, used_tokens=ctx.used_tokens
-            )
-            if key is not None:
-                await self._remember(tx, key, digest, now, result)
-            return result, events, wants_summary(ctx)
-
-        if reply_before_sync:
-            result, events, wake = await self.store.run(context_id, op, reply_before_sync=True)
-        else:  # as a store written before the keyword existed is called
-            result, events, wake = await self.store.run(context_id, op)
-        self.bus.publish(events)
-        if wake:
-            self._wake(context_id)
-        return result
 
     async def tail(self, context_id: str, offset: int = 0, limit: int = 100) -> list[StoredMessage]:
         """The page ending ``offset`` messages before the newest, oldest first."""
@@ -505,76 +410,9 @@ class Engine:
 
         The log is untouched. Returns the new version.
         """
-        validate_context_id(context_id)
-        if not isinstance(replacement, list):
-            raise ValidationError("replacement", "must be a list of messages")
-        messages = [Message.parse(m, f"replacement[{i}]") for i, m in enumerate(replacement)]
-        expected = None if if_version is None else check_int(if_version, "if_version", 0)
-        upto = None if up_to_seq is None else check_int(up_to_seq, "up_to_seq", 1)
-        key = check_key(idempotency_key)
-        counts = await self.tokens.count_messages(messages)
-        messages = [m.with_tokens(c) for m, c in zip(messages, counts, strict=True)]
-        digest = ""
-        if key is not None:
-            digest = request_hash(
-                {
-                    "op": "compact",
-                    "replacement": [m.to_json() for m in messages],
-                    "if_version": expected,
-                    "up_to_seq": upto,
-                }
-            )
-        now = self._clock()
-
-        async def op(tx: Tx) -> tuple[int, Event | None]:
-            ctx = await self._writable(tx, context_id)
-            if key is not None:
-                replay = await self._replay(tx, key, digest)
-                if replay is not None:
-                    return int(replay["result"]["version"]), None
-            if expected is not None and expected != ctx.version:
-                raise VersionConflict(expected, ctx.version)
-            rows = await tx.read_messages(ctx.live_from_seq, ctx.last_seq)
-            items = items_of(ctx, rows)
-            if upto is None:
-                replaced, kept = items, []
-                cover_to = ctx.last_seq
-            else:
-                if upto > ctx.last_seq:
-                    raise ValidationError(
-                        "up_to_seq", f"is beyond the newest message (last_seq {ctx.last_seq})"
-                    )
-                cut = sum(1 for item in items if item.from_seq <= upto)
-                if any(item.from_seq <= upto for item in items[cut:]):
-                    raise ValidationError("up_to_seq", "does not fall between window segments")
-                if not valid_cuts(items)[cut]:
-                    raise ValidationError(
-                        "up_to_seq", f"would separate a tool call from its result at seq {upto}"
-                    )
-                replaced, kept = items[:cut], items[cut:]
-                cover_to = max([upto, *(item.to_seq for item in replaced)])
-            cover_from = min((item.from_seq for item in replaced), default=min(1, cover_to))
-            summary = [WindowItem(m, "summary", cover_from, cover_to, False) for m in messages]
-            apply_items(ctx, summary + kept)
-            check_totals(ctx, "replacement")
-            ctx.version += 1
-            ctx.updated_at = max(now, ctx.updated_at)
-            event = Event(
-                context_id,
-                "compaction",
-                ctx.version,
-                {"range": {"from_seq": cover_from, "to_seq": cover_to}},
-            )
-            await tx.insert_event(event)
-            await tx.save_context(ctx, created=False)
-            if key is not None:
-                await self._remember(tx, key, digest, now, {"version": ctx.version})
-            return ctx.version, event
-
-        version, event = await self.store.run(context_id, op)
-        if event is not None:
-            self.bus.publish([event])
-        return version
+        return await summaries.compact(
+            self, context_id, replacement, if_version, up_to_seq, idempotency_key
+        )
 
     # -- summaries, leases, calibration ----------------------------------------
 
@@ -597,49 +435,9 @@ class Engine:
         is gone or no longer ``summarize``, or ``lease = (holder, ttl)`` is no
         longer held (it is renewed otherwise).
         """
-        message = summary_message(plan, text, provider, model)
-        counted = (await self.tokens.count_messages([message]))[0]
-        message = message.with_tokens(counted)
-        now = self._clock()
-
-        async def op(tx: Tx) -> tuple[SummaryRecord | None, list[Event]]:
-            ctx = await tx.load_context()
-            if ctx is None or ctx.tombstoned or ctx.policy.strategy != Summarize.name:
-                return None, []
-            if lease is not None and not await tx.take_lease(*lease):
-                return None, []
-            rows = await tx.read_messages(ctx.live_from_seq, ctx.last_seq)
-            items = swap_items(plan, items_of(ctx, rows), message)
-            if items is None:
-                return None, []
-            apply_items(ctx, items)
-            check_totals(ctx, "summary")
-            ctx.version += 1
-            ctx.updated_at = max(now, ctx.updated_at)
-            covered = {"from_seq": plan.cover_from, "to_seq": plan.up_to_seq}
-            events = [Event(ctx.id, "compaction", ctx.version, {"range": covered})]
-            await tx.insert_event(events[0])
-            record = SummaryRecord(
-                version=ctx.version,
-                from_seq=plan.cover_from,
-                to_seq=plan.up_to_seq,
-                provider=provider,
-                model=model,
-                prompt_sha256=prompt_sha256,
-                token_count=counted if token_count is None else token_count,
-                created_at=now,
-                message=message,
-            )
-            await tx.insert_summary(record)
-            trimmed = await run_policy(tx, ctx, [])  # the budget still holds
-            if trimmed is not None:
-                events.append(trimmed)
-            await tx.save_context(ctx, created=False)
-            return record, events
-
-        record, events = await self.store.run(plan.context_id, op)
-        self.bus.publish(events)
-        return record
+        return await summaries.apply_summary(
+            self, plan, text, provider, model, prompt_sha256, token_count, lease
+        )
 
     async def list_summaries(
         self, context_id: str, limit: int = 100, cursor: str | None = None
@@ -700,37 +498,3 @@ class Engine:
         if wake:
             self._wake(context_id)
         return factor
-
-    # -- helpers run inside an operation ---------------------------------------
-
-    @staticmethod
-    async def _writable(tx: Tx, context_id: str) -> ContextRecord:
-        ctx = await tx.load_context()
-        if ctx is None:
-            raise ContextNotFound(context_id)
-        if ctx.tombstoned:
-            raise ContextTombstoned(context_id)
-        return ctx
-
-    @staticmethod
-    async def _replay(tx: Tx, key: str, request_hash: str) -> dict[str, Any] | None:
-        record = await tx.get_idempotency(key)
-        if record is None:
-            return None
-        if record.request_hash != request_hash:
-            raise IdempotencyKeyReused(key)
-        return record.response
-
-    @staticmethod
-    async def _remember(
-        tx: Tx, key: str, request_hash: str, now: datetime, result: AppendResult | dict[str, Any]
-    ) -> None:
-        if isinstance(result, AppendResult):
-            body: dict[str, Any] = {
-                "version": result.version,
-                "seqs": result.seqs,
-                "token_estimates": result.token_estimates,
-            }
-        else:
-            body = result
-        await tx.put_idempotency(IdempotencyRecord(key, request_hash, {"result": body}, now))

@@ -566,6 +566,8 @@ class PostgresStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
+            # as SQLiteStore.read_window, not shared: the fetch is awaited here, blocking
+            # there, and one helper for both would add a layer to every read
 
             async def rows_of(plan: Plan) -> list[StoredMessage] | None:
                 fetched: SizedRows = []

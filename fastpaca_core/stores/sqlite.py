@@ -613,6 +613,8 @@ class SQLiteStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
+            # as PostgresStore.read_window, not shared: the fetch is blocking here, awaited
+            # there, and one helper for both would add a layer to every read
 
             def rows_of(plan: Plan) -> list[StoredMessage] | None:
                 fetched: SizedRows = []
