@@ -292,25 +292,42 @@ class Engine:
 
     async def tail(self, context_id: str, offset: int = 0, limit: int = 100) -> list[StoredMessage]:
         """The page ending ``offset`` messages before the newest, oldest first."""
-        offset = check_int(offset, "offset", 0)
-        limit = check_int(limit, "limit", 1)
-        ctx = await self.get_context(context_id)
-        to_seq = ctx.last_seq - offset
-        if to_seq < 1:
-            return []
-        return await self.store.read_messages(context_id, max(1, to_seq - limit + 1), to_seq)
+        span = await self.tail_span(context_id, offset, limit)
+        return [] if span is None else await self.read_log(context_id, *span)
 
     async def messages(
         self, context_id: str, after_seq: int = 0, limit: int = 100
     ) -> list[StoredMessage]:
         """Forward paging: up to ``limit`` messages with ``seq > after_seq``."""
+        span = await self.messages_span(context_id, after_seq, limit)
+        return [] if span is None else await self.read_log(context_id, *span)
+
+    async def tail_span(
+        self, context_id: str, offset: int = 0, limit: int = 100
+    ) -> tuple[int, int] | None:
+        """The seqs ``(first, last)`` of :meth:`tail`'s page; None when it is empty.
+        The log is append-only: the rows in a span never change, so a large page
+        can be read in parts (:meth:`read_log`)."""
+        offset = check_int(offset, "offset", 0)
+        limit = check_int(limit, "limit", 1)
+        ctx = await self.get_context(context_id)
+        last = ctx.last_seq - offset
+        return None if last < 1 else (max(1, last - limit + 1), last)
+
+    async def messages_span(
+        self, context_id: str, after_seq: int = 0, limit: int = 100
+    ) -> tuple[int, int] | None:
+        """The seqs ``(first, last)`` of :meth:`messages`' page; None when it is empty."""
         after_seq = check_int(after_seq, "after_seq", 0)
         limit = check_int(limit, "limit", 1)
         ctx = await self.get_context(context_id)
         if after_seq >= ctx.last_seq:
-            return []
-        to_seq = min(ctx.last_seq, after_seq + limit)
-        return await self.store.read_messages(context_id, after_seq + 1, to_seq)
+            return None
+        return after_seq + 1, min(ctx.last_seq, after_seq + limit)
+
+    async def read_log(self, context_id: str, first: int, last: int) -> list[StoredMessage]:
+        """The log rows ``first..last`` (both included) that exist, oldest first."""
+        return await self.store.read_messages(context_id, first, last)
 
     # -- the LLM context ------------------------------------------------------
 

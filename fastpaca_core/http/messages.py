@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..errors import ValidationError
 from ..formats import to_anthropic, to_openai_chat
+from .pages import page_response
 from .params import context_id, int_param, limit_param, read_json
 from .respond import json_response
 from .state import ENGINE
@@ -62,21 +63,22 @@ async def append(request: web.Request) -> web.Response:
 
 
 @routes.get("/v1/contexts/{id}/tail")
-async def tail(request: web.Request) -> web.Response:
+async def tail(request: web.Request) -> web.StreamResponse:
     cid = context_id(request)
     offset = int_param(request, "offset") or 0
     limit = limit_param(request, 100)
-    rows = await request.app[ENGINE].tail(cid, offset, limit)
-    return json_response({"messages": [row.to_json() for row in rows]})
+    engine = request.app[ENGINE]
+    return await page_response(request, engine, cid, await engine.tail_span(cid, offset, limit))
 
 
 @routes.get("/v1/contexts/{id}/messages")
-async def messages(request: web.Request) -> web.Response:
+async def messages(request: web.Request) -> web.StreamResponse:
     cid = context_id(request)
     after_seq = int_param(request, "after_seq") or 0
     limit = limit_param(request, 100)
-    rows = await request.app[ENGINE].messages(cid, after_seq, limit)
-    return json_response({"messages": [row.to_json() for row in rows]})
+    engine = request.app[ENGINE]
+    span = await engine.messages_span(cid, after_seq, limit)
+    return await page_response(request, engine, cid, span)
 
 
 @routes.get("/v1/contexts/{id}/context")
