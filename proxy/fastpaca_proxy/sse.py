@@ -19,30 +19,47 @@ class SSEEvent:
 
 
 class SSEParser:
+    """Linear in what it is fed: each byte is searched for a boundary once (and
+    the last three again with the next chunk, as a boundary may straddle them),
+    and an event's bytes are copied out once, however many chunks it came in."""
+
     def __init__(self) -> None:
-        self._buffer = b""
+        self._buffer = bytearray()
+        self._scanned = 0  # the buffer's bytes known to hold no boundary
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Complete events in ``chunk`` (with what was buffered before)."""
-        self._buffer += chunk
+        buffer = self._buffer
+        buffer += chunk
         events: list[SSEEvent] = []
+        start = 0
+        scan = max(0, self._scanned - 3)  # a boundary is at most 4 bytes
         while True:
-            end, size = _boundary(self._buffer)
+            end, size = _boundary(buffer, scan)
             if end < 0:
-                return events
-            raw = self._buffer[: end + size]
-            self._buffer = self._buffer[end + size :]
-            events.append(_parse(raw))
+                break
+            scan = end + size
+            events.append(_parse(bytes(buffer[start:scan])))
+            start = scan
+        if start:
+            del buffer[:start]
+        self._scanned = len(buffer)
+        return events
 
     def rest(self) -> bytes:
         """Bytes of an incomplete event left at the end of the stream."""
-        rest, self._buffer = self._buffer, b""
+        rest = bytes(self._buffer)
+        self._buffer.clear()
+        self._scanned = 0
         return rest
 
 
-def _boundary(buffer: bytes) -> tuple[int, int]:
+def _boundary(buffer: bytearray, start: int) -> tuple[int, int]:
+    """The first event boundary at or after ``start``: its index and length."""
     found = [
-        (i, len(sep)) for sep in (b"\n\n", b"\r\n\r\n", b"\r\r") if (i := buffer.find(sep)) >= 0
+        (i, len(sep))
+        for sep in (b"\n\n", b"\r\n\r\n", b"\r\r")
+        if (i := buffer.find(sep, start)) >= 0
     ]
     return min(found) if found else (-1, 0)
 
