@@ -10,8 +10,10 @@ top-level ``system`` is left to the caller, so the preamble is always empty:
   a ``file`` source the file id with ``providerMetadata.anthropic.fileId``;
   a document's ``title`` is the part's ``filename``); ``tool_use`` ->
   ``tool-<name>``; ``thinking`` -> ``reasoning`` (``signature`` in
-  ``providerMetadata.anthropic``); ``redacted_thinking`` -> ``reasoning`` with
-  empty text and ``anthropic.redactedData``;
+  ``providerMetadata.anthropic``; an unsigned one is kept verbatim);
+  ``redacted_thinking`` -> ``reasoning`` with empty text and
+  ``anthropic.redactedData``; a file block that would not come back as it came
+  (a key of its ``source`` we do not map...) is kept verbatim;
 - a user turn's ``tool_result`` blocks become one ``tool`` message of
   ``tool-result`` parts placed before the user message holding the turn's
   other blocks (``content`` string or blocks -> ``output`` string or list of
@@ -22,7 +24,9 @@ top-level ``system`` is left to the caller, so the preamble is always empty:
   unknown block (``server_tool_use``, ``web_search_tool_result``,
   ``search_result``...) or one we cannot read is a ``data-anthropic-block``
   part, a turn we cannot read a ``data-anthropic-message`` part; both are
-  replayed verbatim. Top-level ``null`` values count as absent.
+  replayed verbatim. Top-level ``null`` values count as absent;
+- a turn's keys besides ``role`` and ``content`` go to its (last) message's
+  ``metadata.providerMetadata.anthropic``.
 
 Out (:func:`to_anthropic`): every ``system`` message's text goes to
 ``system`` (joined by blank lines); a turn's content is a string when it is
@@ -30,8 +34,9 @@ one plain text block, else a list of blocks;
 ``tool`` messages become ``tool_result`` blocks in a user turn; consecutive
 turns of one role are merged, as the API wants them alternating. A part
 holding a call and its result also yields the result, in a user turn right
-after. Left out: empty text, reasoning without a ``signature`` or
-``redactedData`` (another provider's, which cannot be replayed here),
+after. Left out: empty text blocks with no other key (the API refuses empty
+text), reasoning without a ``signature`` or ``redactedData`` (another
+provider's, which cannot be replayed here),
 OpenAI file ids, files of media types Anthropic takes neither as image nor
 as document (audio...), other providers' ``data-*`` parts. A tool input that
 is not an object (OpenAI custom tools, unparseable arguments) is sent as
@@ -79,6 +84,7 @@ RAW_MESSAGE = "data-anthropic-message"
 _SEMANTIC = frozenset({"fileId", "redactedData"})  # our keys among the verbatim ones
 _UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, binascii.Error)
 _DOCUMENT_MEDIA = frozenset({"application/pdf", "text/plain"})
+_NONE: Mapping[str, Any] = {}  # no extras (never written to)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +124,12 @@ def _file(block: Mapping[str, Any]) -> dict[str, Any]:
     if not image and "title" in block:
         part["filename"] = _str(block["title"])
     extras.update(rest(block, ("type", "source") if image else ("type", "source", "title")))
-    return with_meta(part, ANTHROPIC, extras)
+    part = with_meta(part, ANTHROPIC, extras)
+    if _file_block(part) != {**block, "source": source}:
+        # a key of the source we do not map, a media type the block type does
+        # not take...: kept verbatim (a data-anthropic-block) instead
+        raise ValueError("the block would not come back as it came")
+    return part
 
 
 def _part(raw: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
@@ -131,7 +142,8 @@ def _part(raw: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
             return with_meta(part, ANTHROPIC, rest(block, ("type", "text")))
         if kind in ("image", "document"):
             return _file(block)
-        if kind == "thinking":
+        if kind == "thinking":  # unsigned (not replayable as ours): kept verbatim
+            _str(block["signature"])
             part = reasoning_part(_str(block["thinking"]))
             return with_meta(part, ANTHROPIC, rest(block, ("type", "thinking")))
         if kind == "redacted_thinking":
@@ -158,23 +170,32 @@ def _result(raw: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return result_part(call_id, names.get(call_id, ""), output, is_error, ANTHROPIC, extras)
 
 
+def _turn_meta(turn: Mapping[str, Any]) -> dict[str, Any]:
+    """A turn's keys besides ``role`` and ``content``, as message metadata."""
+    if len(turn) == 2:
+        return {}
+    extras = clean(rest(turn, ("role", "content")))
+    return {"providerMetadata": {ANTHROPIC: extras}} if extras else {}
+
+
 def _turn(turn: Mapping[str, Any], names: dict[str, str]) -> list[Message]:
     role, content = turn["role"], turn["content"]
     if role not in ("user", "assistant"):
         raise ValueError(f"unknown role {role!r}")
+    metadata = _turn_meta(turn)
     if isinstance(content, str):  # one text block, as the blocks' path reads it
-        return [Message(role, [text_part(content)])]
+        return [Message(role, [text_part(content)], metadata)]
     if not isinstance(content, list):
         raise TypeError("content must be a string or a list")
     blocks: list[Any] = content
     if role == "assistant":
-        return [Message("assistant", [_part(b, names) for b in blocks])]
+        return [Message("assistant", [_part(b, names) for b in blocks], metadata)]
     results = [_result(b, names) for b in blocks if b.get("type") == "tool_result"]
     others = [_part(b, names) for b in blocks if b.get("type") != "tool_result"]
-    out = [Message("tool", results)] if results else []
-    if others or not results:
-        out.append(Message("user", others))
-    return out
+    if not others and results:
+        return [Message("tool", results, metadata)]
+    user = Message("user", others, metadata)  # the turn's own keys go with its last message
+    return [Message("tool", results), user] if results else [user]
 
 
 def from_anthropic(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
@@ -255,7 +276,10 @@ def _block(part: Mapping[str, Any]) -> dict[str, Any] | None:
     kind = part.get("type")
     if kind == "text":
         text = str(part.get("text", ""))
-        return {"type": "text", "text": text, **_extras(part)} if text else None
+        extras = _extras(part)
+        # an empty text block (the API refuses it) is left out, unless it carries
+        # more (a cache_control...): then the upstream judges it
+        return {"type": "text", "text": text, **extras} if text or extras else None
     if kind == "file":
         return _file_block(part)
     if kind == "reasoning":
@@ -301,12 +325,21 @@ def _blocks(message: Message) -> tuple[list[dict[str, Any]], list[dict[str, Any]
     return own, results
 
 
+def _turn_extras(message: Message) -> dict[str, Any]:
+    """The keys of the turn a message came from besides ``role`` and ``content``."""
+    holder = message.metadata.get("providerMetadata")
+    extras = holder.get(ANTHROPIC) if isinstance(holder, Mapping) else None
+    if not isinstance(extras, Mapping):
+        return {}
+    return {k: v for k, v in extras.items() if k != "role" and k != "content"}
+
+
 def to_anthropic(messages: Sequence[Message]) -> AnthropicPayload:
     system: list[str] = []
     turns: list[dict[str, Any]] = []
     verbatim: set[int] = set()  # turns kept as they came: never merged into
 
-    def add(role: str, blocks: list[dict[str, Any]]) -> None:
+    def add(role: str, blocks: list[dict[str, Any]], extras: Mapping[str, Any]) -> None:
         if not blocks:
             return
         last = len(turns) - 1
@@ -314,6 +347,8 @@ def to_anthropic(messages: Sequence[Message]) -> AnthropicPayload:
             turns[last]["content"].extend(blocks)
         else:
             turns.append({"role": role, "content": list(blocks)})
+        if extras:
+            turns[-1].update(extras)
 
     for message in messages:
         parts = message.parts
@@ -323,13 +358,14 @@ def to_anthropic(messages: Sequence[Message]) -> AnthropicPayload:
                 turns.append(dict(parts[0]["data"]))
             continue
         own, results = _blocks(message)
+        extras = _turn_extras(message) if message.metadata else _NONE
         if message.role == "system":
             system.extend(block["text"] for block in own if block["type"] == "text")
         elif message.role == "assistant":
-            add("assistant", own)
-            add("user", results)
+            add("assistant", own, extras)
+            add("user", results, _NONE)
         else:
-            add("user", results + own)
+            add("user", results + own, extras)
     for index, turn in enumerate(turns):
         if index in verbatim:
             continue  # as it came, even without a "content"

@@ -19,9 +19,13 @@ In (:func:`from_openai_chat`, :func:`reply_from_chat_completion`):
 
 Keys we do not map (``name``, ``audio``, ...) are kept verbatim, per message
 in ``metadata.providerMetadata.openai.chat``, per content item / tool call in
-the part's ``openai.chat``. A message, content item or call we cannot read is
+the part's ``openai.chat`` (those of a call's ``function`` / ``custom`` object
+in ``openai.chatInner``). A message, content item or call we cannot read is
 kept whole in a ``data-openai-chat-message`` / ``-part`` / ``-call`` part and
-sent back as it came. Top-level ``null`` values count as absent.
+sent back as it came; so is a file item that would not come back as it came
+(a key inside its object we do not map...), and any content item but text and
+refusals of an assistant or tool message. Top-level ``null`` values count as
+absent.
 
 Out (:func:`to_openai_chat`): the reverse. Content is a string exactly when it
 is one plain text part (a stored ``system`` message, which never comes from a
@@ -99,7 +103,30 @@ def _chat(values: Mapping[str, Any]) -> dict[str, Any]:
 # -- in ----------------------------------------------------------------------
 
 
-def _content_part(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _media_part(item: Mapping[str, Any], kind: Any) -> dict[str, Any] | None:
+    if kind == "image_url":
+        image = clean(item["image_url"])
+        extras = _chat(rest(item, ("type", "image_url")))
+        if "detail" in image:
+            extras["detail"] = image["detail"]
+        return file_part(_str(image["url"]), "image", extras=extras)
+    if kind == "input_audio":
+        audio = clean(item["input_audio"])
+        _str(audio["data"])
+        return audio_part(audio, _chat(rest(item, ("type", "input_audio"))))
+    if kind == "file":
+        file = clean(item["file"])
+        extras = _chat(rest(item, ("type", "file")))
+        name = file.get("filename")
+        file_id = "file_id" in file
+        url = _str(file["file_id"] if file_id else file["file_data"])
+        return file_part(url, "file", file_id=file_id, filename=name, extras=extras)
+    return None
+
+
+def _content_part(raw: Mapping[str, Any], media: bool = True) -> dict[str, Any]:
+    """One content item as a part; ``media``: files are read (a user's
+    content), else kept verbatim (Chat takes them nowhere else)."""
     item = clean(raw)
     kind = item.get("type")
     try:
@@ -110,33 +137,21 @@ def _content_part(raw: Mapping[str, Any]) -> dict[str, Any]:
             extras = _chat(rest(item, ("type", "refusal")))
             extras.update(refusal=True, contentPart=True)
             return with_meta(text_part(_str(item["refusal"])), OPENAI, extras)
-        if kind == "image_url":
-            image = clean(item["image_url"])
-            extras = _chat(rest(item, ("type", "image_url")))
-            if "detail" in image:
-                extras["detail"] = image["detail"]
-            return file_part(_str(image["url"]), "image", extras=extras)
-        if kind == "input_audio":
-            audio = clean(item["input_audio"])
-            _str(audio["data"])
-            return audio_part(audio, _chat(rest(item, ("type", "input_audio"))))
-        if kind == "file":
-            file = clean(item["file"])
-            extras = _chat(rest(item, ("type", "file")))
-            name = file.get("filename")
-            file_id = "file_id" in file
-            url = _str(file["file_id"] if file_id else file["file_data"])
-            return file_part(url, "file", file_id=file_id, filename=name, extras=extras)
+        part = _media_part(item, kind) if media else None
+        # a file whose item would not come back as it came (a key inside its
+        # object we do not map, an odd format): kept verbatim instead
+        if part is not None and _content_item(part) == item:
+            return part
     except _UNREADABLE:
         pass
     return {"type": RAW_PART, "data": dict(raw)}
 
 
-def _content_parts(content: Any) -> list[dict[str, Any]]:
+def _content_parts(content: Any, media: bool = True) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [text_part(content)]
     if isinstance(content, list):
-        return [_content_part(item) for item in content]
+        return [_content_part(item, media) for item in content]
     raise TypeError("content must be a string or a list")
 
 
@@ -148,6 +163,7 @@ def _message_meta(message: Mapping[str, Any]) -> dict[str, Any]:
 def _call_part(raw: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
     call = clean(raw)
     kind = call.get("type", "function")
+    extras: dict[str, Any]
     if kind == "custom":
         body = clean(call["custom"])
         name, value, extras = _str(body["name"]), body["input"], {"custom": True}
@@ -160,6 +176,9 @@ def _call_part(raw: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
     call_id = _str(call["id"])
     names[call_id] = name
     leftovers = rest(call, ("id", "type", kind))
+    inner = rest(body, ("name", "input") if kind == "custom" else ("name", "arguments"))
+    if inner:
+        extras["chatInner"] = inner
     return call_part(call_id, name, value, OPENAI, {**extras, **_chat(leftovers)})
 
 
@@ -169,7 +188,7 @@ def _assistant(message: Mapping[str, Any], names: dict[str, str]) -> Message:
         text = _str(message["reasoning_content"])
         parts.append(with_meta(reasoning_part(text), OPENAI, {"reasoningContent": True}))
     if "content" in message:
-        parts.extend(_content_parts(message["content"]))
+        parts.extend(_content_parts(message["content"], media=False))
     if "refusal" in message:
         parts.append(with_meta(text_part(_str(message["refusal"])), OPENAI, {"refusal": True}))
     calls = message.get("tool_calls") or []
@@ -182,7 +201,7 @@ def _assistant(message: Mapping[str, Any], names: dict[str, str]) -> Message:
 def _tool(message: Mapping[str, Any], names: dict[str, str]) -> Message:
     call_id = _str(message["tool_call_id"])
     content = message.get("content")
-    output = _content_parts(content) if isinstance(content, list) else content
+    output = _content_parts(content, media=False) if isinstance(content, list) else content
     part = result_part(call_id, names.get(call_id, ""), output, False, OPENAI, {})
     return Message("tool", [part], _message_meta(message))
 
@@ -215,7 +234,10 @@ def from_openai_chat(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
             out.append(Message(role, [text_part(text)]))  # the common case, as _message does it
             continue
         try:
-            out.append(_message(clean(raw), names))
+            message = _message(clean(raw), names)
+            if not message.parts and not message.metadata:
+                raise ValueError("nothing to send back")  # e.g. an assistant's empty list
+            out.append(message)
         except _UNREADABLE:
             kept = "assistant" if role == "assistant" else "user"  # a tool message holds results
             out.append(Message(kept, [{"type": RAW_MESSAGE, "data": dict(raw)}]))
@@ -336,10 +358,12 @@ def _tool_message(result: ToolResult, extras: Mapping[str, Any]) -> dict[str, An
 def _call(call: ToolCall, part: Mapping[str, Any]) -> dict[str, Any]:
     extras = meta(part, OPENAI)
     chat = dict(extras.get("chat") or {})
+    inner = extras.get("chatInner")
+    inner = inner if isinstance(inner, Mapping) else {}
     if extras.get("custom"):
-        custom = {"name": call.name, "input": custom_input(call)}
+        custom = {"name": call.name, "input": custom_input(call), **inner}
         return {"id": call.call_id, "type": "custom", "custom": custom, **chat}
-    function = {"name": call.name, "arguments": arguments_of(call, extras)}
+    function = {"name": call.name, "arguments": arguments_of(call, extras), **inner}
     return {"id": call.call_id, "type": "function", "function": function, **chat}
 
 

@@ -129,13 +129,18 @@ def _content_part(raw: Mapping[str, Any], role: str) -> dict[str, Any]:
             wire = "image" if kind == "input_image" else "file"
             name = item.get("filename")
             if "file_id" in item:
-                return file_part(
-                    _str(item["file_id"]), wire, file_id=True, filename=name, extras=extras
+                url, file_id = item["file_id"], True
+            else:
+                url, file_id = (
+                    item.get("image_url") or item.get("file_data") or item["file_url"],
+                    False,
                 )
-            url = item.get("image_url") or item.get("file_data") or item["file_url"]
-            if "file_data" in item and not str(url).startswith("data:"):
-                extras["fileData"] = True  # bare base64, not a data URL
-            return file_part(_str(url), wire, filename=name, extras=extras)
+                if "file_data" in item and not str(url).startswith("data:"):
+                    extras["fileData"] = True  # bare base64, not a data URL
+            part = file_part(_str(url), wire, file_id=file_id, filename=name, extras=extras)
+            # else (``image_url`` and ``file_id`` both given...) kept verbatim
+            if _content_item(part, role) == item:
+                return part
     except _UNREADABLE:
         pass
     return {"type": RAW_CONTENT, "data": dict(raw)}

@@ -2,6 +2,15 @@
 
 The request's ``system`` is its preamble and stays as sent; system messages of
 the stored window (a pinned prompt, a summary) follow it.
+
+Cache breakpoints (``cache_control``) are stored with their blocks and sent
+again on later turns. The client's own messages at the end of the window go
+out as it sent them (see ``keep_sent``: a client resending its history
+decides where its breakpoints are now). Anthropic refuses a request with more
+than 4 breakpoints, which a client sending only its newest message with a
+breakpoint each turn would reach from the log; so when the request holds more,
+the oldest ones on turns from the log are left out until 4 remain (the
+request's own ``system``, ``tools`` and messages are never changed).
 """
 
 from __future__ import annotations
@@ -15,9 +24,12 @@ from fastpaca_core.jsonutil import JSONError, loads
 from fastpaca_core.model import Message
 
 from ..sse import SSEEvent
-from .base import Adapter, Assembler, Usage, anthropic_error
+from .base import Adapter, Assembler, Usage, anthropic_error, keep_sent
 
 __all__ = ["AnthropicMessages"]
+
+MAX_BREAKPOINTS = 4  # cache_control blocks Anthropic takes in one request
+_BREAKPOINT = "cache_control"
 
 
 def _usage(body: Mapping[str, Any]) -> Usage:
@@ -30,6 +42,56 @@ def _usage(body: Mapping[str, Any]) -> Usage:
             if isinstance(usage.get(extra), int):
                 prompt += usage[extra]
     return Usage(prompt, usage.get("output_tokens"))
+
+
+def _breakpoints(blocks: Any) -> int:
+    """How many ``cache_control`` marks the blocks (and tool results' blocks) carry."""
+    if type(blocks) is not list:
+        return 0
+    count = 0
+    for block in blocks:
+        if isinstance(block, dict):
+            if _BREAKPOINT in block:
+                count += 1
+            if type(block.get("content")) is list:
+                count += _breakpoints(block["content"])
+    return count
+
+
+def _unmark(blocks: list[Any], excess: int) -> tuple[list[Any], int]:
+    """A copy of ``blocks`` without their first ``excess`` breakpoints, and how many went."""
+    out: list[Any] = []
+    removed = 0
+    for block in blocks:
+        if removed < excess and isinstance(block, dict):
+            if _BREAKPOINT in block:
+                block = {k: v for k, v in block.items() if k != _BREAKPOINT}
+                removed += 1
+            nested = block.get("content")
+            if removed < excess and type(nested) is list and _breakpoints(nested):
+                inner, gone = _unmark(nested, excess - removed)
+                block, removed = {**block, "content": inner}, removed + gone
+        out.append(block)
+    return out, removed
+
+
+def _cap_breakpoints(body: Mapping[str, Any], turns: list[dict[str, Any]], stored: int) -> None:
+    """Leave out the oldest breakpoints of the first ``stored`` turns (the
+    log's) while the request has more than Anthropic takes."""
+    lists = [turn.get("content") for turn in turns[:stored]]  # a string content has none
+    counts = [0 if type(content) is str else _breakpoints(content) for content in lists]
+    if not any(counts):
+        return  # the request's own are as it sent them
+    excess = sum(counts) + sum(_breakpoints(turn.get("content")) for turn in turns[stored:])
+    excess += _breakpoints(body.get("system")) + _breakpoints(body.get("tools"))
+    excess -= MAX_BREAKPOINTS
+    for index in range(len(counts)):
+        if excess <= 0:
+            return
+        if counts[index]:
+            content, removed = _unmark(turns[index]["content"], excess)
+            turns[index] = {**turns[index], "content": content}
+            excess -= removed
 
 
 class _MessagesAssembler(Assembler):
@@ -110,7 +172,11 @@ class AnthropicMessages(Adapter):
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
     ) -> dict[str, Any]:
         payload = to_anthropic(window)
-        out = {**body, "messages": payload.messages}
+        turns = payload.messages
+        own, _, _ = keep_sent(turns, body.get("messages"))
+        # the last turn holds the request's newest message, whatever the walk found
+        _cap_breakpoints(body, turns, len(turns) - max(own, 1))
+        out = {**body, "messages": turns}
         if payload.system:
             system = body.get("system")
             if isinstance(system, list):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from fastpaca_core.model import Message, StoredMessage
 from ..sse import SSEEvent
 from ..upstream import Provider
 
-__all__ = ["Adapter", "Assembler", "Usage"]
+__all__ = ["Adapter", "Assembler", "Usage", "keep_sent"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,3 +126,96 @@ def anthropic_error(status: int, code: str, message: str) -> bytes:
     """Anthropic's ``{"type": "error", "error": {type, message}}``."""
     kind = _ANTHROPIC_TYPES.get(status, "api_error")
     return dumps({"type": "error", "error": {"type": kind, "message": message}})
+
+
+# -- the client's own messages ------------------------------------------------
+
+_BREAKPOINT = "cache_control"
+
+
+def _without_breakpoints(block: Any) -> Any:
+    """A content block without its ``cache_control`` (nor those of the blocks of
+    a tool result's content)."""
+    if not isinstance(block, dict):
+        return block
+    out = {k: v for k, v in block.items() if k != _BREAKPOINT}
+    nested = out.get("content")
+    if isinstance(nested, list):
+        out["content"] = [_without_breakpoints(b) for b in nested]
+    return out
+
+
+def _blocks(content: Any) -> list[Any] | None:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return content if isinstance(content, list) else None
+
+
+def _same_content(ours: Any, theirs: Any) -> bool:
+    """Equal contents but for cache breakpoints and one text given as a string
+    or as one text block."""
+    mine, yours = _blocks(ours), _blocks(theirs)
+    if mine is None or yours is None or len(mine) != len(yours):
+        return False
+    return all(
+        a == b or _without_breakpoints(a) == _without_breakpoints(b)
+        for a, b in zip(mine, yours, strict=True)
+    )
+
+
+def _same_message(built: Mapping[str, Any], sent: Mapping[str, Any]) -> bool:
+    """Whether ``sent`` is the message ``built`` was rebuilt from: every key
+    ``built`` has, with its value (the content but for what ``_same_content``
+    allows). ``sent`` may have more (``null``s, keys the log does not send
+    back, such as Chat's ``annotations``)."""
+    for key, value in built.items():
+        theirs = sent.get(key)
+        if theirs != value and (key != "content" or not _same_content(value, theirs)):
+            return False
+    return True
+
+
+def keep_sent(
+    built: list[dict[str, Any]],
+    sent: Any,
+    apart: Callable[[Any], bool] | None = None,
+) -> tuple[int, int, bool]:
+    """Put the client's own messages back at the end of ``built`` (the
+    conversation rebuilt from the log and the new turn).
+
+    Walking back from the end, each built message that is the request's
+    message at the same place from its end (``sent``; its messages ``apart``
+    says the conversation does not hold, system prompts, passed over) is
+    replaced by the request's, as sent: the log cannot tell where the client
+    has its cache breakpoints now, nor keys it keeps but does not send back.
+    The first one that is not ends the walk; older messages are the log's.
+
+    Returns how many of ``built``'s last messages are the client's; where in
+    ``sent`` the messages they are begin (``len(sent)`` when none); and
+    whether messages ``apart`` were passed over among them (else the request
+    from there is those messages, as sent). A resent history equal to the
+    window is settled by one C-level list comparison; otherwise one pass of
+    comparisons over the messages both hold.
+    """
+    if not isinstance(sent, list):
+        return 0, 0, False
+    size = len(built)
+    if 0 < size <= len(sent) and sent[-size:] == built:
+        return size, len(sent) - size, False  # the common case: nothing to replace
+    index, count, start = len(sent) - 1, 0, len(sent)
+    passed = inside = 0  # apart messages passed over since the last match; among the matched
+    for position in range(size - 1, -1, -1):
+        while index >= 0 and apart is not None and apart(sent[index]):
+            index -= 1
+            passed += 1
+        if index < 0:
+            break
+        ours, theirs = built[position], sent[index]
+        if ours != theirs:
+            if not isinstance(theirs, dict) or not _same_message(ours, theirs):
+                break
+            built[position] = theirs
+        start, inside, passed = index, inside + passed, 0
+        index -= 1
+        count += 1
+    return count, start, inside > 0

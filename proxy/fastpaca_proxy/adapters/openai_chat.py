@@ -16,9 +16,16 @@ from fastpaca_core.jsonutil import JSONError, loads
 from fastpaca_core.model import Message
 
 from ..sse import SSEEvent
-from .base import Adapter, Assembler, Usage, openai_error
+from .base import Adapter, Assembler, Usage, keep_sent, openai_error
 
 __all__ = ["OpenAIChat"]
+
+_PREAMBLE = frozenset({"system", "developer"})
+
+
+def _apart(message: Any) -> bool:
+    """A preamble message (``from_openai_chat`` keeps them out of the conversation)."""
+    return isinstance(message, dict) and message.get("role") in _PREAMBLE
 
 
 def _usage(body: Mapping[str, Any]) -> Usage:
@@ -26,6 +33,51 @@ def _usage(body: Mapping[str, Any]) -> Usage:
     if not isinstance(usage, Mapping):
         return Usage(None, None)
     return Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+
+
+_IDENTITY = frozenset({"id", "type"})  # a streamed object's keys that are never pieces
+
+
+def _merged(before: Any, value: Any) -> Any:
+    """A streamed value after one more delta: strings are pieces to join,
+    objects merge key by key, lists gather their items (an item with an
+    ``index`` merges into the one with the same index); anything else replaces."""
+    if isinstance(before, str) and isinstance(value, str):
+        return before + value
+    if isinstance(before, dict) and isinstance(value, dict):
+        _merge(before, value)
+        return before
+    if isinstance(before, list) and isinstance(value, list):
+        for item in value:
+            index = item.get("index") if isinstance(item, dict) else None
+            same = [
+                old
+                for old in before
+                if index is not None and isinstance(old, dict) and old.get("index") == index
+            ]
+            if same:
+                _merge(same[0], item)
+            else:
+                before.append(dict(item) if isinstance(item, dict) else item)
+        return before
+    return dict(value) if isinstance(value, dict) else value
+
+
+def _merge(into: dict[str, Any], delta: Mapping[str, Any]) -> None:
+    for key, value in delta.items():
+        if value is None:
+            continue
+        into[key] = value if key in _IDENTITY else _merged(into.get(key), value)
+
+
+def _complete(call: dict[str, Any]) -> dict[str, Any]:
+    """A streamed tool call with the fields a call always has."""
+    if call["type"] == "function":
+        call["function"] = {"name": "", "arguments": "", **call.get("function", {})}
+    return call
+
+
+_SINKS = ("content", "refusal", "reasoning_content")
 
 
 class _ChatAssembler(Assembler):
@@ -37,6 +89,7 @@ class _ChatAssembler(Assembler):
         self.finish_reason: str | None = None
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
+        self.pieces: dict[str, Any] = {}  # the message's other keys, deltas merged
 
     def feed(self, event: SSEEvent) -> None:
         if event.data == "[DONE]":
@@ -58,25 +111,26 @@ class _ChatAssembler(Assembler):
             if choice.get("index", 0) != 0:
                 continue  # n > 1: the first choice is the one stored
             delta = choice.get("delta") or {}
-            for key, sink in (
-                ("content", self.text),
-                ("refusal", self.refusal),
-                ("reasoning_content", self.reasoning),
-            ):
-                if isinstance(delta.get(key), str):
-                    sink.append(delta[key])
-            for call in delta.get("tool_calls") or []:
-                entry = self.calls.setdefault(
-                    int(call.get("index", 0)),
-                    {"id": "", "type": "function", "function": {"name": "", "arguments": ""}},
-                )
-                if call.get("id"):
-                    entry["id"] = call["id"]
-                function = call.get("function") or {}
-                entry["function"]["name"] += function.get("name") or ""
-                entry["function"]["arguments"] += function.get("arguments") or ""
+            for key, value in delta.items():
+                if key == "content":  # the common case
+                    if isinstance(value, str):
+                        self.text.append(value)
+                elif key == "tool_calls":
+                    for call in value or ():
+                        self._call(call)
+                elif key in _SINKS:
+                    if isinstance(value, str):
+                        (self.refusal if key == "refusal" else self.reasoning).append(value)
+                elif key != "role" and value is not None:
+                    # audio, a legacy function_call, a provider's own (reasoning_details...):
+                    # kept as a non-streamed reply keeps them
+                    self.pieces[key] = _merged(self.pieces.get(key), value)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+
+    def _call(self, call: Mapping[str, Any]) -> None:
+        entry = self.calls.setdefault(int(call.get("index", 0)), {"id": "", "type": "function"})
+        _merge(entry, {k: v for k, v in call.items() if k != "index" and (k != "id" or v)})
 
     def end(self) -> None:
         if self.finish_reason is not None and not self.failed:
@@ -88,8 +142,9 @@ class _ChatAssembler(Assembler):
             message["refusal"] = "".join(self.refusal)
         if self.reasoning:
             message["reasoning_content"] = "".join(self.reasoning)
+        message.update(self.pieces)  # audio (id, transcript...), a legacy function_call...
         if self.calls:
-            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+            message["tool_calls"] = [_complete(self.calls[i]) for i in sorted(self.calls)]
         body = {
             "model": self.model,
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
@@ -111,7 +166,16 @@ class OpenAIChat(Adapter):
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
     ) -> dict[str, Any]:
-        return {**body, "messages": [*preamble, *to_openai_chat(window)]}
+        messages = to_openai_chat(window)
+        sent = body.get("messages")
+        own, start, interleaved = keep_sent(messages, sent, _apart)
+        if not interleaved:
+            return {**body, "messages": [*preamble, *messages]}
+        # the client's own messages as sent, system / developer messages among
+        # them in their places; the preamble before them leads
+        assert isinstance(sent, list)
+        head = [m for m in sent[:start] if _apart(m)]
+        return {**body, "messages": [*head, *messages[: len(messages) - own], *sent[start:]]}
 
     def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
         return reply_from_chat_completion(body), _usage(body)

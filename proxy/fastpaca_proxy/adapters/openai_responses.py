@@ -1,7 +1,9 @@
 """OpenAI Responses: ``POST .../responses``.
 
 With a context, ``previous_response_id`` is dropped: the conversation comes
-from the log, so the upstream must not add its own stored copy of it. Items a
+from the log, so the upstream must not add its own stored copy of it. For the
+same reason a ``conversation`` is refused (400), as is ``background: true``
+(its reply comes later, by polling, where the proxy cannot store it). Items a
 client sends only by reference (``item_reference``, ai-sdk's default when the
 upstream stores responses) are resolved against the log before alignment.
 """
@@ -24,12 +26,20 @@ from fastpaca_core.jsonutil import JSONError, loads
 from fastpaca_core.model import Message, StoredMessage
 
 from ..sse import SSEEvent
-from .base import Adapter, Assembler, Usage, openai_error
+from .base import Adapter, Assembler, Usage, keep_sent, openai_error
 
 __all__ = ["OpenAIResponses"]
 
 _DONE = frozenset({"response.completed", "response.incomplete"})
 _FAILED = frozenset({"response.failed", "error"})
+_PREAMBLE = frozenset({"system", "developer"})
+
+
+def _apart(item: Any) -> bool:
+    """A preamble item (``from_responses_input`` keeps them out of the conversation)."""
+    if not isinstance(item, dict) or item.get("role") not in _PREAMBLE:
+        return False
+    return bool(item.get("type", "message") == "message")
 
 
 def _usage(body: Mapping[str, Any]) -> Usage:
@@ -68,6 +78,20 @@ class OpenAIResponses(Adapter):
     conversation_key = "input"
 
     def split(self, body: Mapping[str, Any]) -> ChatInput:
+        # with a context (the only case that splits), the log holds the conversation
+        if body.get("conversation") is not None:
+            raise ValidationError(
+                "conversation",
+                "cannot be combined with a Fastpaca context, which holds the conversation "
+                "itself (the upstream would add its copy of it); leave it out, or call "
+                "without a context",
+            )
+        if body.get("background") is True:
+            raise ValidationError(
+                "background",
+                "is not supported with a Fastpaca context: the reply would not be stored; "
+                "call without a context",
+            )
         items = body.get("input")
         if isinstance(items, str):
             return from_responses_input(items)
@@ -96,7 +120,17 @@ class OpenAIResponses(Adapter):
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
     ) -> dict[str, Any]:
         out = {k: v for k, v in body.items() if k != "previous_response_id"}
-        out["input"] = [*preamble, *to_responses_input(window)]
+        items = to_responses_input(window)
+        sent = body.get("input")
+        own, start, interleaved = keep_sent(items, sent, _apart)
+        if not interleaved:
+            out["input"] = [*preamble, *items]
+            return out
+        # the client's own items as sent, system / developer messages among
+        # them in their places; the preamble before them leads
+        assert isinstance(sent, list)
+        head = [item for item in sent[:start] if _apart(item)]
+        out["input"] = [*head, *items[: len(items) - own], *sent[start:]]
         return out
 
     def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
