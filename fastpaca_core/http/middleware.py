@@ -121,6 +121,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except asyncio.CancelledError:
+        # only the server cancels a handler (a deadline is answered above; a client
+        # that leaves does not cancel it): it is shutting down, not failing
+        status = 503
+        raise
     finally:
         elapsed = time.perf_counter() - started
         route = route_of(request)
