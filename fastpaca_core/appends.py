@@ -8,7 +8,7 @@ the policy, commit; then publish and wake the summariser.
 
 Also the checks every keyed write makes inside its operation (``compact``
 too): :func:`writable` (the context exists and takes writes), :func:`recall`
-(a key already used replays its stored result, or answers 409 for another
+(a key already used replays its stored result, or answers 422 for another
 request) and :func:`remember` (store the result under the key).
 """
 

@@ -325,9 +325,15 @@ class Engine:
             return None
         return after_seq + 1, min(ctx.last_seq, after_seq + limit)
 
-    async def read_log(self, context_id: str, first: int, last: int) -> list[StoredMessage]:
-        """The log rows ``first..last`` (both included) that exist, oldest first."""
-        return await self.store.read_messages(context_id, first, last)
+    async def read_log(
+        self, context_id: str, first: int, last: int, max_bytes: int | None = None
+    ) -> list[StoredMessage]:
+        """The log rows ``first..last`` (both included) that exist, oldest first;
+        with ``max_bytes``, up to the row that brings their JSON to that size
+        (see :meth:`Store.read_messages`)."""
+        if max_bytes is None:  # as a store written before the keyword existed is called
+            return await self.store.read_messages(context_id, first, last)
+        return await self.store.read_messages(context_id, first, last, max_bytes)
 
     # -- the LLM context ------------------------------------------------------
 

@@ -165,7 +165,7 @@ def _from_http_exception(request: web.Request, exc: web.HTTPException) -> web.Re
 def error_answer(request: web.Request, exc: Exception) -> web.Response:
     """The answer to ``exc``, raised while handling ``request`` (the request
     middleware calls this for whatever its handler raised); re-raises what is
-    not an error to answer: an aiohttp redirect, a reset connection."""
+    not an error to answer: an aiohttp redirect, a connection the client left."""
     if isinstance(exc, FastpacaError):
         response = render_error(request, exc.status, exc.code, str(exc))
         if exc.status == 401:
@@ -175,7 +175,7 @@ def error_answer(request: web.Request, exc: Exception) -> web.Response:
         if exc.status < 400:
             raise exc
         return _from_http_exception(request, exc)
-    if isinstance(exc, ConnectionResetError):
+    if isinstance(exc, ConnectionError):  # the client left (reset, broken pipe, lost)
         raise exc
     log.error(
         "unhandled error",

@@ -281,11 +281,13 @@ class TimedStore(Store):
             self._observe("list_contexts", started)
 
     async def read_messages(
-        self, context_id: str, from_seq: int, to_seq: int
+        self, context_id: str, from_seq: int, to_seq: int, max_bytes: int | None = None
     ) -> list[StoredMessage]:
         started = time.perf_counter()
         try:
-            return await self.inner.read_messages(context_id, from_seq, to_seq)
+            if max_bytes is None:  # as a store written before the keyword existed is called
+                return await self.inner.read_messages(context_id, from_seq, to_seq)
+            return await self.inner.read_messages(context_id, from_seq, to_seq, max_bytes)
         finally:
             self._observe("read_messages", started)
 

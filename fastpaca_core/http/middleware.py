@@ -121,6 +121,11 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         status = exc.status
         raise
+    except ConnectionError:
+        # the client left before its answer (nginx's "client closed request"): there
+        # is no one to answer, and nothing to log as an error
+        status = 499
+        return web.Response(status=499)
     except asyncio.CancelledError:
         # only the server cancels a handler (a deadline is answered above; a client
         # that leaves does not cancel it): it is shutting down, not failing

@@ -31,7 +31,14 @@ from ._codec import (
 from ._pggroup import Write
 from .base import IdempotencyRecord
 
-__all__ = ["READ_MESSAGES_SQL", "Conflict", "ConnSource", "NeedLock", "PgTx"]
+__all__ = [
+    "READ_MESSAGES_CAPPED_SQL",
+    "READ_MESSAGES_SQL",
+    "Conflict",
+    "ConnSource",
+    "NeedLock",
+    "PgTx",
+]
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -67,6 +74,15 @@ _TAKE_LEASE_SQL = (
 READ_MESSAGES_SQL = (
     f"SELECT {MESSAGE_COLUMNS} FROM messages "
     "WHERE context_id = $1 AND seq >= $2 AND seq <= $3 ORDER BY seq"
+)
+# the rows up to the one whose stored JSON brings the total to $4 bytes: each row's
+# size from its TOAST header (octet_length), the rows past it never detoasted
+READ_MESSAGES_CAPPED_SQL = (
+    f"SELECT {MESSAGE_COLUMNS} FROM (SELECT {MESSAGE_COLUMNS}, "
+    "octet_length(parts) + octet_length(metadata) AS own, "
+    "sum(octet_length(parts) + octet_length(metadata)) OVER (ORDER BY seq) AS upto "
+    "FROM messages WHERE context_id = $1 AND seq >= $2 AND seq <= $3) AS sized "
+    "WHERE upto - own < $4 ORDER BY seq"
 )
 
 

@@ -190,10 +190,26 @@ _SELECT_MESSAGES = (
 
 
 def read_messages(
-    conn: sqlite3.Connection, context_id: str, from_seq: int, to_seq: int
+    conn: sqlite3.Connection,
+    context_id: str,
+    from_seq: int,
+    to_seq: int,
+    max_bytes: int | None = None,
 ) -> list[StoredMessage]:
-    rows = conn.execute(_SELECT_MESSAGES, (context_id, from_seq, to_seq)).fetchall()
-    return [message_from_row(r) for r in rows]
+    cursor = conn.execute(_SELECT_MESSAGES, (context_id, from_seq, to_seq))
+    if max_bytes is None:
+        return [message_from_row(r) for r in cursor.fetchall()]
+    out: list[StoredMessage] = []
+    size = 0
+    try:
+        for row in cursor:  # stepped one row at a time: the rows past the cap are never read
+            out.append(message_from_row(row))
+            size += len(row[2]) + len(row[3])
+            if size >= max_bytes:
+                break
+    finally:
+        cursor.close()  # ends the statement (and its read snapshot) when it stopped early
+    return out
 
 
 def read_messages_sized(

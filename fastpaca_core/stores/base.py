@@ -145,9 +145,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def read_messages(
-        self, context_id: str, from_seq: int, to_seq: int
+        self, context_id: str, from_seq: int, to_seq: int, max_bytes: int | None = None
     ) -> list[StoredMessage]:
-        """Log rows with ``from_seq <= seq <= to_seq``, oldest first."""
+        """Log rows with ``from_seq <= seq <= to_seq``, oldest first.
+
+        ``max_bytes``: stop after the row that brings the rows' stored JSON
+        (parts and metadata) to ``max_bytes`` or more, so at least one row
+        comes back and at most ``max_bytes`` plus one row's worth (a large
+        page read in parts, ``http/pages.py``)."""
 
     async def read_window(
         self, context_id: str, tail: int = 0

@@ -9,6 +9,7 @@ import time
 from datetime import datetime
 
 from ..events import Event
+from ..jsonutil import dumps_str
 from ..model import ContextRecord, StoredMessage, SummaryRecord
 from .base import IdempotencyRecord, Op, Store, T, tenant_range
 
@@ -142,10 +143,18 @@ class MemoryStore(Store):
         return [copy.deepcopy(c) for c in ordered[:limit]]
 
     async def read_messages(
-        self, context_id: str, from_seq: int, to_seq: int
+        self, context_id: str, from_seq: int, to_seq: int, max_bytes: int | None = None
     ) -> list[StoredMessage]:
         log = self._logs.get(context_id, [])
-        return log[max(from_seq, 1) - 1 : max(to_seq, 0)]
+        rows = log[max(from_seq, 1) - 1 : max(to_seq, 0)]
+        if max_bytes is None:
+            return rows
+        size = 0
+        for count, row in enumerate(rows, 1):  # the same JSON the durable stores hold
+            size += len(dumps_str(row.parts)) + len(dumps_str(row.metadata))
+            if size >= max_bytes:
+                return rows[:count]
+        return rows
 
     async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
         events = self._events.get(context_id, [])

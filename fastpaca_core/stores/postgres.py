@@ -71,7 +71,7 @@ from ._codec import (
 from ._pggroup import GROUP_SQL, GroupWriter, Write, group_args
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
 from ._pgschema import MIGRATIONS
-from ._pgtx import READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
+from ._pgtx import READ_MESSAGES_CAPPED_SQL, READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
 from ._rowcache import Plan, RowCache, SizedRows, row_size
 from .base import Op, Store, tenant_range, window_start
 
@@ -566,8 +566,7 @@ class PostgresStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
-            # as SQLiteStore.read_window, not shared: the fetch is awaited here, blocking
-            # there, and one helper for both would add a layer to every read
+            # as SQLiteStore's, whose fetch blocks (sharing it costs every read a layer)
 
             async def rows_of(plan: Plan) -> list[StoredMessage] | None:
                 fetched: SizedRows = []
@@ -616,10 +615,15 @@ class PostgresStore(Store):
         return await self._guard(read)
 
     async def read_messages(
-        self, context_id: str, from_seq: int, to_seq: int
+        self, context_id: str, from_seq: int, to_seq: int, max_bytes: int | None = None
     ) -> list[StoredMessage]:
         async def read(conn: Conn) -> list[StoredMessage]:
-            rows = await conn.fetch(READ_MESSAGES_SQL, context_id, from_seq, to_seq)
+            if max_bytes is None:
+                rows = await conn.fetch(READ_MESSAGES_SQL, context_id, from_seq, to_seq)
+            else:
+                rows = await conn.fetch(
+                    READ_MESSAGES_CAPPED_SQL, context_id, from_seq, to_seq, max_bytes
+                )
             return [message_from_row(r) for r in rows]
 
         return await self._guard(read)

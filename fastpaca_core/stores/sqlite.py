@@ -10,10 +10,9 @@ nothing yet has nothing to undo, and if one fails after writing, the batch is
 rolled back and run again with a SAVEPOINT around each operation. Operations
 only touch their ``Tx``, whose calls are short in-memory SQLite statements,
 so they run on the loop; ``COMMIT`` (the fsync), and ``BEGIN`` when another
-process holds the write lock, run on the writer thread. A commit of one
-operation whose caller is the server's only request in progress runs on the
-loop instead: the loop has nothing else to do meanwhile, and the hand-off to
-the thread and back cost more than the fsync itself (see ``_commit``). A
+process holds the write lock, run on the writer thread; the commit of the
+server's only request in progress runs on the loop, which has nothing else to
+do meanwhile (the hand-off cost more than the fsync: ``_commit``). A
 caller that asks for it (``reply_before_sync``: the proxy's turns) has its
 result before the COMMIT, and reads of its context wait for that COMMIT
 (``_answer_early``).
@@ -613,8 +612,7 @@ class SQLiteStore(Store):
                 return None, []
             ctx = context_from_row(row)
             start = window_start(ctx, tail)
-            # as PostgresStore.read_window, not shared: the fetch is blocking here, awaited
-            # there, and one helper for both would add a layer to every read
+            # as PostgresStore's, whose fetch is awaited (sharing it costs every read a layer)
 
             def rows_of(plan: Plan) -> list[StoredMessage] | None:
                 fetched: SizedRows = []
@@ -656,10 +654,10 @@ class SQLiteStore(Store):
         return await self._read(None, read)
 
     async def read_messages(
-        self, context_id: str, from_seq: int, to_seq: int
+        self, context_id: str, from_seq: int, to_seq: int, max_bytes: int | None = None
     ) -> list[StoredMessage]:
         return await self._read(
-            context_id, lambda conn: read_messages(conn, context_id, from_seq, to_seq)
+            context_id, lambda conn: read_messages(conn, context_id, from_seq, to_seq, max_bytes)
         )
 
     async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:

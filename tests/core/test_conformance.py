@@ -572,3 +572,19 @@ def test_limit_target_rounds_up_the_exact_product() -> None:
     assert target(3, 0.5) == 2
     assert target(1, 0.1) == 1
     assert target(50, 1.0) == 50
+
+
+async def test_a_read_of_the_log_stops_at_a_size(engine: Engine) -> None:
+    await engine.put_context("big", policy={"strategy": "manual"})
+    sizes = [100, 5_000, 300, 20_000, 50, 7_000]
+    await engine.append_batch("big", [text("user", "x" * n) for n in sizes])
+    every = await engine.read_log("big", 1, 6)
+    assert [m.seq for m in every] == [1, 2, 3, 4, 5, 6]
+    assert [m.seq for m in await engine.read_log("big", 1, 6, 5_100)] == [1, 2]
+    assert [m.seq for m in await engine.read_log("big", 2, 6, 1)] == [2]  # at least one row
+    assert [m.seq for m in await engine.read_log("big", 3, 6, 20_000)] == [3, 4]
+    assert [m.seq for m in await engine.read_log("big", 5, 6, 10**9)] == [5, 6]
+    assert await engine.read_log("big", 7, 9, 100) == []
+    assert [m.to_json() for m in await engine.read_log("big", 1, 6, 5_300)] == [
+        m.to_json() for m in every[:3]
+    ]

@@ -11,7 +11,6 @@ import pytest
 from http_support import Api, Serve
 
 from fastpaca_core.engine import Engine
-from fastpaca_core.http import pages
 from fastpaca_core.jsonutil import dumps
 from fastpaca_core.model import StoredMessage
 
@@ -35,13 +34,26 @@ def _seqs(body: dict[str, Any]) -> list[int]:
     return [m["seq"] for m in body["messages"]]
 
 
-async def test_a_small_page_is_one_body_as_before(api: Api) -> None:
+async def test_a_small_page_is_one_body_and_one_read(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
     await _fill(api, "small", 150, 50)
+    reads: list[tuple[int, int]] = []
+    real = Engine.read_log
+
+    async def counting(
+        self: Engine, context_id: str, first: int, last: int, max_bytes: int | None = None
+    ) -> list[StoredMessage]:
+        reads.append((first, last))
+        return await real(self, context_id, first, last, max_bytes)
+
+    monkeypatch.setattr(Engine, "read_log", counting)
     reply = await api.get("/v1/contexts/small/tail", params={"limit": "120", "offset": "5"})
     assert reply.status == 200 and "Content-Length" in reply.headers
     rows = await api.engine.tail("small", 5, 120)
     assert reply.body == dumps({"messages": [row.to_json() for row in rows]})
     assert _seqs(reply.json()) == list(range(26, 146))
+    assert reads[0] == (26, 145) and len(reads) == 2  # the reply's read, then the test's
     empty = await api.get("/v1/contexts/small/messages", params={"after_seq": "150"})
     assert empty.body == b'{"messages":[]}' and "Content-Length" in empty.headers
 
@@ -72,8 +84,10 @@ async def test_a_client_that_does_not_read_holds_back_the_reads(
     read: list[int] = []
     real = Engine.read_log
 
-    async def counting(self: Engine, context_id: str, first: int, last: int) -> list[StoredMessage]:
-        rows = await real(self, context_id, first, last)
+    async def counting(
+        self: Engine, context_id: str, first: int, last: int, max_bytes: int | None = None
+    ) -> list[StoredMessage]:
+        rows = await real(self, context_id, first, last, max_bytes)
         read.append(len(rows))
         return rows
 
@@ -117,9 +131,11 @@ async def test_a_row_missing_mid_page_cuts_the_response(
     await _fill(api, "cut", 200, 20_000)
     real = Engine.read_log
 
-    async def losing(self: Engine, context_id: str, first: int, last: int) -> list[StoredMessage]:
-        rows = await real(self, context_id, first, last)
-        return rows[:-1] if first > pages.FIRST_ROWS + 60 else rows
+    async def losing(
+        self: Engine, context_id: str, first: int, last: int, max_bytes: int | None = None
+    ) -> list[StoredMessage]:
+        rows = await real(self, context_id, first, last, max_bytes)
+        return rows[1:] if first > 60 else rows  # the part's first row missing
 
     monkeypatch.setattr(Engine, "read_log", losing)
     with pytest.raises(aiohttp.ClientPayloadError):  # never a page with a row left out

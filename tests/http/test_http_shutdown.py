@@ -1,5 +1,6 @@
-"""A handler the server cancels as it shuts down is logged and counted as 503
-(the server going away), not as a 500 (a failure of its own)."""
+"""Requests cut short are not server errors: a handler the server cancels as it
+shuts down is logged and counted as 503 (the server going away), one whose
+client left as 499 (nginx's "client closed request"); neither is a 500."""
 
 from __future__ import annotations
 
@@ -43,3 +44,25 @@ async def test_a_handler_cancelled_at_shutdown_is_a_503(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     counted = [line for line in app[METRICS].render().decode().splitlines() if "/slow" in line]
     assert counted and all('status="503"' in line for line in counted), counted
+
+
+async def test_a_client_that_left_is_a_499(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "fastpaca")
+
+    async def lost(request: web.Request) -> web.Response:
+        raise ConnectionError("Connection lost")  # as aiohttp's writer raises it
+
+    app = create_app(Settings(store=f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}"))
+    app.router.add_get("/lost", lost)
+    runner, port = await serve_app(app)
+    try:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/lost") as response:
+                assert response.status == 499  # (here the connection was still there)
+    finally:
+        await runner.cleanup()
+    logged = [r for r in caplog.records if r.getMessage() == "request"]
+    assert [r.fields["status"] for r in logged] == [499]  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -128,8 +128,10 @@ def rows_read(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     real = SQLiteStore.read_messages
     real_window = SQLiteStore.read_window
 
-    async def counting(self: SQLiteStore, context_id: str, a: int, b: int) -> list[StoredMessage]:
-        rows = await real(self, context_id, a, b)
+    async def counting(
+        self: SQLiteStore, context_id: str, a: int, b: int, max_bytes: int | None = None
+    ) -> list[StoredMessage]:
+        rows = await real(self, context_id, a, b, max_bytes)
         counts.append(len(rows))
         return rows
 
