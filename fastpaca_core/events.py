@@ -7,11 +7,20 @@ is after its commit, except for a write answered before it (SQLite,
 that commit fail (a full disk), the events describe a write that is gone and
 whose version the next write takes.
 Websocket streams and cross-process fan-out subscribe here.
+
+A subscription buffers at most ``maxsize`` events and about ``max_bytes``
+bytes of them (:data:`MAX_QUEUED_BYTES`, at least one event whatever its
+size); past either bound it drops what it holds and sets ``overflowed``, and
+its consumer reads what it missed back from the store. Sizes are estimates
+(:func:`approx_size`, string lengths plus a little per item, once per event
+whatever the subscribers) taken only for an event that has to wait behind
+another: single appends to a consumer that keeps up are never measured.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,7 +28,49 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .model import StoredMessage
 
-__all__ = ["Event", "EventBus", "MessageData", "Subscription"]
+__all__ = [
+    "MAX_QUEUED_BYTES",
+    "MAX_QUEUED_EVENTS",
+    "Event",
+    "EventBus",
+    "MessageData",
+    "Subscription",
+    "approx_size",
+]
+
+MAX_QUEUED_EVENTS = 10_000
+# about the largest REST batch (``max_body_bytes``), twice over
+MAX_QUEUED_BYTES = 2 * 1024 * 1024
+_ROW_OVERHEAD = 160  # a message event's fixed fields: seq, role, token_count, inserted_at...
+_MAPPINGS = (dict, Mapping)  # the concrete type first: the abstract check is slow
+_SEQUENCES = (list, tuple)
+
+
+def approx_size(value: object) -> int:
+    """Roughly the length of ``value`` as JSON: string lengths plus a little per item.
+
+    A walk over the items, not an encoding (iterative: no depth limit).
+    """
+    size = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            size += len(item) + 2
+        elif isinstance(item, _MAPPINGS):
+            size += 2
+            for key, child in item.items():
+                size += len(key) + 4 if isinstance(key, str) else 8
+                if isinstance(child, str):  # the common leaf, without a trip through the stack
+                    size += len(child) + 2
+                else:
+                    stack.append(child)
+        elif isinstance(item, _SEQUENCES):
+            size += 2 + len(item)
+            stack.extend(item)
+        else:
+            size += 8
+    return size
 
 
 class MessageData(Mapping[str, Any]):
@@ -29,11 +80,19 @@ class MessageData(Mapping[str, Any]):
     stored row into JSON.
     """
 
-    __slots__ = ("_data", "row")
+    __slots__ = ("_data", "_size", "row")
 
     def __init__(self, row: StoredMessage) -> None:
         self.row = row
         self._data: dict[str, Any] | None = None
+        self._size = -1
+
+    def approx_size(self) -> int:
+        """About the bytes of the event as JSON; measured once, shared by every subscriber."""
+        if self._size < 0:
+            row = self.row
+            self._size = _ROW_OVERHEAD + approx_size(row.parts) + approx_size(row.metadata)
+        return self._size
 
     def _render(self) -> dict[str, Any]:
         if self._data is None:
@@ -60,24 +119,74 @@ class Event:
     def to_json(self) -> dict[str, Any]:
         return {"type": self.type, "version": self.version, **self.data}
 
+    def approx_size(self) -> int:
+        """About the bytes of the event as JSON (see :func:`approx_size`)."""
+        data = self.data
+        if isinstance(data, MessageData):
+            return data.approx_size()
+        return 32 + approx_size(data)
+
 
 class Subscription:
-    """A queue of events for one context (or every context when ``None``)."""
+    """A queue of events for one context (or every context when ``None``).
 
-    def __init__(self, bus: EventBus, context_id: str | None, maxsize: int) -> None:
+    Read it with :meth:`get`, :meth:`get_nowait` and :meth:`empty`, which keep
+    the count of buffered bytes. Past ``maxsize`` events or about ``max_bytes``
+    bytes it drops every event it holds and sets ``overflowed``: the consumer
+    clears the flag, then reads what it missed from the store.
+    """
+
+    def __init__(self, bus: EventBus, context_id: str | None, maxsize: int, max_bytes: int) -> None:
         self._bus = bus
         self.context_id = context_id
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.max_bytes = max_bytes
         self.overflowed = False
+        self.buffered_bytes = 0  # the estimated bytes of the queued events
+        self._sizes: deque[int] = deque()  # each queued event's estimate, in queue order
 
     def _offer(self, event: Event) -> None:
+        queue = self.queue
+        # an event that waits behind nothing is not measured: a consumer that
+        # keeps up pays for no estimate, and one event of any size always fits
+        size = 0 if queue.empty() else event.approx_size()
+        if size and self.buffered_bytes + size > self.max_bytes:
+            self._overflow()
+            return
         try:
-            self.queue.put_nowait(event)
+            queue.put_nowait(event)
         except asyncio.QueueFull:
-            self.overflowed = True  # the consumer re-reads from the store
+            self._overflow()
+            return
+        self._sizes.append(size)
+        self.buffered_bytes += size
+
+    def _overflow(self) -> None:
+        """Drop every buffered event: the consumer re-reads them from the store."""
+        self.overflowed = True
+        queue = self.queue
+        while not queue.empty():
+            queue.get_nowait()
+        self._sizes.clear()
+        self.buffered_bytes = 0
+
+    def _taken(self) -> None:
+        if self._sizes:
+            self.buffered_bytes -= self._sizes.popleft()
 
     async def get(self) -> Event:
-        return await self.queue.get()
+        event = await self.queue.get()
+        self._taken()
+        return event
+
+    def get_nowait(self) -> Event:
+        """The next event; raises ``asyncio.QueueEmpty`` when there is none."""
+        event = self.queue.get_nowait()
+        self._taken()
+        return event
+
+    def empty(self) -> bool:
+        return self.queue.empty()
 
     def close(self) -> None:
         self._bus._remove(self)
@@ -93,8 +202,13 @@ class EventBus:
     def __init__(self) -> None:
         self._subs: dict[str | None, set[Subscription]] = {}
 
-    def subscribe(self, context_id: str | None = None, maxsize: int = 10_000) -> Subscription:
-        sub = Subscription(self, context_id, maxsize)
+    def subscribe(
+        self,
+        context_id: str | None = None,
+        maxsize: int = MAX_QUEUED_EVENTS,
+        max_bytes: int = MAX_QUEUED_BYTES,
+    ) -> Subscription:
+        sub = Subscription(self, context_id, maxsize, max_bytes)
         self._subs.setdefault(context_id, set()).add(sub)
         return sub
 

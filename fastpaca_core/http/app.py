@@ -120,11 +120,20 @@ async def _summarizer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _close_streams(app: web.Application) -> None:
-    """On shutdown: refuse new streams, close open ones with 1001 (going away)."""
+    """On shutdown: refuse new streams, close open ones with 1001 (going away).
+
+    All at once, each waiting for its client's answer a second at most (half
+    the shutdown timeout if that is less; the requests still running get the
+    timeout after this): a client that does not read never takes its close
+    frame, so its connection is cut then.
+    """
     streams = app[STREAMS]
     streams.closing = True
-    for ws in list(streams.open):
-        await ws.close(code=1001, message=b"server shutting down")
+    timeout = min(stream.SHUTDOWN_CLOSE_TIMEOUT, app[SETTINGS].shutdown_timeout / 2)
+    message = b"server shutting down"
+    await asyncio.gather(
+        *(stream.close_within(ws, timeout, code=1001, message=message) for ws in streams.open)
+    )
 
 
 def create_app(settings: Settings | None = None) -> web.Application:

@@ -5,24 +5,34 @@ event, rebuilt from the row) or a stored event (``compaction``,
 ``tombstoned``). :func:`replay` yields them in version order for a range of
 versions that are all committed, so the result has no holes unless the store
 lacks something (which the stream reports as a ``gap``).
+
+It reads the store a page at a time and holds one page while its consumer
+takes the events (a stalled websocket holds it until it is dropped), so a page
+is bounded in bytes as well as rows: at most :data:`PAGE` rows and about
+:data:`PAGE_BYTES` of them, at least one. The log rows' sizes are only known
+once read, so the rows a read asks for follow the size of the rows read before
+(starting from :data:`FIRST_PAGE`); rows read past the byte bound are left for
+the next page. No read asks for more rows than there are versions left.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from ..events import Event
+from ..events import Event, MessageData
 from ..model import StoredMessage
 from ..stores.base import Store
 
-__all__ = ["first_seq_after", "message_event", "replay"]
+__all__ = ["FIRST_PAGE", "PAGE", "PAGE_BYTES", "first_seq_after", "message_event", "replay"]
 
-PAGE = 500
+PAGE = 500  # log rows, and stored events, a page holds at most
+PAGE_BYTES = 1024 * 1024  # about the bytes of log rows a page holds (at least one row)
+FIRST_PAGE = 16  # log rows the first read asks for, their size unknown yet
 
 
 def message_event(context_id: str, row: StoredMessage) -> Event:
     """The ``message`` event of a log row, as the engine publishes it."""
-    return Event(context_id, "message", row.version, {"seq": row.seq, "message": row.to_json()})
+    return Event(context_id, "message", row.version, MessageData(row))
 
 
 async def first_seq_after(store: Store, context_id: str, last_seq: int, after_version: int) -> int:
@@ -50,22 +60,46 @@ async def replay(
     ``next_seq`` is the first seq whose version is above ``after_version``.
     """
     after = after_version
+    want = FIRST_PAGE
     while after < upto_version:
-        rows = await store.read_messages(context_id, next_seq, next_seq + PAGE - 1)
-        stored = await store.read_events(context_id, after, PAGE)
-        bound = upto_version
-        if len(rows) == PAGE:
-            bound = min(bound, rows[-1].version)
-        if len(stored) == PAGE:
-            bound = min(bound, stored[-1].version)
-        batch = [message_event(context_id, r) for r in rows if r.version <= bound]
-        batch.extend(e for e in stored if e.version <= bound)
-        batch.sort(key=lambda e: e.version)
+        want = min(want, upto_version - after)  # one row per version at most
+        batch, bound, next_seq, want = await _page(
+            store, context_id, next_seq, after, upto_version, want
+        )
         for event in batch:
             yield event
-        seqs = [r.seq for r in rows if r.version <= bound]
-        if seqs:
-            next_seq = max(seqs) + 1
         if bound == upto_version or not batch:
             return
         after = bound
+
+
+async def _page(
+    store: Store, context_id: str, next_seq: int, after: int, upto: int, want: int
+) -> tuple[list[Event], int, int, int]:
+    """The events of one page, the version it ends at, the next page's first
+    seq and the rows to ask for then. Rows read past the page's end are not
+    kept (the caller holds the page while its consumer takes it)."""
+    rows = await store.read_messages(context_id, next_seq, next_seq + want - 1)
+    stored = await store.read_events(context_id, after, PAGE)
+    bound = upto
+    if len(rows) == want:
+        bound = min(bound, rows[-1].version)
+    if len(stored) == PAGE:
+        bound = min(bound, stored[-1].version)
+    batch: list[Event] = []
+    size = 0
+    for row in rows:
+        if row.version > bound:
+            break
+        event = message_event(context_id, row)
+        batch.append(event)
+        next_seq = row.seq + 1
+        size += event.approx_size()
+        if size >= PAGE_BYTES:  # enough for one page: the rest is the next one's
+            bound = row.version
+            break
+    if batch:
+        want = max(1, min(PAGE, PAGE_BYTES * len(batch) // max(size, 1)))
+    batch.extend(e for e in stored if e.version <= bound)
+    batch.sort(key=lambda e: e.version)
+    return batch, bound, next_seq, want

@@ -12,6 +12,16 @@ another process sharing the PostgreSQL store) are caught up from the store.
 
 Close codes: 1000 after ``tombstoned``, 1001 on server shutdown, 1011 when the
 store fails, 4408 for a client silent longer than the idle timeout.
+
+Backpressure: a send waits while the client's socket buffer is full. One that
+has not completed within the idle timeout (the client took no frame for that
+long) drops the client as a slow consumer: its connection is cut, as a close
+frame would wait behind the data it does not take. A timer of the session
+finds it, not a timeout around each send, which would cost every frame of the
+clients that keep up. Meanwhile the events not sent yet wait in the
+subscription, bounded in bytes (``events.py``); past the bound they are dropped
+and read back from the store later. Every close waits a bounded time for the
+client (:func:`close_within`), then cuts the connection.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
+from aiohttp.abc import AbstractStreamWriter
 
 from ..engine import Engine
 from ..errors import FastpacaError
@@ -32,19 +43,76 @@ from .params import bool_param, context_id, int_param
 from .replay import first_seq_after, replay
 from .state import ENGINE, SETTINGS, STREAMS
 
-__all__ = ["CLOSE_IDLE", "routes"]
+__all__ = ["CLOSE_IDLE", "StreamSocket", "close_within", "routes"]
 
 log = logging.getLogger("fastpaca.http")
 routes = web.RouteTableDef()
 
 CLOSE_IDLE = 4408
+CLOSE_TIMEOUT = 10.0  # s a close waits for the client's answer at most (aiohttp's own default)
+# s each stream's client gets to answer the close on shutdown (at most half
+# the shutdown timeout): the close frame is out at once, the answer is a courtesy
+SHUTDOWN_CLOSE_TIMEOUT = 1.0
 _MAX_CLIENT_FRAME = 64 * 1024
+
+
+class StreamSocket(web.WebSocketResponse):
+    """A stream's websocket; it keeps its connection's transport, to cut it."""
+
+    transport: asyncio.Transport | None = None
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter:
+        self.transport = request.transport
+        return await super().prepare(request)
+
+    def abort(self) -> None:
+        """Cut the connection, dropping whatever is still to be written."""
+        if self.transport is not None:
+            self.transport.abort()
+
+    def unsent(self) -> int:
+        """The bytes written but not yet taken by the client's socket."""
+        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+
+
+async def close_within(
+    ws: web.WebSocketResponse, timeout: float, *, code: int = 1000, message: bytes = b""
+) -> None:
+    """Close ``ws`` with ``code``, waiting at most ``timeout`` for the client.
+
+    aiohttp's close waits until the close frame is written out, then for the
+    client's answer; behind a buffer the client does not read, the first wait
+    never ends. So when the time is up, or data is still waiting to be written
+    after the close, the connection of a :class:`StreamSocket` is aborted.
+
+    The close runs in a task of its own, waited for, never cancelled while the
+    connection is up: aiohttp's writers share one future to wait for the
+    buffer to drain, and cancelling a task waiting on it would cancel it for
+    every other (a stream's send under way).
+    """
+    closing = asyncio.create_task(ws.close(code=code, message=message))
+    closing.add_done_callback(_retrieve)
+    own = ws if isinstance(ws, StreamSocket) else None
+    try:
+        await asyncio.wait((closing,), timeout=timeout)
+    finally:
+        if own is not None and (not closing.done() or own.unsent()):
+            own.abort()
+    if not closing.done():  # with the connection cut, it ends at once
+        await asyncio.wait((closing,), timeout=timeout)
+        closing.cancel()
+
+
+def _retrieve(task: asyncio.Task[bool]) -> None:
+    """A close that failed has nothing to report: the connection is gone."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Session:
     def __init__(
         self,
-        ws: web.WebSocketResponse,
+        ws: StreamSocket,
         engine: Engine,
         settings: Settings,
         cid: str,
@@ -64,11 +132,49 @@ class _Session:
         loop = asyncio.get_running_loop()
         self.last_seen = loop.time()
         self._loop = loop
+        self.idle = settings.ws_idle_timeout
+        self.close_timeout = min(self.idle, CLOSE_TIMEOUT)
+        self._send_started: float | None = None  # when the send under way began
+        self._watchdog: asyncio.TimerHandle | None = None
 
     # -- sending --------------------------------------------------------------
 
     async def _send_json(self, data: dict[str, Any]) -> None:
-        await self.ws.send_str(dumps_str(data))
+        text = dumps_str(data)
+        self._send_started = self._loop.time()
+        try:
+            await self.ws.send_str(text)
+        finally:
+            self._send_started = None
+
+    def watch(self) -> None:
+        """Start the watchdog of sends: one stuck for the idle timeout drops the client.
+
+        It looks every half idle timeout while nothing is being sent, and at
+        the idle timeout of the send under way otherwise.
+        """
+        now = self._loop.time()
+        started = self._send_started
+        if started is not None and now - started >= self.idle:
+            self._watchdog = None
+            self._drop_slow()
+            return
+        delay = self.idle / 2 if started is None else started + self.idle - now
+        self._watchdog = self._loop.call_later(delay, self.watch)
+
+    def unwatch(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _drop_slow(self) -> None:
+        """Cut the connection of a client that took no frame for the idle timeout.
+
+        A close frame would wait behind the data it does not take, so the
+        connection is aborted: the send under way returns, the next one fails.
+        """
+        log.info("stream dropped: slow consumer", extra={"fields": {"context_id": self.cid}})
+        self.ws.abort()
 
     async def send(self, event: Event) -> None:
         data = event.to_json()
@@ -80,8 +186,8 @@ class _Session:
         self.last = event.version
         self.dirty = True
         if event.type == "tombstoned":
-            await self.ws.close(code=1000, message=b"tombstoned")
             self.finished = True
+            await close_within(self.ws, self.close_timeout, code=1000, message=b"tombstoned")
 
     async def send_gap(self, expected: int, actual: int) -> None:
         """Versions ``expected .. actual-1`` cannot be delivered."""
@@ -92,7 +198,7 @@ class _Session:
 
     async def send_context(self) -> None:
         """The window's figures, when every change up to them has been sent."""
-        if not self.dirty or self.finished or not self.sub.queue.empty():
+        if not self.dirty or self.finished or not self.sub.empty():
             return
         ctx = await self.engine.store.get_context(self.cid)
         if ctx is None or ctx.version != self.last:
@@ -158,6 +264,7 @@ class _Session:
     async def resync(self) -> None:
         """The subscription dropped events: read the missed ones from the store."""
         self.sub.overflowed = False
+        self.dirty = True  # a dropped `config` event changes the figures, not the version
         ctx = await self.engine.store.get_context(self.cid)
         if ctx is not None:
             await self.catch_up(ctx.version)
@@ -182,7 +289,9 @@ class _Session:
                     continue
                 now = self._loop.time()
                 if now - self.last_seen > idle:
-                    await self.ws.close(code=CLOSE_IDLE, message=b"idle timeout")
+                    await close_within(
+                        self.ws, self.close_timeout, code=CLOSE_IDLE, message=b"idle timeout"
+                    )
                     return
                 if now >= next_ping:
                     await self._send_json({"type": "ping"})
@@ -199,8 +308,8 @@ class _Session:
                     event = getter.result()
                     getter = None
                     await self.handle(event)
-                    while not self.finished and not self.sub.queue.empty():
-                        await self.handle(self.sub.queue.get_nowait())
+                    while not self.finished and not self.sub.empty():
+                        await self.handle(self.sub.get_nowait())
                     await self.send_context()
         finally:
             if getter is not None:
@@ -234,7 +343,7 @@ async def _serve(request: web.Request, cid: str, cursor: int, include: bool) -> 
     engine = request.app[ENGINE]
     streams = request.app[STREAMS]
     await engine.get_context(cid)  # 404 as plain HTTP, before upgrading
-    ws = web.WebSocketResponse(autoping=False, max_msg_size=_MAX_CLIENT_FRAME)
+    ws = StreamSocket(autoping=False, max_msg_size=_MAX_CLIENT_FRAME)
     if not ws.can_prepare(request).ok:
         raise HttpError(400, "websocket_required", "This route needs a websocket upgrade")
     with engine.bus.subscribe(cid) as sub:
@@ -242,18 +351,20 @@ async def _serve(request: web.Request, cid: str, cursor: int, include: bool) -> 
         streams.add(ws)
         session = _Session(ws, engine, request.app[SETTINGS], cid, sub, include)
         reader = asyncio.create_task(session.read_client())
+        session.watch()
         try:
             await session.start(cursor)
             await session.live(reader)
         except FastpacaError as exc:
             log.warning("stream ended: %s", exc.code, extra={"fields": {"context_id": cid}})
-            await ws.close(code=1011, message=exc.code.encode())
-        except ConnectionResetError:
+            await close_within(ws, session.close_timeout, code=1011, message=exc.code.encode())
+        except ConnectionError:  # the client reset, or was dropped as a slow consumer
             pass
         finally:
+            session.unwatch()
             streams.discard(ws)
             if not ws.closed:
-                await ws.close()
+                await close_within(ws, session.close_timeout)
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
     return ws
