@@ -44,7 +44,10 @@ async def test_a_cookie_an_upstream_sets_is_not_sent_with_the_next_request(
     assert seen == [None, None]
 
 
-def _answering(usage: dict[str, int]) -> web.Application:
+def _answering(*usages: dict[str, int]) -> web.Application:
+    """An upstream whose replies report ``usages``, one per call."""
+    reported = iter(usages)
+
     async def answer(request: web.Request) -> web.Response:
         message = {"role": "assistant", "content": "a reply of a few words"}
         return web.json_response(
@@ -53,7 +56,7 @@ def _answering(usage: dict[str, int]) -> web.Application:
                 "object": "chat.completion",
                 "model": "m",
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": usage,
+                "usage": next(reported),
             }
         )
 
@@ -95,25 +98,15 @@ async def test_the_sample_is_what_was_sent_by_the_counts_stored(tmp_path: Path) 
     """The provider's prompt count is compared with the window as sent, by
     the counts the log holds (a reply counts as the provider reported it),
     plus the rest of the request: the very figures the factor scales."""
-    prompts = iter([300, 900])  # what the provider says each prompt took
-
-    async def answer(request: web.Request) -> web.Response:
-        message = {"role": "assistant", "content": "a reply of a few words"}
-        usage = {"prompt_tokens": next(prompts), "completion_tokens": 150}  # not our count
-        return web.json_response(
-            {
-                "id": "x",
-                "object": "chat.completion",
-                "model": "m",
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-                "usage": usage,
-            }
-        )
-
+    # what the provider says each prompt took; the replies' counts are not ours
+    upstream = _answering(
+        {"prompt_tokens": 300, "completion_tokens": 150},
+        {"prompt_tokens": 900, "completion_tokens": 150},
+    )
     store = f"sqlite:///{tmp_path / 's.db'}"
     question = "a user message long enough to be worth calibrating against " * 3
     history: list[dict[str, str]] = []
-    async with proxy_before(chat_upstream(answer), store) as base:
+    async with proxy_before(upstream, store) as base:
         async with aiohttp.ClientSession() as session:
             for _ in range(2):
                 history.append({"role": "user", "content": question})
