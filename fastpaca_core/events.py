@@ -132,7 +132,8 @@ class Subscription:
 
     Read it with :meth:`get`, :meth:`get_nowait` and :meth:`empty`, which keep
     the count of buffered bytes. Past ``maxsize`` events or about ``max_bytes``
-    bytes it drops every event it holds and sets ``overflowed``: the consumer
+    bytes it drops every event it holds but the newest and sets
+    ``overflowed``: the consumer (woken by that event if it was waiting)
     clears the flag, then reads what it missed from the store.
     """
 
@@ -151,23 +152,27 @@ class Subscription:
         # keeps up pays for no estimate, and one event of any size always fits
         size = 0 if queue.empty() else event.approx_size()
         if size and self.buffered_bytes + size > self.max_bytes:
-            self._overflow()
+            self._overflow(event)
             return
         try:
             queue.put_nowait(event)
         except asyncio.QueueFull:
-            self._overflow()
+            self._overflow(event)
             return
         self._sizes.append(size)
         self.buffered_bytes += size
 
-    def _overflow(self) -> None:
-        """Drop every buffered event: the consumer re-reads them from the store."""
+    def _overflow(self, newest: Event) -> None:
+        """Drop every buffered event but ``newest``, which is kept (unmeasured,
+        as the only one) so that a consumer waiting in :meth:`get` wakes up: it
+        re-reads the dropped ones from the store."""
         self.overflowed = True
         queue = self.queue
         while not queue.empty():
             queue.get_nowait()
+        queue.put_nowait(newest)
         self._sizes.clear()
+        self._sizes.append(0)
         self.buffered_bytes = 0
 
     def _taken(self) -> None:

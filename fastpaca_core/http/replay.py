@@ -8,11 +8,9 @@ lacks something (which the stream reports as a ``gap``).
 
 It reads the store a page at a time and holds one page while its consumer
 takes the events (a stalled websocket holds it until it is dropped), so a page
-is bounded in bytes as well as rows: at most :data:`PAGE` rows and about
-:data:`PAGE_BYTES` of them, at least one. The log rows' sizes are only known
-once read, so the rows a read asks for follow the size of the rows read before
-(starting from :data:`FIRST_PAGE`); rows read past the byte bound are left for
-the next page. No read asks for more rows than there are versions left.
+is bounded in bytes as well as rows: each read of the log stops at
+:data:`PAGE` rows or at the row that brings their stored JSON to
+:data:`PAGE_BYTES` (``Store.read_messages(max_bytes=)``), at least one row.
 """
 
 from __future__ import annotations
@@ -23,11 +21,10 @@ from ..events import Event, MessageData
 from ..model import StoredMessage
 from ..stores.base import Store
 
-__all__ = ["FIRST_PAGE", "PAGE", "PAGE_BYTES", "first_seq_after", "message_event", "replay"]
+__all__ = ["PAGE", "PAGE_BYTES", "first_seq_after", "message_event", "replay"]
 
 PAGE = 500  # log rows, and stored events, a page holds at most
 PAGE_BYTES = 1024 * 1024  # about the bytes of log rows a page holds (at least one row)
-FIRST_PAGE = 16  # log rows the first read asks for, their size unknown yet
 
 
 def message_event(context_id: str, row: StoredMessage) -> Event:
@@ -60,12 +57,8 @@ async def replay(
     ``next_seq`` is the first seq whose version is above ``after_version``.
     """
     after = after_version
-    want = FIRST_PAGE
     while after < upto_version:
-        want = min(want, upto_version - after)  # one row per version at most
-        batch, bound, next_seq, want = await _page(
-            store, context_id, next_seq, after, upto_version, want
-        )
+        batch, bound, next_seq = await _page(store, context_id, next_seq, after, upto_version)
         for event in batch:
             yield event
         if bound == upto_version or not batch:
@@ -74,32 +67,19 @@ async def replay(
 
 
 async def _page(
-    store: Store, context_id: str, next_seq: int, after: int, upto: int, want: int
-) -> tuple[list[Event], int, int, int]:
-    """The events of one page, the version it ends at, the next page's first
-    seq and the rows to ask for then. Rows read past the page's end are not
-    kept (the caller holds the page while its consumer takes it)."""
-    rows = await store.read_messages(context_id, next_seq, next_seq + want - 1)
+    store: Store, context_id: str, next_seq: int, after: int, upto: int
+) -> tuple[list[Event], int, int]:
+    """The events of one page, the version it ends at and the next page's first seq."""
+    rows = await store.read_messages(context_id, next_seq, next_seq + PAGE - 1, PAGE_BYTES)
     stored = await store.read_events(context_id, after, PAGE)
     bound = upto
-    if len(rows) == want:
+    if rows:  # the read may have stopped at its bound (rows or bytes) before the log's end
         bound = min(bound, rows[-1].version)
     if len(stored) == PAGE:
         bound = min(bound, stored[-1].version)
-    batch: list[Event] = []
-    size = 0
-    for row in rows:
-        if row.version > bound:
-            break
-        event = message_event(context_id, row)
-        batch.append(event)
-        next_seq = row.seq + 1
-        size += event.approx_size()
-        if size >= PAGE_BYTES:  # enough for one page: the rest is the next one's
-            bound = row.version
-            break
+    batch = [message_event(context_id, row) for row in rows if row.version <= bound]
     if batch:
-        want = max(1, min(PAGE, PAGE_BYTES * len(batch) // max(size, 1)))
+        next_seq = rows[len(batch) - 1].seq + 1
     batch.extend(e for e in stored if e.version <= bound)
     batch.sort(key=lambda e: e.version)
-    return batch, bound, next_seq, want
+    return batch, bound, next_seq

@@ -13,14 +13,15 @@ another process sharing the PostgreSQL store) are caught up from the store.
 Close codes: 1000 after ``tombstoned``, 1001 on server shutdown, 1011 when the
 store fails, 4408 for a client silent longer than the idle timeout.
 
-Backpressure: a send waits while the client's socket buffer is full. One that
-has not completed within the idle timeout (the client took no frame for that
-long) drops the client as a slow consumer: its connection is cut, as a close
-frame would wait behind the data it does not take. A timer of the session
-finds it, not a timeout around each send, which would cost every frame of the
-clients that keep up. Meanwhile the events not sent yet wait in the
-subscription, bounded in bytes (``events.py``); past the bound they are dropped
-and read back from the store later. Every close waits a bounded time for the
+Backpressure: a send waits while the client's socket buffer is full. One
+during which the client took no byte for the idle timeout drops the client as
+a slow consumer (one still taking the bytes of a large frame, however slowly,
+is not): its connection is cut, as a close frame would wait behind the data
+it does not take. A timer of the session finds it, not a timeout around each
+send, which would cost every frame of the clients that keep up. Meanwhile the
+events not sent yet wait in the subscription, bounded in bytes
+(``events.py``); past the bound they are dropped and read back from the store
+later. Every close waits a bounded time for the
 client (:func:`close_within`), then cuts the connection.
 """
 
@@ -135,6 +136,8 @@ class _Session:
         self.idle = settings.ws_idle_timeout
         self.close_timeout = min(self.idle, CLOSE_TIMEOUT)
         self._send_started: float | None = None  # when the send under way began
+        self._unsent = -1  # the bytes waiting to be taken at the watchdog's last look
+        self._moved = 0.0  # when it last saw the client take some
         self._watchdog: asyncio.TimerHandle | None = None
 
     # -- sending --------------------------------------------------------------
@@ -148,18 +151,29 @@ class _Session:
             self._send_started = None
 
     def watch(self) -> None:
-        """Start the watchdog of sends: one stuck for the idle timeout drops the client.
+        """Start the watchdog of sends: a send under way during which the client
+        took no byte for the idle timeout drops the client. A slow reader that
+        keeps taking bytes of a large frame is not dropped.
 
-        It looks every half idle timeout while nothing is being sent, and at
-        the idle timeout of the send under way otherwise.
+        It looks every half idle timeout while nothing is being sent, and
+        every quarter while a send is under way, comparing the bytes still
+        waiting to be taken with its last look.
         """
         now = self._loop.time()
         started = self._send_started
-        if started is not None and now - started >= self.idle:
-            self._watchdog = None
-            self._drop_slow()
-            return
-        delay = self.idle / 2 if started is None else started + self.idle - now
+        if started is None:
+            self._unsent = -1
+            delay = self.idle / 2
+        else:
+            unsent = self.ws.unsent()
+            if self._unsent < 0 or unsent < self._unsent:
+                self._moved = now  # the client took bytes since the last look
+            self._unsent = unsent
+            if now - max(started, self._moved) >= self.idle:
+                self._watchdog = None
+                self._drop_slow()
+                return
+            delay = self.idle / 4
         self._watchdog = self._loop.call_later(delay, self.watch)
 
     def unwatch(self) -> None:
@@ -168,7 +182,7 @@ class _Session:
             self._watchdog = None
 
     def _drop_slow(self) -> None:
-        """Cut the connection of a client that took no frame for the idle timeout.
+        """Cut the connection of a client that took no byte for the idle timeout.
 
         A close frame would wait behind the data it does not take, so the
         connection is aborted: the send under way returns, the next one fails.

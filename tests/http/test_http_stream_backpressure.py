@@ -123,6 +123,32 @@ async def test_a_stalled_consumer_is_dropped_and_frees_its_slot(
         sock.close()
 
 
+async def test_a_slow_reader_of_a_large_frame_is_not_dropped(
+    serve: Serve, cid: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A frame that takes the client longer than the idle timeout to take in,
+    while it keeps taking bytes, is delivered whole: only no progress drops."""
+    size = 8_000_000  # more than the kernel's socket buffers hold
+    api = await serve(ws_idle_timeout=0.6, ws_ping_interval=0.2)
+    await api.create(cid, policy={"strategy": "manual"}, token_budget=10**9)
+    sock = await stalled_consumer(_port(api), f"/v1/contexts/{cid}/stream")
+    loop = asyncio.get_running_loop()
+    try:
+        with caplog.at_level(logging.INFO, logger="fastpaca.http"):
+            message = {"role": "user", "parts": [{"type": "text", "text": "z" * size}]}
+            await api.engine.append(cid, {**message, "token_count": 1})  # past the body limit
+            received = 0
+            while received < size:  # ~4 MB/s: about two seconds for the frame
+                chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), WAIT)
+                assert chunk, f"cut after {received} bytes"
+                received += len(chunk)
+                await loop.sock_sendall(sock, pong_frame())
+                await asyncio.sleep(len(chunk) / 4_000_000)
+        assert not any("slow consumer" in r.getMessage() for r in caplog.records)
+    finally:
+        sock.close()
+
+
 async def test_a_stalled_consumer_buffers_a_bounded_number_of_bytes(
     api: Api, cid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -154,9 +180,9 @@ async def test_a_consumer_that_pauses_then_reads_gets_every_event(
     overflows: list[Subscription] = []
     overflow = Subscription._overflow
 
-    def counted(sub: Subscription) -> None:
+    def counted(sub: Subscription, newest: Event) -> None:
         overflows.append(sub)
-        overflow(sub)
+        overflow(sub, newest)
 
     monkeypatch.setattr(Subscription, "_overflow", counted)
     await api.create(cid, policy={"strategy": "manual"}, token_budget=10**9)
@@ -183,8 +209,10 @@ def _spy_reads(api: Api, monkeypatch: pytest.MonkeyPatch) -> list[list[StoredMes
     original = store.read_messages
     answers: list[list[StoredMessage]] = []
 
-    async def spy(context_id: str, from_seq: int, to_seq: int) -> list[StoredMessage]:
-        rows = await original(context_id, from_seq, to_seq)
+    async def spy(
+        context_id: str, from_seq: int, to_seq: int, max_bytes: int | None = None
+    ) -> list[StoredMessage]:
+        rows = await original(context_id, from_seq, to_seq, max_bytes)
         answers.append(rows)
         return rows
 
@@ -216,10 +244,9 @@ async def test_replay_reads_pages_bounded_in_bytes(
     await fill(api, cid, 24)  # ~4.8 MB of history
     answers = _spy_reads(api, monkeypatch)
     assert await _replay_all(api, cid, 24) == list(range(1, 25))
-    # the first read guesses; the rest follow the size of the rows read
-    first, *rest = answers
-    assert len(first) <= replay_module.FIRST_PAGE and rest
-    assert max(_text_bytes(rows) for rows in rest) <= replay_module.PAGE_BYTES + BIG
+    # every read stops at the row that brings it to PAGE_BYTES
+    assert len(answers) > 1
+    assert max(_text_bytes(rows) for rows in answers) <= replay_module.PAGE_BYTES + BIG
 
 
 async def test_replay_pages_hold_at_least_one_row(
@@ -231,9 +258,7 @@ async def test_replay_pages_hold_at_least_one_row(
     monkeypatch.setattr(replay_module, "PAGE_BYTES", 100)  # smaller than any row
     answers = _spy_reads(api, monkeypatch)
     assert await _replay_all(api, cid, 6) == list(range(1, 7))
-    first, *rest = answers
-    assert len(first) <= replay_module.FIRST_PAGE
-    assert [len(rows) for rows in rest] == [1] * 5
+    assert [len(rows) for rows in answers if rows] == [1] * 6
 
 
 async def test_a_client_reset_during_a_stalled_send_is_no_server_error(
@@ -304,9 +329,14 @@ async def test_subscription_is_bounded_in_bytes() -> None:
         assert (await sub.get()).version == 1
         bus.publish([message(v, "x" * 3000) for v in range(2, 5)])
         assert sub.queue.qsize() == 3 and not sub.overflowed
-        bus.publish([message(5, "x" * 3000)])  # past the bound: dropped, with the rest
-        assert sub.overflowed and sub.empty()
+        bus.publish([message(5, "x" * 3000)])  # past the bound: the rest dropped
+        assert sub.overflowed and sub.queue.qsize() == 1  # the newest kept, to wake a getter
+        assert sub.get_nowait().version == 5 and sub.empty()
         sub.overflowed = False  # as the consumer does before reading the store
         bus.publish([message(v, "x" * 3000) for v in range(6, 9)])
         assert [sub.get_nowait().version for _ in range(3)] == [6, 7, 8]
         assert sub.empty() and not sub.overflowed
+        waiting = asyncio.ensure_future(sub.get())  # a consumer waiting for the next event
+        await asyncio.sleep(0)
+        bus.publish([message(9, "x" * 3000), message(10, "x" * 9000)])  # overflows at once
+        assert (await asyncio.wait_for(waiting, 1)).version == 10 and sub.overflowed
