@@ -78,7 +78,10 @@ class Settings:
     )
     ws_idle_timeout: float = field(
         default=90.0,
-        metadata=_opt("FASTPACA_WS_IDLE_TIMEOUT", "drop a websocket client silent this long (s)"),
+        metadata=_opt(
+            "FASTPACA_WS_IDLE_TIMEOUT",
+            "drop a websocket client silent this long (s), or taking no byte of a frame",
+        ),
     )
     shutdown_timeout: float = field(
         default=10.0,
