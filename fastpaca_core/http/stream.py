@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -55,6 +56,13 @@ CLOSE_TIMEOUT = 10.0  # s a close waits for the client's answer at most (aiohttp
 # the shutdown timeout): the close frame is out at once, the answer is a courtesy
 SHUTDOWN_CLOSE_TIMEOUT = 1.0
 _MAX_CLIENT_FRAME = 64 * 1024
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ  # bytes in a socket's send queue (SIOCOUTQ)
+else:
+    _OUTQ = None
 
 
 class StreamSocket(web.WebSocketResponse):
@@ -72,8 +80,24 @@ class StreamSocket(web.WebSocketResponse):
             self.transport.abort()
 
     def unsent(self) -> int:
-        """The bytes written but not yet taken by the client's socket."""
-        return 0 if self.transport is None else self.transport.get_write_buffer_size()
+        """The bytes written but not yet taken by the client: in the transport's
+        buffer and, on Linux, in the kernel's send queue (``TIOCOUTQ``), which a
+        client reading slowly drains long before the kernel takes more from the
+        transport (it waits for much of its buffer, megabytes, to be free)."""
+        transport = self.transport
+        if transport is None:
+            return 0
+        unsent = transport.get_write_buffer_size()
+        sock = transport.get_extra_info("socket")
+        outq = _OUTQ
+        fd = -1 if outq is None or sock is None else sock.fileno()
+        if outq is None or fd < 0:  # not Linux, or the socket is closed already
+            return unsent
+        try:
+            queued = fcntl.ioctl(fd, outq, b"\0\0\0\0")
+        except OSError:
+            return unsent  # the socket is gone: the transport's buffer is all there is
+        return unsent + int.from_bytes(queued, sys.byteorder, signed=True)
 
 
 async def close_within(
