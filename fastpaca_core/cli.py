@@ -209,13 +209,18 @@ def _worker_main(settings: Settings, worker: int, parent: int, opened: Any) -> N
 def _reserve_port(host: str, port: int) -> socket.socket:
     if not hasattr(socket, "SO_REUSEPORT"):
         raise ValidationError("workers", "more than one worker needs SO_REUSEPORT (Linux, BSD)")
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
+    from .http.runner import listen_error
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise listen_error(host, port, exc) from exc
     return sock
 
 
@@ -237,7 +242,11 @@ def _supervise(settings: Settings, count: int) -> int:
     from . import http  # noqa: F401
 
     load_encoding()
-    reserved = _reserve_port(settings.host, settings.port)
+    try:
+        reserved = _reserve_port(settings.host, settings.port)
+    except FastpacaError as exc:  # the port is taken, the host does not resolve...
+        log.error("cannot start", extra={"fields": {"error": exc.code, "reason": str(exc)}})
+        return 1
     settings = dataclasses.replace(settings, port=reserved.getsockname()[1], workers=1)
     context = (  # fork shares the imported code and the encoding with the workers
         multiprocessing.get_context("fork")

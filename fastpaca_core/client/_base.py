@@ -40,6 +40,7 @@ class ClientBase(abc.ABC, Generic[TransportT]):
     ) -> None:
         retry = RetryPolicy(max_retries=max_retries, backoff=backoff, max_backoff=max_backoff)
         self._api = Api(Config.make(base_url, api_key, retry))
+        self._timeout = timeout
         self._open(transport, timeout)
 
     @abc.abstractmethod
@@ -103,6 +104,7 @@ class ContextBase(Generic[C]):
             include_messages=include_messages,
             include_pings=include_pings,
             heartbeat=heartbeat,
+            connect_timeout=self._client._timeout,
         )
 
     def __repr__(self) -> str:

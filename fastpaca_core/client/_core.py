@@ -13,6 +13,7 @@ their own transport (``httpx.Client`` + ``time.sleep``, or
 
 from __future__ import annotations
 
+import math
 import random
 import uuid
 from collections.abc import Generator, Mapping, Sequence
@@ -24,6 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
+from ..errors import ValidationError
 from ..jsonutil import JSONError, dumps, loads
 from ._errors import ConnectionFailed, error_from_response
 from ._types import (
@@ -87,8 +89,28 @@ def new_key() -> str:
     return str(uuid.uuid4())
 
 
+def _check_finite(body: Any) -> None:
+    """Refuse NaN and infinities, which JSON cannot hold (orjson would send them
+    as ``null``, so a ``trigger_ratio`` of NaN would silently be left out)."""
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValidationError("body", f"holds {value!r}, which JSON cannot carry")
+        if isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, (list, tuple)):
+            stack.extend(value)
+
+
 def context_path(context_id: str) -> str:
-    return f"/v1/contexts/{quote(context_id, safe='')}"
+    """``/v1/contexts/{id}``, the id percent-encoded; the ids ``.`` and ``..``
+    (valid ones) with their dots encoded too, or the URL would resolve them
+    as path segments and reach another route."""
+    encoded = quote(context_id, safe="")
+    if encoded in (".", ".."):
+        encoded = encoded.replace(".", "%2E")
+    return f"/v1/contexts/{encoded}"
 
 
 def retry_after(response: httpx.Response) -> float | None:
@@ -156,7 +178,8 @@ class Api:
         headers = dict(self._headers)
         content: bytes | None = None
         if body is not None:
-            content = dumps(body)
+            content = dumps(body)  # first: it refuses a cycle, which the walk would not end
+            _check_finite(body)
             headers["content-type"] = "application/json"
         if idempotency_key is not None:
             headers["idempotency-key"] = idempotency_key

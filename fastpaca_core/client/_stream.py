@@ -52,8 +52,10 @@ class EventStream:
         include_messages: bool = True,
         include_pings: bool = False,
         heartbeat: float | None = 30.0,
+        connect_timeout: float = 30.0,
     ) -> None:
         self._url = url
+        self._connect_timeout = connect_timeout
         self._context_id = context_id
         self._headers = headers
         self._cursor_source = cursor
@@ -169,9 +171,13 @@ class EventStream:
                 "include_messages": "true" if self._include_messages else "false",
             }
             try:
-                self._ws = await self._session.ws_connect(
-                    self._url, params=params, heartbeat=self._heartbeat
+                # a handshake bounded by the client's timeout (aiohttp's own is 300 s);
+                # no bound on an event's size: a stored message may be larger than
+                # aiohttp's default 4 MiB (the proxy stores prompts of up to 32 MiB)
+                connecting = self._session.ws_connect(
+                    self._url, params=params, heartbeat=self._heartbeat, max_msg_size=0
                 )
+                self._ws = await asyncio.wait_for(connecting, self._connect_timeout)
             except aiohttp.WSServerHandshakeError as exc:
                 if exc.status not in (429, 502, 503, 504):
                     raise error_from_response(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 from contextlib import suppress
 from http import HTTPStatus
@@ -24,9 +25,10 @@ from aiohttp.http_exceptions import BadHttpMethod
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from ..errors import ValidationError
 from .errors import error_response
 
-__all__ = ["Runner", "run"]
+__all__ = ["Runner", "listen_error", "run"]
 
 log = logging.getLogger("fastpaca.http")
 
@@ -141,13 +143,24 @@ async def _serve(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port, reuse_port=reuse_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:  # a port in use, a host that does not resolve...
+            raise listen_error(host, port, exc) from exc
         names = ", ".join(sorted(str(s.name) for s in runner.sites))
         print(f"======== Running on {names} ========\n(Press CTRL+C to quit)")
         while True:
             await asyncio.sleep(3600)
     finally:
         await runner.cleanup()
+
+
+def listen_error(host: str, port: int, exc: OSError) -> ValidationError:
+    """Why the server cannot listen on ``host:port``, as ``serve`` reports it
+    (``cannot start``, one log line, exit code 1)."""
+    field = "host" if isinstance(exc, socket.gaierror) else "port"
+    reason = exc.strerror or str(exc)
+    return ValidationError(field, f"cannot listen on {host or '*'}:{port}: {reason}")
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

@@ -156,7 +156,7 @@ def to_fastpaca(
     exclude = {"content", "type", *_IN_PARTS.get(kind, ())}
     try:
         fields = message.model_dump(mode="json", exclude=exclude, exclude_defaults=True)
-    except PydanticSerializationError as exc:
+    except (PydanticSerializationError, ValueError) as exc:  # ValueError: bytes not UTF-8
         raise TypeError(f"a {type(message).__name__} field is not JSON-serialisable") from exc
     sidecar: dict[str, Any] = {"type": kind}
     if fields:

@@ -185,5 +185,11 @@ def pinging_server(tmp_path: Path) -> Iterator[Server]:
 
 
 @pytest.fixture
+def roomy_server(tmp_path: Path) -> Iterator[Server]:
+    """A server taking request bodies of up to 16 MiB (messages past 4 MiB)."""
+    yield from _serve(tmp_path, max_body_bytes=16 * 1024 * 1024)
+
+
+@pytest.fixture
 def cid() -> str:
     return f"ctx-{uuid.uuid4().hex[:12]}"

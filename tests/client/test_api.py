@@ -279,3 +279,33 @@ async def test_api_key(secured_server: Server, make_client: MakeClient, cid: str
     client = make_client(f"{secured_server.url}/v1", api_key="test-key")
     ctx = await done(client.context(cid, create=True))
     assert (await done(ctx.append(text("user", "authorised")))).seq == 1
+
+
+@pytest.mark.parametrize("dots", [".", ".."])
+async def test_ids_made_of_dots_reach_their_own_context(
+    server: Server, make_client: MakeClient, dots: str
+) -> None:
+    """``.`` and ``..`` are valid ids; left unencoded in the URL they would be
+    resolved as path segments and reach another route."""
+    client = make_client(server.url)
+    ctx = await done(client.context(dots, budget=10_000))
+    assert ctx.id == dots
+    assert (await done(ctx.append(text("user", "dotted")))).seq == 1
+    assert [m["parts"][0]["text"] for m in await done(ctx.tail())] == ["dotted"]
+    assert [m["seq"] for m in await done(ctx.messages())] == [1]
+    assert len((await done(ctx.context())).messages) == 1
+    assert (await done(client.get_context(dots))).id == dots
+    other = await done(client.context("context", budget=10_000))  # what "." + "/context" would hit
+    assert await done(other.tail()) == []
+
+
+async def test_numbers_json_cannot_carry_are_refused(
+    server: Server, make_client: MakeClient, cid: str
+) -> None:
+    client = make_client(server.url)
+    with pytest.raises(ValidationError, match="nan"):
+        await done(client.context(cid, trigger=float("nan")))
+    ctx = await done(client.context(cid, budget=10_000))
+    with pytest.raises(ValidationError, match="inf"):
+        await done(ctx.append(text("user", "x", metadata={"score": float("inf")})))
+    assert await done(ctx.tail()) == []  # nothing was sent

@@ -10,6 +10,7 @@ import pytest
 from fastpaca_core.client import (
     AsyncClient,
     Client,
+    ConnectionFailed,
     ContextNotFound,
     EventStream,
     StreamEvent,
@@ -160,3 +161,44 @@ async def test_a_timed_out_read_leaves_the_stream_usable(client: AsyncClient, ci
         await ctx.append(text("user", "later"))
         assert [e.seq for e in await take(events, 1)] == [1]
         assert events.reconnects == 0
+
+
+async def test_an_event_larger_than_4_mib_is_delivered(roomy_server: Server, cid: str) -> None:
+    """aiohttp refuses websocket messages past 4 MiB by default; a stored
+    message may be larger (the proxy takes prompts of up to 32 MiB)."""
+    async with AsyncClient(roomy_server.url, backoff=0.01, max_retries=0) as client:
+        ctx = await client.context(cid, policy={"strategy": "manual", "config": {}})
+        await ctx.append(text("user", "z" * (5 * 1024 * 1024)))
+        async with ctx.stream(cursor=0) as events:
+            (event,) = await take(events, 1)
+    assert event.type == "message" and event.message is not None
+    assert len(event.message["parts"][0]["text"]) == 5 * 1024 * 1024
+
+
+async def test_a_handshake_that_never_answers_fails_within_the_client_timeout(
+    cid: str,
+) -> None:
+    """A server that takes the connection and never answers: the stream gives
+    up after the client's timeout per attempt, not aiohttp's 300 s."""
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read()  # never answers; returns when the client goes
+
+    mute = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = mute.sockets[0].getsockname()[1]
+    try:
+        async with AsyncClient(f"http://127.0.0.1:{port}", timeout=0.3, max_retries=1) as client:
+            ctx = await client.context(cid)  # no option: no request
+            with pytest.raises(ConnectionFailed):
+                async with ctx.stream(cursor=0) as events:
+                    await asyncio.wait_for(events.__anext__(), timeout=20)
+        assert len(writers) == 2  # the first attempt and its one retry
+    finally:
+        mute.close()
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+        await mute.wait_closed()

@@ -156,3 +156,26 @@ def test_the_event_loop_follows_the_setting_and_the_store(
         assert ("uvloop" in type(loop).__module__) == (runs_on == "uvloop")
     finally:
         loop.close()
+
+
+@pytest.mark.parametrize("taken", ["port", "host"])
+def test_serve_that_cannot_listen_says_so_in_one_line(tmp_path: Path, taken: str) -> None:
+    """A port in use or a host that does not resolve: one ``cannot start``
+    line and exit code 1, as for a store that cannot be opened; no traceback."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        host = "127.0.0.1" if taken == "port" else "no-such-host.invalid"
+        done = subprocess.run(
+            [sys.executable, "-m", "fastpaca_core.cli", "serve", "--host", host]
+            + ["--port", str(port), "--store", f"sqlite:///{tmp_path / 'x.db'}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr, done.stderr
+    (line,) = [loads(x) for x in done.stderr.splitlines() if '"cannot start"' in x]
+    assert line["level"] == "error" and line["reason"].startswith(f"{taken}: cannot listen")

@@ -160,6 +160,8 @@ def test_unknown_message_types_and_non_json_values_are_refused() -> None:
         to_fastpaca(RemoveMessage(id="x"))
     with pytest.raises(TypeError, match="JSON"):
         to_fastpaca(ToolMessage("x", tool_call_id="c", artifact=object()))
+    with pytest.raises(TypeError, match="JSON"):  # bytes that are not UTF-8 text
+        to_fastpaca(AIMessage("x", additional_kwargs={"audio": b"\x00\xff"}))
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
