@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -107,6 +107,8 @@ def context_path(context_id: str) -> str:
     """``/v1/contexts/{id}``, the id percent-encoded; the ids ``.`` and ``..``
     (valid ones) with their dots encoded too, or the URL would resolve them
     as path segments and reach another route."""
+    if not isinstance(context_id, str) or not context_id:
+        raise ValidationError("context_id", "must be a non-empty string")
     encoded = quote(context_id, safe="")
     if encoded in (".", ".."):
         encoded = encoded.replace(".", "%2E")
@@ -140,8 +142,23 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
+def _object(value: object, field: str) -> dict[str, Any]:
+    """``value`` as a dict to send; anything but a mapping is refused here."""
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be an object (a mapping), not {type(value).__name__}")
+    return dict(value)
+
+
+def _objects(values: object, field: str) -> list[dict[str, Any]]:
+    """A list of objects to send: ``values`` must be a list (any iterable but a
+    mapping or a string) of mappings."""
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Iterable):
+        raise ValidationError(field, "must be a list of objects")
+    return [_object(value, field) for value in values]
+
+
 def _message(message: Mapping[str, Any], token_count: int | None) -> dict[str, Any]:
-    out = dict(message)
+    out = _object(message, "message")
     if token_count is not None:
         out["token_count"] = token_count
     return out
@@ -233,7 +250,7 @@ class Api:
             token_budget=budget,
             trigger_ratio=trigger,
             policy=None if policy is None else dict(policy),
-            metadata=None if metadata is None else dict(metadata),
+            metadata=None if metadata is None else _object(metadata, "metadata"),
         )
         data = yield from self.call(
             "PUT", context_path(context_id), body=body, context_id=context_id
@@ -249,7 +266,7 @@ class Api:
 
     def update_metadata(self, context_id: str, metadata: Mapping[str, Any]) -> Op[ContextInfo]:
         path = f"{context_path(context_id)}/metadata"
-        body = {"metadata": dict(metadata)}
+        body = {"metadata": _object(metadata, "metadata")}
         data = yield from self.call("PATCH", path, body=body, context_id=context_id)
         return ContextInfo.from_json(data)
 
@@ -287,7 +304,7 @@ class Api:
         if_version: int | None = None,
         idempotency_key: str | None = None,
     ) -> Op[BatchAppendResult]:
-        body = _present(messages=[dict(m) for m in messages], if_version=if_version)
+        body = _present(messages=_objects(messages, "messages"), if_version=if_version)
         data = yield from self.call(
             "POST",
             f"{context_path(context_id)}/messages",
@@ -342,7 +359,9 @@ class Api:
         idempotency_key: str | None = None,
     ) -> Op[CompactResult]:
         body = _present(
-            replacement=[dict(m) for m in replacement], if_version=if_version, up_to_seq=up_to_seq
+            replacement=_objects(replacement, "replacement"),
+            if_version=if_version,
+            up_to_seq=up_to_seq,
         )
         data = yield from self.call(
             "POST",

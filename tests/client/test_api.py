@@ -309,3 +309,25 @@ async def test_numbers_json_cannot_carry_are_refused(
     with pytest.raises(ValidationError, match="inf"):
         await done(ctx.append(text("user", "x", metadata={"score": float("inf")})))
     assert await done(ctx.tail()) == []  # nothing was sent
+
+
+async def test_arguments_of_the_wrong_shape_are_refused_before_sending(
+    server: Server, make_client: MakeClient, cid: str
+) -> None:
+    client = make_client(server.url)
+    ctx = await done(client.context(cid, budget=10_000))
+    bad: list[tuple[str, Callable[[], Any]]] = [
+        ("message", lambda: ctx.append([text("user", "a")])),  # type: ignore[arg-type]
+        ("message", lambda: ctx.append("hello")),  # type: ignore[arg-type]
+        ("messages", lambda: ctx.append_batch(text("user", "a"))),  # a mapping, not a list
+        ("messages", lambda: ctx.append_batch(["hello"])),  # type: ignore[list-item]
+        ("replacement", lambda: ctx.compact("summary")),  # type: ignore[arg-type]
+        ("metadata", lambda: ctx.update_metadata(["k", "v"])),  # type: ignore[arg-type]
+        ("context_id", lambda: client.get_context("")),
+        ("context_id", lambda: client.get_context(7)),  # type: ignore[arg-type]
+    ]
+    for field, call in bad:
+        with pytest.raises(ValidationError) as raised:
+            await done(call())
+        assert raised.value.field == field
+    assert await done(ctx.tail()) == []  # nothing was stored
