@@ -57,7 +57,7 @@ from .results import (
     encode_cursor,
     encode_version_cursor,
 )
-from .stores.base import Store, Tx
+from .stores.base import Store, Tx, read_capped
 from .tokens import TokenCounter
 from .window import WindowItem, fit, items_of
 
@@ -331,9 +331,7 @@ class Engine:
         """The log rows ``first..last`` (both included) that exist, oldest first;
         with ``max_bytes``, up to the row that brings their JSON to that size
         (see :meth:`Store.read_messages`)."""
-        if max_bytes is None:  # as a store written before the keyword existed is called
-            return await self.store.read_messages(context_id, first, last)
-        return await self.store.read_messages(context_id, first, last, max_bytes)
+        return await read_capped(self.store, context_id, first, last, max_bytes)
 
     # -- the LLM context ------------------------------------------------------
 

@@ -33,7 +33,7 @@ from prometheus_client.utils import floatToGoString
 
 from ..events import Event, EventBus, MessageData
 from ..model import ContextRecord, StoredMessage, SummaryRecord
-from ..stores.base import Op, Store
+from ..stores.base import Op, Store, read_capped
 
 __all__ = ["MeteredBus", "Metrics", "TimedStore"]
 
@@ -285,9 +285,7 @@ class TimedStore(Store):
     ) -> list[StoredMessage]:
         started = time.perf_counter()
         try:
-            if max_bytes is None:  # as a store written before the keyword existed is called
-                return await self.inner.read_messages(context_id, from_seq, to_seq)
-            return await self.inner.read_messages(context_id, from_seq, to_seq, max_bytes)
+            return await read_capped(self.inner, context_id, from_seq, to_seq, max_bytes)
         finally:
             self._observe("read_messages", started)
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 from ..events import Event, MessageData
 from ..model import StoredMessage
-from ..stores.base import Store
+from ..stores.base import Store, read_capped
 
 __all__ = ["PAGE", "PAGE_BYTES", "first_seq_after", "message_event", "replay"]
 
@@ -70,7 +70,7 @@ async def _page(
     store: Store, context_id: str, next_seq: int, after: int, upto: int
 ) -> tuple[list[Event], int, int]:
     """The events of one page, the version it ends at and the next page's first seq."""
-    rows = await store.read_messages(context_id, next_seq, next_seq + PAGE - 1, PAGE_BYTES)
+    rows = await read_capped(store, context_id, next_seq, next_seq + PAGE - 1, PAGE_BYTES)
     stored = await store.read_events(context_id, after, PAGE)
     bound = upto
     if rows:  # the read may have stopped at its bound (rows or bytes) before the log's end

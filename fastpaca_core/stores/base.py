@@ -20,6 +20,7 @@ lease whose holder stopped renewing it expires after its TTL.
 from __future__ import annotations
 
 import abc
+import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,7 +31,15 @@ from ..errors import ValidationError
 from ..events import Event
 from ..model import ContextRecord, StoredMessage, SummaryRecord
 
-__all__ = ["IdempotencyRecord", "Op", "Store", "Tx", "open_store", "tenant_range"]
+__all__ = [
+    "IdempotencyRecord",
+    "Op",
+    "Store",
+    "Tx",
+    "open_store",
+    "read_capped",
+    "tenant_range",
+]
 
 T = TypeVar("T")
 
@@ -189,6 +198,40 @@ class Store(abc.ABC):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def read_capped(
+    store: Store, context_id: str, from_seq: int, to_seq: int, max_bytes: int | None
+) -> list[StoredMessage]:
+    """:meth:`Store.read_messages`, capped at ``max_bytes`` where the store takes
+    the cap: a store written before the keyword existed (three arguments) reads
+    the whole range, which its callers (pages, replay) take as one part."""
+    if max_bytes is None or not _takes_max_bytes(type(store)):
+        return await store.read_messages(context_id, from_seq, to_seq)
+    return await store.read_messages(context_id, from_seq, to_seq, max_bytes)
+
+
+_TAKES_MAX_BYTES: dict[type[Store], bool] = {}
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _takes_max_bytes(kind: type[Store]) -> bool:
+    known = _TAKES_MAX_BYTES.get(kind)
+    if known is None:
+        try:
+            params = inspect.signature(kind.read_messages).parameters.values()
+        except (TypeError, ValueError):  # no signature to read: assume the current one
+            known = True
+        else:
+            known = (
+                any(
+                    p.name == "max_bytes" or p.kind is inspect.Parameter.VAR_POSITIONAL
+                    for p in params
+                )
+                or sum(p.kind in _POSITIONAL for p in params) >= 5
+            )  # self and four
+        _TAKES_MAX_BYTES[kind] = known
+    return known
 
 
 def window_start(ctx: ContextRecord, tail: int) -> int:

@@ -588,3 +588,24 @@ async def test_a_read_of_the_log_stops_at_a_size(engine: Engine) -> None:
     assert [m.to_json() for m in await engine.read_log("big", 1, 6, 5_300)] == [
         m.to_json() for m in every[:3]
     ]
+
+
+async def test_a_store_without_the_size_cap_reads_whole_ranges() -> None:
+    """A store written before ``max_bytes`` existed (three arguments) still
+    serves capped reads (pages, replay, the timed wrapper): the whole range."""
+    from fastpaca_core.http.metrics import Metrics, TimedStore
+    from fastpaca_core.model import StoredMessage
+    from fastpaca_core.stores.memory import MemoryStore
+
+    class Legacy(MemoryStore):
+        async def read_messages(  # type: ignore[override]
+            self, context_id: str, from_seq: int, to_seq: int
+        ) -> list[StoredMessage]:
+            return await super().read_messages(context_id, from_seq, to_seq)
+
+    for store in (Legacy(), TimedStore(Legacy(), Metrics())):
+        engine = Engine(store)
+        await engine.put_context("old", policy={"strategy": "manual"})
+        await engine.append_batch("old", [text("user", "x" * n) for n in (5_000, 5_000, 10)])
+        assert [m.seq for m in await engine.read_log("old", 1, 3, 100)] == [1, 2, 3]
+        assert [m.seq for m in await engine.read_log("old", 2, 3)] == [2, 3]
