@@ -234,14 +234,43 @@ async def _prepare(
     )
 
 
-async def _count(engine: Engine, turn: _Turn) -> tuple[list[Message], int, int]:
+def _count_later(engine: Engine, turn: _Turn) -> asyncio.Future[list[int]] | None:
+    """The count of a turn not counted before it was sent, started now and run
+    once the request has gone out, while the upstream works (the event loop
+    would only wait), not after the reply came. None when the turn is counted."""
+    if turn.counted:
+        return None
+
+    async def count() -> list[int]:
+        # one step later: the request's body is written by a task aiohttp starts
+        # after this one (Python < 3.12), which goes first
+        await asyncio.sleep(0)
+        return await engine.tokens.acount_fresh(turn.new)
+
+    return asyncio.ensure_future(count())
+
+
+def _drop_count(counting: asyncio.Future[list[int]] | None) -> None:
+    """A count no one awaits (the call failed): stopped, or its outcome taken."""
+    if counting is None:
+        return
+    if not counting.done():
+        counting.cancel()
+    elif not counting.cancelled():
+        counting.exception()  # taken: a failed count is no "never retrieved" warning
+
+
+async def _count(
+    engine: Engine, turn: _Turn, counting: asyncio.Future[list[int]] | None = None
+) -> tuple[list[Message], int, int]:
     """The new turn with its token counts, and the window's tokens with it:
-    calibrated, and ours. A turn not counted before it was sent is counted now."""
+    calibrated, and ours. A turn not counted before it was sent is counted now,
+    or taken from ``counting`` (``_count_later``)."""
     if turn.counted:
         counts = [m.token_count or 0 for m in turn.new]
         return turn.new, turn.used_tokens, turn.base_tokens + sum(counts)
     try:
-        counts = await engine.tokens.acount_fresh(turn.new)
+        counts = await (counting or engine.tokens.acount_fresh(turn.new))
     except Exception:  # noqa: BLE001 - no thread to count on (shutting down): count here
         counts = [engine.tokens.count_fresh(m) for m in turn.new]
     new = [m.with_tokens(c) for m, c in zip(turn.new, counts, strict=True)]
@@ -255,6 +284,7 @@ async def _store(
     turn: _Turn,
     reply: Message,
     usage: Usage,
+    counting: asyncio.Future[list[int]] | None = None,
 ) -> tuple[AppendResult | None, int]:
     """Append the turn (with the reply) and, in the same write, what the
     provider's prompt count teaches the context's calibration. Returns the
@@ -270,7 +300,7 @@ async def _store(
         # a count no 64-bit column holds: ours instead, as for any message
         fits = 0 <= completion <= MAX_INT
         reply = reply.with_tokens(completion) if fits else replace(reply, token_count=None)
-    new, used, ours = await _count(engine, turn)
+    new, used, ours = await _count(engine, turn, counting)
     # what the upstream was sent, by our count: the window as stored and counted
     # (the counts the calibration factor scales) and the rest of the request
     sample = usage_sample(ours + turn.reserved_tokens, usage.prompt_tokens)
@@ -354,6 +384,7 @@ async def _forward(
     hide: bool,
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
+    counting = _count_later(engine, turn)
     try:
         async with upstream.session.post(
             url, data=_body(payload), headers=headers, allow_redirects=False
@@ -362,9 +393,14 @@ async def _forward(
                 return await _relay_stream(request, engine, adapter, context_id, turn, resp, hide)
             data = await resp.read()
     except TimeoutError as exc:
+        _drop_count(counting)
         return _timeout(request, adapter, exc)
     except aiohttp.ClientError as exc:
+        _drop_count(counting)
         return _unreachable(adapter, exc)
+    except BaseException:
+        _drop_count(counting)
+        raise
     version, used = turn.ctx.version, None
     if 200 <= resp.status < 300:
         try:
@@ -372,11 +408,11 @@ async def _forward(
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored, used = await _store(engine, context_id, turn, reply, usage)
+            stored, used = await _store(engine, context_id, turn, reply, usage, counting)
             if stored is not None:
                 version, used = stored.version, stored.used_tokens or used
     if used is None:  # nothing stored: the window as sent
-        _, used, _ = await _count(engine, turn)
+        _, used, _ = await _count(engine, turn, counting)
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, version, used))
     return web.Response(status=resp.status, body=data, headers=out_headers)

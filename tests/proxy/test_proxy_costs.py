@@ -8,8 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
+from aiohttp import web
 
 from fastpaca_core.jsonutil import dumps_str
 from fastpaca_core.model import ContextRecord, Message, StoredMessage, calibrated
@@ -20,7 +22,7 @@ from fastpaca_proxy.calibration import estimate_prompt_tokens
 from fastpaca_proxy.fake_upstream import ErrorReply
 from fastpaca_proxy.turns import align, tail_match, tail_size
 
-from .support import OPENAI_MODEL, Stack, run_stack
+from .support import OPENAI_MODEL, Stack, chat_upstream, proxy_before, run_stack
 
 TEXTS = [
     "",
@@ -336,3 +338,47 @@ def test_a_deferred_count_that_cannot_go_to_a_thread_is_taken_inline(
         )
         assert raw.http_response.status_code == 200
         assert stack.log("t")[0]["token_count"] == expected
+
+
+async def test_a_deferred_count_runs_while_the_upstream_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count a non-streamed turn defers is taken once the request has gone
+    out, while the upstream works, not after its reply came (it would add to
+    every call's latency)."""
+    events: list[str] = []
+    real_pieces = TokenCounter._count_pieces
+
+    def pieces(self: TokenCounter, texts: Any) -> int:
+        events.extend("count" for text in texts if text.startswith("needle"))
+        return real_pieces(self, texts)
+
+    async def answer(request: web.Request) -> web.Response:
+        events.append("upstream has the request")
+        await asyncio.sleep(0.2)
+        events.append("upstream answers")
+        message = {"role": "assistant", "content": "a reply"}
+        return web.json_response(
+            {
+                "id": "x",
+                "object": "chat.completion",
+                "model": "m",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            }
+        )
+
+    text = "needle, counted while the upstream works " + "word " * 30
+    expected = TokenCounter().count_fresh(Message("user", [{"type": "text", "text": text}]))
+    monkeypatch.setattr(TokenCounter, "_count_pieces", pieces)
+    store = f"sqlite:///{tmp_path / 'w.db'}"
+    async with proxy_before(chat_upstream(answer), store) as base:
+        async with aiohttp.ClientSession() as session:
+            body = {"model": "m", "messages": [{"role": "user", "content": text}]}
+            url = f"{base}/v1/contexts/w/openai/chat/completions"
+            async with session.post(url, json=body) as resp:
+                assert resp.status == 200
+            async with session.get(f"{base}/v1/contexts/w/tail") as resp:
+                log = (await resp.json())["messages"]
+    assert events.index("count") < events.index("upstream answers")
+    assert events.count("count") == 1
+    assert log[0]["token_count"] == expected
