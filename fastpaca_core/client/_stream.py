@@ -192,8 +192,13 @@ class EventStream:
 
 
 def _handshake_body(exc: aiohttp.WSServerHandshakeError) -> dict[str, Any]:
+    """The error a refused handshake stands for. aiohttp keeps no body of the
+    refusal (its own message is "Invalid response status"): the server's words
+    for the refusals it makes, the status for any other."""
     codes = {404: "context_not_found", 401: "unauthorized"}
-    return {"error": codes.get(exc.status, ""), "message": exc.message}
+    messages = {401: "Missing or invalid API key"}
+    message = messages.get(exc.status, f"HTTP {exc.status}: the event stream was refused")
+    return {"error": codes.get(exc.status, ""), "message": message}
 
 
 class SyncEventStream:

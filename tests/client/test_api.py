@@ -279,6 +279,11 @@ async def test_api_key(secured_server: Server, make_client: MakeClient, cid: str
     client = make_client(f"{secured_server.url}/v1", api_key="test-key")
     ctx = await done(client.context(cid, create=True))
     assert (await done(ctx.append(text("user", "authorised")))).seq == 1
+    if isinstance(wrong, AsyncClient):  # the event stream's handshake: the same refusal
+        with pytest.raises(Unauthorized) as streamed:
+            async with (await wrong.context(cid)).stream(cursor=0) as events:
+                await events.__anext__()
+        assert str(streamed.value) == str(refused.value) == "Missing or invalid API key"
 
 
 @pytest.mark.parametrize("dots", [".", ".."])
