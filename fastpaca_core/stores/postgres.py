@@ -41,6 +41,7 @@ store's own writes apart).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -79,6 +80,7 @@ __all__ = ["PostgresStore"]
 
 R = TypeVar("R")
 _MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
+_NAME_MAX = 63  # bytes in a PostgreSQL name (a schema, a channel)
 _RETRIES = 5  # for serialisation failures, deadlocks, a lost insert race
 _KNOWN_ROWS = 1024  # context rows kept as last written (the contexts in use)
 _CONTENDED_FOR = 1.0  # seconds a context that lost an optimistic race is written locked
@@ -108,6 +110,16 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
 )
 
 
+def _channel(schema: str | None) -> str:
+    """The NOTIFY channel of a schema's processes. A name is at most
+    ``_NAME_MAX`` bytes (``pg_notify`` refuses a longer one): a long schema
+    name's channel is named by its digest."""
+    channel = f"fastpaca_{schema or 'public'}"
+    if len(channel.encode()) <= _NAME_MAX:
+        return channel
+    return f"fastpaca_{hashlib.sha256(channel.encode()).hexdigest()[:40]}"
+
+
 def _split_url(url: str) -> tuple[str, str | None]:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -115,6 +127,9 @@ def _split_url(url: str) -> tuple[str, str | None]:
     rest = [(k, v) for k, v in query if k != "schema"]
     if schema is not None and not schema.replace("_", "").isalnum():
         raise ValidationError("store", "the schema name must be letters, digits and _")
+    if schema is not None and len(schema.encode()) > _NAME_MAX:
+        # PostgreSQL would cut a longer name short, and another such name to the same one
+        raise ValidationError("store", f"the schema name must be at most {_NAME_MAX} bytes")
     dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
     return dsn, schema
 
@@ -236,7 +251,7 @@ class PostgresStore(Store):
         self._max_size = max_size
         self.timeout = timeout or DEFAULT_TIMEOUT
         self._pool: asyncpg.Pool | None = None
-        self.channel = f"fastpaca_{self.schema or 'public'}"
+        self.channel = _channel(self.schema)
         self._token = uuid.uuid4().hex
         self._notifier = Notifier(self._send_hints, self._token)
         self._group = GroupWriter(self._send_group)
@@ -250,14 +265,23 @@ class PostgresStore(Store):
     async def open(self) -> None:
         if self._pool is not None:
             return
-        settings = {"search_path": self.schema} if self.schema else None
+        # quoted, as the schema is created: unquoted, PostgreSQL would fold it to lower case
+        settings = {"search_path": f'"{self.schema}"'} if self.schema else None
         try:
             if self.schema:
                 conn = await asyncpg.connect(self._dsn, timeout=self.timeout)
                 try:
-                    await conn.execute(
-                        f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', timeout=self.timeout
-                    )
+                    # under the migration lock: CREATE SCHEMA IF NOT EXISTS is not safe
+                    # against another process creating it at the same moment
+                    async with conn.transaction():
+                        await conn.execute(
+                            "SELECT pg_advisory_xact_lock($1)",
+                            _MIGRATION_LOCK,
+                            timeout=self.timeout,
+                        )
+                        await conn.execute(
+                            f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', timeout=self.timeout
+                        )
                 finally:
                     await conn.close(timeout=self.timeout)
             self._pool = await asyncpg.create_pool(
