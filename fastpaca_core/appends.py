@@ -2,14 +2,15 @@
 
 :func:`append_messages` is the body of :meth:`Engine.append` and
 :meth:`Engine.append_batch` (they parse their arguments and call it directly,
-so the hot path has no extra layer): lock the context row, check its status,
-``if_version`` and the idempotency key, insert the rows, update the row, run
-the policy, commit; then publish and wake the summariser.
+so the hot path has no extra layer): lock the context row, check the
+idempotency key, its status and ``if_version``, insert the rows, update the
+row, run the policy, commit; then publish and wake the summariser.
 
 Also the checks every keyed write makes inside its operation (``compact``
-too): :func:`writable` (the context exists and takes writes), :func:`recall`
-(a key already used replays its stored result, or answers 422 for another
-request) and :func:`remember` (store the result under the key).
+too): :func:`admit_keyed` (the context exists; a retry of a committed write
+replays its result, tombstone or not; else the context must take writes),
+:func:`recall` (a key already used replays its stored result, or answers 422
+for another request) and :func:`remember` (store the result under the key).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .stores.base import IdempotencyRecord, Tx
 if TYPE_CHECKING:
     from .engine import Engine
 
-__all__ = ["append_messages", "recall", "remember", "writable"]
+__all__ = ["admit_keyed", "append_messages", "recall", "remember"]
 
 
 async def append_messages(
@@ -68,18 +69,14 @@ async def append_messages(
     now = engine._clock()
 
     async def op(tx: Tx) -> tuple[AppendResult, list[Event], bool]:
-        ctx = await writable(tx, context_id)
-        if key is not None:
-            replay = await recall(tx, key, digest)
-            if replay is not None:
-                stored = replay["result"]
-                return (
-                    AppendResult(
-                        stored["version"], stored["seqs"], stored["token_estimates"], True
-                    ),
-                    [],
-                    False,
-                )
+        ctx, replay = await admit_keyed(tx, context_id, key, digest)
+        if replay is not None:
+            stored = replay["result"]
+            return (
+                AppendResult(stored["version"], stored["seqs"], stored["token_estimates"], True),
+                [],
+                False,
+            )
         if expected is not None and expected != ctx.version:
             raise VersionConflict(expected, ctx.version)
         if rewind_to_seq is not None and rewind_to_seq > ctx.last_seq + 1:
@@ -133,14 +130,21 @@ async def append_messages(
 # -- checks run inside an operation ---------------------------------------------
 
 
-async def writable(tx: Tx, context_id: str) -> ContextRecord:
-    """The locked context row; 404 when there is none, 409 when tombstoned."""
+async def admit_keyed(
+    tx: Tx, context_id: str, key: str | None, request_hash: str
+) -> tuple[ContextRecord, dict[str, Any] | None]:
+    """The locked context row, and the response stored under ``key`` when this
+    is a retry of a write that did commit (see :func:`recall`). A retry is
+    answered with its first result even once the context was tombstoned since
+    (its client may have seen only a failure: the write is stored, and says
+    so); any other write to a tombstoned context is refused (409)."""
     ctx = await tx.load_context()
     if ctx is None:
         raise ContextNotFound(context_id)
-    if ctx.tombstoned:
+    replay = None if key is None else await recall(tx, key, request_hash)
+    if replay is None and ctx.tombstoned:
         raise ContextTombstoned(context_id)
-    return ctx
+    return ctx, replay
 
 
 async def recall(tx: Tx, key: str, request_hash: str) -> dict[str, Any] | None:

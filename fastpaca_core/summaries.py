@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .appends import recall, remember, writable
+from .appends import admit_keyed, remember
 from .compaction import run_policy
 from .errors import ValidationError, VersionConflict
 from .events import Event
@@ -60,11 +60,9 @@ async def compact(
     now = engine._clock()
 
     async def op(tx: Tx) -> tuple[int, Event | None]:
-        ctx = await writable(tx, context_id)
-        if key is not None:
-            replay = await recall(tx, key, digest)
-            if replay is not None:
-                return int(replay["result"]["version"]), None
+        ctx, replay = await admit_keyed(tx, context_id, key, digest)
+        if replay is not None:
+            return int(replay["result"]["version"]), None
         if expected is not None and expected != ctx.version:
             raise VersionConflict(expected, ctx.version)
         rows = await tx.read_messages(ctx.live_from_seq, ctx.last_seq)

@@ -185,6 +185,26 @@ async def test_tombstone_keeps_history_readable(engine: Engine) -> None:
     assert (await engine.get_context("c")).last_seq == 1
 
 
+async def test_a_retry_after_the_tombstone_still_learns_its_write_was_stored(
+    engine: Engine,
+) -> None:
+    """A client whose write did commit, but who saw only a failure, retries with
+    its key after the context was deleted: it hears the first result (the
+    write is stored), not a 409; any other write is refused."""
+    await engine.put_context("c")
+    first = await engine.append("c", text("user", "a"), idempotency_key="k1")
+    v_compact = await engine.compact("c", [text("system", "s")], idempotency_key="k2")
+    await engine.delete_context("c")
+    retry = await engine.append("c", text("user", "a"), idempotency_key="k1")
+    assert retry.replayed and (retry.seqs, retry.version) == (first.seqs, first.version)
+    assert await engine.compact("c", [text("system", "s")], idempotency_key="k2") == v_compact
+    with pytest.raises(ContextTombstoned):
+        await engine.append("c", text("user", "a"), idempotency_key="k3")
+    with pytest.raises(IdempotencyKeyReused):
+        await engine.append("c", text("user", "other"), idempotency_key="k1")
+    assert (await engine.get_context("c")).last_seq == 1
+
+
 async def test_metadata_shallow_merge(engine: Engine) -> None:
     await engine.put_context("c", metadata={"a": 1, "b": {"x": 1}})
     ctx = await engine.update_metadata("c", {"b": {"y": 2}, "c": 3})

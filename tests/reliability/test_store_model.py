@@ -173,11 +173,11 @@ class StoreMachine(RuleBasedStateMachine):
         model = self.models.get(name)
         if model is None:
             return ContextNotFound
-        if model.tombstoned:
-            return ContextTombstoned
-        if key is not None and key in model.keys:
+        if key is not None and key in model.keys:  # a retry is answered, tombstone or not
             stored_digest, result = model.keys[key]
             return ("replay", result) if stored_digest == digest else IdempotencyKeyReused
+        if model.tombstoned:
+            return ContextTombstoned
         if if_version is not None and if_version != model.version:
             return VersionConflict
         return None
