@@ -307,6 +307,18 @@ class _Session:
         if ctx is not None:
             await self.catch_up(ctx.version)
 
+    async def check_store(self) -> None:
+        """At each ping: a change the store holds that no event announced (its
+        writer died between its commit and its hint to the other processes, or
+        never learnt its write had committed) is caught up with now."""
+        try:
+            ctx = await self.engine.store.get_context(self.cid)
+        except FastpacaError:
+            return  # the store is away: the next ping looks again
+        if ctx is not None and ctx.version > self.last:
+            await self.catch_up(ctx.version)
+            await self.send_context()
+
     async def read_client(self) -> None:
         """Note every frame the client sends; answer its protocol pings."""
         async for msg in self.ws:
@@ -334,6 +346,7 @@ class _Session:
                 if now >= next_ping:
                     await self._send_json({"type": "ping"})
                     next_ping = now + interval
+                    await self.check_store()
                 if getter is None:
                     getter = asyncio.create_task(self.sub.get())
                 wait = max(0.0, min(next_ping, self.last_seen + idle) - now)

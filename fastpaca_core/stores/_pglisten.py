@@ -11,8 +11,10 @@ against ~2,000 without, ``python -m bench pg_notify``). The price: a hint is
 not atomic with its commit. A process killed between the two (a few ms), or a
 database lost right after a commit, leaves the other processes' streams of
 that context without a hint until its next change (whose hint makes them
-catch up from the store); a lost database also drops every listener's
-connection, and a listener that reconnects resyncs what it follows.
+catch up from the store) or their next ping (each compares its version with
+the store's); a lost database also drops every listener's connection, and a
+listener that reconnects resyncs what it follows. Hints whose statement
+fails are sent again (:class:`Notifier`).
 
 :class:`Listener` holds one dedicated connection with ``LISTEN`` on a channel.
 When that connection is lost (the server restarted, a failover moved the
@@ -73,8 +75,12 @@ def parse_hints(payload: str) -> Iterator[tuple[str, str, int]]:
 class Notifier:
     """This process's hints, sent after their commits, coalesced (see the module doc).
 
-    ``send(payloads)`` sends each payload with one statement; a failure loses
-    those hints (logged), as a crash would.
+    ``send(payloads)`` sends each payload with one statement. Hints that fail
+    to go (a connection lost under them, the database away for a moment) are
+    kept, merged with the newer ones, and sent again with backoff: a hint is
+    harmless twice (its receivers catch up to what is committed), but a
+    stream that never hears it stays behind until its next check
+    (``http/stream.py``). :meth:`stop` gives up on what is still unsent.
     """
 
     def __init__(self, send: Callable[[list[str]], Awaitable[None]], token: str) -> None:
@@ -91,8 +97,7 @@ class Notifier:
                 self._run(), name="fastpaca-pg-notify"
             )
 
-    def _payloads(self) -> list[str]:
-        pending, self._pending = self._pending, {}
+    def _payloads(self, pending: dict[str, int]) -> list[str]:
         payloads: list[str] = []
         lines: list[str] = []
         size = 0
@@ -108,16 +113,25 @@ class Notifier:
         return payloads
 
     async def _run(self) -> None:
+        backoff = _BACKOFF_FIRST
         try:
             while self._pending:
                 await asyncio.sleep(_NOTIFY_DELAY)
-                payloads = self._payloads()
+                pending, self._pending = self._pending, {}
                 try:
-                    await self._send(payloads)
-                except FastpacaError as exc:  # lost hints; the writes committed all the same
+                    await self._send(self._payloads(pending))
+                except FastpacaError as exc:  # the writes committed all the same: send again
                     log.warning(
-                        "could not send change hints", extra={"fields": {"error": str(exc)}}
+                        "could not send change hints; sending them again",
+                        extra={"fields": {"error": str(exc), "retry_in_s": backoff}},
                     )
+                    for context_id, version in pending.items():
+                        if self._pending.get(context_id, -1) < version:
+                            self._pending[context_id] = version
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                else:
+                    backoff = _BACKOFF_FIRST
         finally:
             self._task = None
 
@@ -127,6 +141,15 @@ class Notifier:
         if task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
                 await asyncio.wait_for(asyncio.shield(task), timeout)
+
+    async def stop(self, timeout: float) -> None:
+        """:meth:`drain`, then stop sending (hints that could not go are dropped)."""
+        await self.drain(timeout)
+        task = self._task
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self._pending.clear()
 
 
 class Listener:

@@ -309,7 +309,7 @@ class PostgresStore(Store):
     async def close(self) -> None:
         if self._pool is not None:
             await self._group.drain()
-            await self._notifier.drain(self.timeout)
+            await self._notifier.stop(self.timeout)
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), self.timeout)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fastpaca_core import Engine
-from fastpaca_core.errors import VersionConflict
+from fastpaca_core.errors import StoreUnavailable, VersionConflict
 from fastpaca_core.stores._pglisten import Notifier, parse_hints
 from fastpaca_core.stores._pgtx import PgTx
 from fastpaca_core.stores.base import Tx
@@ -185,3 +185,34 @@ async def test_notifier_coalesces_and_splits() -> None:
     assert len(hints) == 2 + len(long_ids)
     assert list(parse_hints("old|5|ctx")) == [("old", "ctx", 5)]
     assert list(parse_hints("junk")) == []
+
+
+async def test_hints_that_fail_to_go_are_sent_again() -> None:
+    """A connection lost under the hints' statement: they go with the next
+    attempt (merged with newer ones), not dropped while the database is up."""
+    sent: list[list[str]] = []
+    failures = 2
+
+    async def send(payloads: list[str]) -> None:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            raise StoreUnavailable("connection lost")
+        sent.append(payloads)
+
+    notifier = Notifier(send, "tok")
+    notifier.add("c1", 1)
+    await asyncio.sleep(0.05)  # the first attempt failed meanwhile
+    notifier.add("c1", 2)
+    notifier.add("c2", 5)
+    await notifier.drain(5.0)
+    hints = [h for payloads in sent for p in payloads for h in parse_hints(p)]
+    assert failures == 0 and sorted(hints) == [("tok", "c1", 2), ("tok", "c2", 5)]
+
+    async def never(payloads: list[str]) -> None:
+        raise StoreUnavailable("away")
+
+    stuck = Notifier(never, "tok")
+    stuck.add("c", 1)
+    await stuck.stop(0.2)  # gives up at close, no task left behind
+    assert stuck._task is None and stuck._pending == {}

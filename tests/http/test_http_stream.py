@@ -9,7 +9,9 @@ import aiohttp
 import pytest
 from http_support import Api, Serve, text_message
 
+from fastpaca_core.engine import Engine
 from fastpaca_core.events import Event, EventBus, Subscription
+from fastpaca_core.stores.postgres import PostgresStore
 
 WAIT = 5.0
 
@@ -301,3 +303,25 @@ async def test_streams_see_appends_made_by_another_process(pg_url: str, serve: S
         ("tombstoned", 6),
     ]
     assert ws.close_code == 1000
+
+
+@pytest.mark.postgres
+async def test_a_change_whose_hint_never_came_is_caught_up_at_the_next_ping(
+    pg_url: str, serve: Serve
+) -> None:
+    """Another process wrote and died before its hint went out (or never
+    learnt its write had committed): the stream finds the change at its next
+    ping, not only with the context's next change."""
+    api = await serve(store=pg_url, ws_ping_interval=0.1)
+    await api.create("quiet", token_budget=1_000_000)
+    ws = await api.ws("/v1/contexts/quiet/stream")
+    assert (await next_event(ws))["type"] == "context"
+    other = PostgresStore(pg_url)  # a process whose hints never leave
+    await other.open()
+    try:
+        other._notifier.add = lambda context_id, version: None  # type: ignore[method-assign]
+        await Engine(other).append("quiet", {"role": "user", "parts": []})
+        event = await asyncio.wait_for(next_event(ws), timeout=5)
+        assert isinstance(event, dict) and (event["type"], event["version"]) == ("message", 1)
+    finally:
+        await other.close()
