@@ -49,6 +49,7 @@ from fastpaca_core.model import (
 
 from .adapters import Adapter, Usage
 from .calibration import usage_sample
+from .retries import RETRIES, Answer, retry_key
 from .sse import SSEParser
 from .turns import Alignment, align, tail_match, tail_size, window_sizes
 from .upstream import UPSTREAM, Upstream
@@ -57,6 +58,7 @@ __all__ = ["proxy_call"]
 
 log = logging.getLogger("fastpaca.proxy")
 
+_STORED = web.ResponseKey("turn_stored", bool)  # set on a non-streamed call's response
 _LARGE_BODY = 1024 * 1024  # bytes; larger upstream bodies are written in chunks
 _HOLD_HEADERS = 0.05  # s; a relayed stream's headers wait this long for its first event
 # messages (input items) a proxied request may hold: each is converted and aligned
@@ -357,6 +359,11 @@ async def proxy_call(
         # a stream's headers, sent with its first event, carry the window's tokens:
         # its turn is counted before it is sent
         stream = adapter.is_stream(body)
+        digest, is_retry = retry_key(request.headers, raw)
+        if is_retry and not stream:  # answered once: see retries.py
+            answer = await request.app[RETRIES].answer(context_id, digest)
+            if answer is not None:
+                return answer.response()
         turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
         upstream_body = adapter.build(body, turn.preamble, turn.window)
         hide = adapter.prepare_stream(upstream_body) if stream else False
@@ -366,9 +373,23 @@ async def proxy_call(
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
     url = upstream.url(adapter.provider, adapter.path)
-    return await _forward(
-        request, engine, adapter, context_id, turn, url, payload, headers, stream, hide
-    )
+    if stream:
+        return await _forward(
+            request, engine, adapter, context_id, turn, url, payload, headers, stream, hide
+        )
+    retries = request.app[RETRIES]
+    call = retries.start(context_id, digest)
+    answer = None
+    try:
+        response = await _forward(
+            request, engine, adapter, context_id, turn, url, payload, headers, stream, hide
+        )
+        if isinstance(response, web.Response) and response.get(_STORED):
+            body_bytes = response.body if isinstance(response.body, bytes) else b""
+            answer = Answer(response.status, body_bytes, dict(response.headers))
+        return response
+    finally:
+        retries.finish(context_id, call, answer)
 
 
 async def _forward(
@@ -415,7 +436,9 @@ async def _forward(
         _, used, _ = await _count(engine, turn, counting)
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, version, used))
-    return web.Response(status=resp.status, body=data, headers=out_headers)
+    out = web.Response(status=resp.status, body=data, headers=out_headers)
+    out[_STORED] = version != turn.ctx.version  # the turn is stored: a retry gets this answer
+    return out
 
 
 def _timeout(request: web.Request, adapter: Adapter, exc: TimeoutError) -> web.Response:

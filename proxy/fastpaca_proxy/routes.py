@@ -33,6 +33,7 @@ from fastpaca_core.http.routing import add_routes
 from .adapters import Adapter, AnthropicMessages, OpenAIChat, OpenAIResponses
 from .flow import proxy_call, relay
 from .openapi import proxy_openapi
+from .retries import RETRIES, Retries
 from .upstream import UPSTREAM, upstream_ctx
 
 __all__ = ["install_proxy", "routes"]
@@ -134,6 +135,7 @@ def install_proxy(app: web.Application) -> web.Application:
     """Add the proxy's routes and its upstream session to a canonical API app;
     errors on its paths take the provider's shape, bodies its own limit."""
     _register_dialects(app[DIALECTS], app[SETTINGS].proxy_max_body_bytes)
+    app[RETRIES] = Retries()
     app.cleanup_ctx.append(upstream_ctx)
     add_routes(app, routes)
     app[OPENAPI_EXTRA] = proxy_openapi()
