@@ -24,7 +24,7 @@ from . import summaries
 from .appends import append_messages
 from .calibration import calibrate, calibration_sample
 from .compaction import run_policy
-from .errors import ContextNotFound, ContextTombstoned, ValidationError, VersionConflict
+from .errors import ContextNotFound, ValidationError, VersionConflict
 from .events import Event, EventBus
 from .folding import FoldPlan
 from .model import (
@@ -137,8 +137,8 @@ class Engine:
                 )
                 await tx.save_context(ctx, created=True)
                 return ctx, True
-            if ctx.tombstoned:
-                raise ContextTombstoned(context_id)
+            # a tombstoned context takes no messages or compactions, but its settings
+            # stay readable and settable (PUT is how clients open a context)
             before = (ctx.token_budget, ctx.trigger_ratio, ctx.policy, ctx.metadata)
             ctx.token_budget = budget if budget is not None else ctx.token_budget
             ctx.trigger_ratio = ratio if ratio is not None else ctx.trigger_ratio

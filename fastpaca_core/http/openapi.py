@@ -289,12 +289,12 @@ def _paths(max_page: int) -> dict[str, Any]:
             "put": {
                 "summary": "Create or update a context (idempotent)",
                 "requestBody": _body(_ref("ContextInput")),
-                "responses": _responses(ctx_ok, 409, 413),
+                "responses": _responses(ctx_ok, 413),
             },
             "get": {"summary": "Read a context", "responses": _responses(ctx_ok, 404)},
             "delete": {
-                "summary": "Tombstone a context",
-                "responses": _responses({"204": {"description": "Tombstoned"}}, 404),
+                "summary": "Tombstone a context (204 for an id never created too)",
+                "responses": _responses({"204": {"description": "Tombstoned"}}),
             },
         },
         "/v1/contexts/{id}/metadata": {

@@ -153,6 +153,7 @@ class _Session:
         self.last = 0  # the highest version sent
         self.next_seq = 1  # the first seq not sent yet
         self.dirty = True  # changes were sent since the last `context` event
+        self.context_sent: tuple[int, bool, int] | None = None  # its figures
         self.finished = False
         loop = asyncio.get_running_loop()
         self.last_seen = loop.time()
@@ -235,13 +236,19 @@ class _Session:
         self.last = actual - 1
 
     async def send_context(self) -> None:
-        """The window's figures, when every change up to them has been sent."""
+        """The window's figures, when every change up to them has been sent and
+        they differ from the figures sent last (a settings change that leaves
+        them as they were sends nothing)."""
         if not self.dirty or self.finished or not self.sub.empty():
             return
         ctx = await self.engine.store.get_context(self.cid)
         if ctx is None or ctx.version != self.last:
             return
         self.dirty = False
+        figures = (ctx.version, ctx.needs_compaction(), ctx.used_tokens)
+        if figures == self.context_sent:
+            return
+        self.context_sent = figures
         await self._send_json(
             {
                 "type": "context",
@@ -278,7 +285,12 @@ class _Session:
             self.next_seq = await first_seq_after(store, self.cid, ctx.last_seq, cursor)
             await self.catch_up(ctx.version)
         if ctx.tombstoned and not self.finished:
-            await self.send(Event(self.cid, "tombstoned", ctx.version))
+            if cursor == ctx.version:  # the client has it: nothing after its cursor
+                self.finished = True
+                await close_within(self.ws, self.close_timeout, code=1000, message=b"tombstoned")
+            else:  # (replayed above, when the store holds it)
+                await self.send(Event(self.cid, "tombstoned", ctx.version))
+            return
         await self.send_context()
 
     async def handle(self, event: Event) -> None:

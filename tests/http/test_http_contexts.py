@@ -84,7 +84,9 @@ async def test_get_missing_is_404(api: Api) -> None:
 
 
 async def test_delete_tombstones(any_api: Api, cid: str) -> None:
-    assert (await any_api.delete(f"/v1/contexts/{cid}")).status == 404
+    # an id never created: 204 (API.md), and nothing is created by it
+    assert (await any_api.delete(f"/v1/contexts/{cid}")).status == 204
+    assert (await any_api.get(f"/v1/contexts/{cid}")).status == 404
     await any_api.create(cid)
     await any_api.say(cid, "hello")
     reply = await any_api.delete(f"/v1/contexts/{cid}")
@@ -104,8 +106,13 @@ async def test_delete_tombstones(any_api: Api, cid: str) -> None:
         reply = await any_api.post(path, json=body)
         assert reply.status == 409
         assert reply.json()["error"] == "context_tombstoned"
+    # settings stay settable: clients open a context with PUT before reading it
     reply = await any_api.put(f"/v1/contexts/{cid}", json={"token_budget": 5})
-    assert reply.status == 409
+    assert reply.status == 200
+    assert (reply.json()["status"], reply.json()["token_budget"]) == ("tombstoned", 5)
+    assert (await any_api.put(f"/v1/contexts/{cid}", json={})).status == 200
+    reply = await any_api.post(f"/v1/contexts/{cid}/messages", json={"message": text_message("x")})
+    assert reply.status == 409  # and it still takes no messages
 
 
 async def test_patch_metadata_merges(any_api: Api, cid: str) -> None:

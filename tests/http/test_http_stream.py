@@ -160,10 +160,16 @@ async def test_tombstone_then_close(any_api: Api, cid: str) -> None:
     again = await any_api.ws(f"/v1/contexts/{cid}/stream?cursor=0")
     assert [(await next_event(again))["type"] for _ in range(2)] == ["message", "tombstoned"]
     assert (await next_event(again)).type == aiohttp.WSMsgType.CLOSE
-    # and so does a cursor already past it
+    # a cursor at the tombstone: nothing comes after it but the close (API.md:
+    # "events after cursor"); the tombstone is not repeated
     late = await any_api.ws(f"/v1/contexts/{cid}/stream?cursor=2")
-    assert await next_event(late) == {"type": "tombstoned", "version": 2}
-    assert (await next_event(late)).type == aiohttp.WSMsgType.CLOSE
+    closed = await next_event(late)
+    assert closed.type == aiohttp.WSMsgType.CLOSE and late.close_code == 1000
+    # one past it (a cursor from elsewhere): reset, then the tombstone
+    ahead = await any_api.ws(f"/v1/contexts/{cid}/stream?cursor=5")
+    assert await next_event(ahead) == {"type": "reset", "version": 2}
+    assert await next_event(ahead) == {"type": "tombstoned", "version": 2}
+    assert (await next_event(ahead)).type == aiohttp.WSMsgType.CLOSE
 
 
 async def test_reconnect_from_last_version_without_loss(any_api: Api, cid: str) -> None:
@@ -325,3 +331,22 @@ async def test_a_change_whose_hint_never_came_is_caught_up_at_the_next_ping(
         assert isinstance(event, dict) and (event["type"], event["version"]) == ("message", 1)
     finally:
         await other.close()
+
+
+async def test_a_context_event_comes_only_when_its_figures_change(api: Api, cid: str) -> None:
+    """A settings change that leaves ``needs_compaction`` and ``used_tokens`` as
+    they were sends no ``context`` event (it would repeat the last one, version
+    and all); one that flips ``needs_compaction`` does."""
+    await api.create(cid, token_budget=1000, policy={"strategy": "manual"})
+    await api.say(cid, "hello", token_count=100)
+    ws = await api.ws(f"/v1/contexts/{cid}/stream?cursor=1")
+    first = await next_event(ws)
+    assert (first["type"], first["version"], first["needs_compaction"]) == ("context", 1, False)
+    for metadata in ({"a": 1}, {"a": 2}):
+        reply = await api.put(f"/v1/contexts/{cid}", json={"metadata": metadata})
+        assert reply.status == 200
+    reply = await api.patch(f"/v1/contexts/{cid}/metadata", json={"metadata": {"b": 1}})
+    assert reply.status == 200
+    assert (await api.put(f"/v1/contexts/{cid}", json={"token_budget": 100})).status == 200
+    event = await next_event(ws)  # the first event after the connect's is the budget's
+    assert (event["type"], event["version"], event["needs_compaction"]) == ("context", 1, True)

@@ -199,10 +199,7 @@ class StoreMachine(RuleBasedStateMachine):
             policy=MANUAL if model is None else None,
             metadata=meta,
         )
-        if model is not None and model.tombstoned:
-            self.expect(ContextTombstoned, call)
-            return
-        ctx = self.run(call)
+        ctx = self.run(call)  # a tombstoned context's settings stay settable
         if model is None:
             model = self.models[name] = Model(budget=budget or 8000)
         elif budget is not None:
