@@ -7,7 +7,9 @@ checking that the window still agrees with the snapshot where it matters
 
 What is folded (:func:`plan_fold`): everything but the pinned leading system
 messages and the newest ``keep_last`` messages, the boundary moved earlier to
-a valid cut so that no tool call is separated from its result. A previous
+a valid cut so that no tool call is separated from its result, and to before
+any call still waiting for its result (folded away, the call would be missing
+when its result arrives). A previous
 summary in that part is folded in as text, and log messages that trimming
 dropped between it and the live messages (while the summariser was slow or
 down) are read back from the log, so the new summary's ``from_seq..to_seq``
@@ -21,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from .model import ContextRecord, Message, StoredMessage
+from .policies.open_calls import open_calls
 from .window import WindowItem, items_of, valid_cuts
 
 __all__ = [
@@ -125,7 +128,9 @@ async def plan_fold(
     if len(rest) <= keep_last:
         return None
     cuts = valid_cuts(rest)
-    cut = max(k for k in range(len(rest) - keep_last + 1) if cuts[k])
+    # a call still waiting for its result stays live: its result will need it
+    end = min([len(rest) - keep_last, *open_calls(rest).values()])
+    cut = max(k for k in range(end + 1) if cuts[k])
     fold = rest[:cut]
     summaries = [item for item in fold if item.kind == "summary"]
     previous_to = max((item.to_seq for item in summaries), default=None)

@@ -18,9 +18,11 @@ from .errors import ValidationError, VersionConflict
 from .events import Event
 from .folding import FoldPlan, summary_message, swap_items
 from .model import Message, SummaryRecord, validate_context_id
+from .policies.open_calls import open_calls
 from .policies.summarize import Summarize
 from .results import check_int, check_key, check_totals, request_hash
 from .stores.base import Tx
+from .toolcalls import tool_refs
 from .window import WindowItem, apply_items, items_of, valid_cuts
 
 if TYPE_CHECKING:
@@ -84,6 +86,7 @@ async def compact(
                 )
             replaced, kept = items[:cut], items[cut:]
             cover_to = max([upto, *(item.to_seq for item in replaced)])
+        _refuse_open_calls(items, len(replaced), messages, upto)
         cover_from = min((item.from_seq for item in replaced), default=min(1, cover_to))
         summary = [WindowItem(m, "summary", cover_from, cover_to, False) for m in messages]
         apply_items(ctx, summary + kept)
@@ -106,6 +109,40 @@ async def compact(
     if event is not None:
         engine.bus.publish([event])
     return version
+
+
+def _refuse_open_calls(
+    items: list[WindowItem], cut: int, replacement: list[Message], upto: int | None
+) -> None:
+    """Refuse to replace ``items[:cut]`` when it holds a tool call still waiting
+    for its result (and the replacement does not carry the call on): the
+    result would arrive with no call before it."""
+    carried: set[str] = set()
+    for message in replacement:
+        carried |= tool_refs(message)[0]
+    covered = [
+        (index, call_id)
+        for call_id, index in open_calls(items).items()
+        if index < cut and call_id not in carried
+    ]
+    if not covered:
+        return
+    index, call_id = min(covered)
+    item = items[index]
+    if item.kind == "live":
+        where = f"the tool call {call_id!r} at seq {item.from_seq}"
+    else:
+        where = f"the tool call {call_id!r} in the summary of seqs {item.from_seq}-{item.to_seq}"
+    advice = "append its result first"
+    cuts = valid_cuts(items)
+    before = max(k for k in range(index + 1) if cuts[k])  # keeps every pair whole
+    if before > 0:
+        advice += f", or compact only what is before it (up_to_seq {items[before - 1].to_seq})"
+    raise ValidationError(
+        "replacement" if upto is None else "up_to_seq",
+        f"would replace {where}, which has no result yet (its result would arrive without "
+        f"its call); {advice}",
+    )
 
 
 async def apply_summary(

@@ -2,9 +2,12 @@
 
 Parts whose type starts with one of ``skip_kinds`` (default ``tool`` and
 ``reasoning``) are dropped, and messages left empty with them. The turn in
-flight (everything after the newest user message) is left whole, so an agent
-loop never loses the tool result it is about to answer. A call whose result
-is dropped loses its call too, and the reverse: tool pairs are never split.
+flight (everything after the newest user message, or the whole window when
+an earlier cut took that message away) is left whole, and so are the newest
+message with the calls and results it pairs with, and every call still
+waiting for its result: an agent loop never loses the call or the result it
+is about to answer. A call whose result is dropped loses its call too, and
+the reverse: tool pairs are never split.
 """
 
 from __future__ import annotations
@@ -14,13 +17,39 @@ from typing import Any
 
 from ..errors import ValidationError
 from ..model import ContextRecord, Message
-from ..toolcalls import part_call_id
-from ..window import WindowItem
+from ..toolcalls import RESULT_TYPE, part_call_id
+from ..window import WindowItem, valid_cuts
 from .base import cut, due, positive_int
+from .open_calls import open_calls
 
 __all__ = ["SkipParts"]
 
 DEFAULT_SKIP_KINDS = ["tool", "reasoning"]
+
+
+def _is_request(item: WindowItem) -> bool:
+    """A user message that asks something: not one made only of tool results."""
+    if item.role != "user":
+        return False
+    return any(part.get("type") != RESULT_TYPE for part in item.message.parts)
+
+
+def _in_flight(items: Sequence[WindowItem]) -> int:
+    """Where the turn in flight starts: after the newest user request, or at the
+    start when the window holds none (an earlier cut took it away: everything
+    left is its turn). The newest message is always in it, and the start moves
+    earlier while a call/result pair would straddle it."""
+    n = len(items)
+    start = 0
+    for index in range(n - 1, -1, -1):
+        if _is_request(items[index]):
+            start = index + 1
+            break
+    start = min(start, max(n - 1, 0))
+    cuts = valid_cuts(items)
+    while start > 0 and not cuts[start]:
+        start -= 1
+    return start
 
 
 class SkipParts:
@@ -40,18 +69,18 @@ class SkipParts:
         self, items: Sequence[WindowItem], ctx: ContextRecord, config: Mapping[str, Any]
     ) -> list[WindowItem]:
         kinds = tuple(config["skip_kinds"])
-        in_flight = len(items)
-        for index in range(len(items) - 1, -1, -1):
-            if items[index].message.role == "user":
-                in_flight = index + 1
-                break
+        in_flight = _in_flight(items)
         older, current = items[:in_flight], items[in_flight:]
+        waiting = open_calls(items)  # calls with no result yet: never skipped
+
+        def skipped(part: dict[str, Any]) -> bool:
+            return part["type"].startswith(kinds) and part_call_id(part) not in waiting
 
         dropped_ids: set[str] = set()
         for item in older:
             for part in item.message.parts:
                 call_id = part_call_id(part)
-                if call_id is not None and part["type"].startswith(kinds):
+                if call_id is not None and skipped(part):
                     dropped_ids.add(call_id)
 
         kept: list[WindowItem] = []
@@ -59,7 +88,8 @@ class SkipParts:
             parts = [
                 p
                 for p in item.message.parts
-                if not p["type"].startswith(kinds) and part_call_id(p) not in dropped_ids
+                if part_call_id(p) in waiting
+                or (not skipped(p) and part_call_id(p) not in dropped_ids)
             ]
             if len(parts) == len(item.message.parts):
                 kept.append(item)
