@@ -19,19 +19,51 @@ from .window import WindowItem, apply_items, items_of, valid_cuts
 __all__ = ["rewind", "run_policy"]
 
 
+def _results_cut(kept: Sequence[WindowItem], dropped: Sequence[WindowItem]) -> set[str]:
+    """The calls in ``kept`` whose results are in ``dropped`` (a result pairs
+    with the latest call of its id before it, as in ``valid_cuts``)."""
+    calls: set[str] = set()
+    for item in kept:
+        calls |= item.refs[0]
+    cut: set[str] = set()
+    for item in dropped:
+        made, results = item.refs
+        cut |= results & calls
+        calls -= made  # later results of these ids answer the call made here
+    return cut
+
+
+def _answered(items: Sequence[WindowItem]) -> set[str]:
+    """The calls made before ``items`` that ``items`` give a result."""
+    made: set[str] = set()
+    answered: set[str] = set()
+    for item in items:
+        calls, results = item.refs
+        answered |= results - made
+        made |= calls
+    return answered
+
+
 async def rewind(
     tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage], rewind_to: int
 ) -> Event:
-    """Drop log messages ``rewind_to..`` (before ``new_rows``) from the window."""
+    """Drop log messages ``rewind_to..`` (before ``new_rows``) from the window.
+
+    A call the window keeps must keep a result: the rewind may drop its
+    result only when ``new_rows`` answer it again (a turn of tool results
+    sent again, or edited, with a regenerated answer)."""
     old_last = new_rows[0].seq - 1
     rows = await tx.read_messages(ctx.live_from_seq, old_last)
     items = items_of(ctx, [*rows, *new_rows])
     cut = sum(1 for item in items if item.from_seq < rewind_to)
-    if not valid_cuts(items[: len(items) - len(new_rows)])[cut]:
+    old_end = len(items) - len(new_rows)
+    if not valid_cuts(items[:old_end])[cut] and not _results_cut(
+        items[:cut], items[cut:old_end]
+    ) <= _answered(items[old_end:]):
         raise ValidationError(
             "rewind_to_seq", f"would separate a tool call from its result at seq {rewind_to}"
         )
-    kept = items[:cut] + items[len(items) - len(new_rows) :]
+    kept = items[:cut] + items[old_end:]
     apply_items(ctx, kept)
     ctx.version += 1
     event = Event(

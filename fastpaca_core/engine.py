@@ -59,9 +59,14 @@ from .results import (
 )
 from .stores.base import Store, Tx, read_capped
 from .tokens import TokenCounter
-from .window import WindowItem, fit, items_of
+from .toolcalls import parts_refs
+from .window import WindowItem, fit, items_of, without_results
 
 __all__ = ["AppendResult", "ContextPage", "Engine", "SummaryPage", "Window"]
+
+# log rows read, besides the newest one before the window, looking for the call
+# a pending tool result answers when the window no longer holds it
+_CALL_SEARCH = 16
 
 
 class Engine:
@@ -351,20 +356,26 @@ class Engine:
         budget_tokens: int | None = None,
         if_version: int | None = None,
         pending: Sequence[object] = (),
+        keep_pending: int | None = None,
         rewind_to_seq: int | None = None,
         snapshot: tuple[ContextRecord, Sequence[StoredMessage]] | None = None,
     ) -> Window:
         """The LLM context; ``budget_tokens`` cuts it to another budget for this call.
 
         ``pending`` messages (a turn about to be sent, not yet appended) join
-        the end of the window and are never cut; older messages make room for
-        them, with every guarantee kept. ``rewind_to_seq`` leaves out log
-        messages from that seq on, as ``append_batch(rewind_to_seq=)`` will
-        once the pending turn is appended. ``snapshot``: the context row and its
-        live rows, already read (see :meth:`read_turn`). Nothing is stored.
+        the end of the window; the newest ``keep_pending`` of them (default:
+        all), the turn in flight, are never cut: older messages make room for
+        them, with every guarantee kept, and older pending messages are cut
+        like log rows. A pending tool result whose call the window no longer
+        holds brings the call's log row back with it (see
+        :meth:`_answer_pending`). ``rewind_to_seq`` leaves out log messages
+        from that seq on, as ``append_batch(rewind_to_seq=)`` will once the
+        pending turn is appended. ``snapshot``: the context row and its live
+        rows, already read (see :meth:`read_turn`). Nothing is stored.
         """
         budget = None if budget_tokens is None else check_int(budget_tokens, "budget_tokens", 1)
         expected = None if if_version is None else check_int(if_version, "if_version", 0)
+        keep = None if keep_pending is None else check_int(keep_pending, "keep_pending", 0)
         validate_context_id(context_id)
         extra = [Message.parse(m, f"pending[{i}]") for i, m in enumerate(pending)]
         counts = await self.tokens.count_messages(extra)
@@ -376,19 +387,102 @@ class Engine:
             raise VersionConflict(expected, ctx.version)
         items = items_of(ctx, rows)
         used = ctx.used_tokens_estimate + sum(counts)
+        end = ctx.last_seq  # the newest log row the pending turn follows
         if rewind_to_seq is not None:
             items = [item for item in items if item.from_seq < rewind_to_seq]
             used = sum(item.tokens for item in items) + sum(counts)
-        items.extend(
+            end = min(end, rewind_to_seq - 1)
+        news = [
             WindowItem(m.with_tokens(c), "live", ctx.last_seq + i, ctx.last_seq + i, False)
             for i, (m, c) in enumerate(zip(extra, counts, strict=True), start=1)
-        )
+        ]
+        keep_last = len(news) if keep is None else min(keep, len(news))
+        answered = await self._answer_pending(context_id, ctx, items, news, keep_last, end)
+        if answered is not None:  # rare: a call read back, or a result without one
+            items, news, keep_last = answered
+            used = sum(item.tokens for item in items) + sum(item.tokens for item in news)
+        items.extend(news)
         limit = budget if budget is not None else ctx.token_budget
         if calibrated(used, ctx.calibration) > limit and (budget is not None or extra):
-            items = fit(items, ctx.estimate_limit(limit), keep_last=len(extra))
+            items = fit(items, ctx.estimate_limit(limit), keep_last=keep_last)
             used = sum(item.tokens for item in items)
         shown = calibrated(used, ctx.calibration)
         return Window(ctx.version, items, shown, shown > limit * ctx.trigger_ratio, used)
+
+    async def _answer_pending(
+        self,
+        context_id: str,
+        ctx: ContextRecord,
+        items: list[WindowItem],
+        news: list[WindowItem],
+        keep_last: int,
+        end: int,
+    ) -> tuple[list[WindowItem], list[WindowItem], int] | None:
+        """The window's items and the pending ones (and how many of those are
+        never cut) when a pending tool result answers a call neither the
+        window nor an earlier pending message holds; None when there is none
+        (the common case, settled without a read).
+
+        A compaction may have cut the call (say, one larger than the whole
+        budget) before its result came. The log holds it, as one of its newest
+        rows before the window's live rows (a provider wants a result right
+        after its call): the row before them (``end`` or older) is read, and
+        only when it does not hold every such call, up to ``_CALL_SEARCH``
+        more. From the oldest row holding one of these calls on, the rows
+        join the window in log order, before its live rows (replacing a
+        rewritten copy from an earlier compaction): the pending result is sent
+        with its call, since a result sent alone is refused by every provider.
+        A result whose call is not found there is left out of what is sent
+        (the window never holds an orphan result); the log still stores it.
+        """
+        wanted: set[str] = set()
+        made: set[str] = set()
+        for item in news:
+            calls, results = item.refs
+            wanted |= results - made
+            made |= calls
+        if not wanted:
+            return None
+        for item in reversed(items):  # the call is usually the window's newest row
+            wanted -= item.refs[0]
+            if not wanted:
+                return None
+        newest = min(end, ctx.live_from_seq - 1)
+        recovered: list[StoredMessage] = []
+        if newest >= 1:
+            rows = await self.store.read_messages(context_id, newest, newest)
+            held = parts_refs(rows[0].parts)[0] if rows else frozenset()
+            if not wanted <= held and newest > 1:
+                older = max(1, newest - _CALL_SEARCH)
+                rows = [*await self.store.read_messages(context_id, older, newest - 1), *rows]
+            first = None
+            for index in range(len(rows) - 1, -1, -1):
+                calls = parts_refs(rows[index].parts)[0] & wanted
+                if calls:
+                    wanted -= calls
+                    first = index
+                    if not wanted:
+                        break
+            if first is not None:
+                recovered = rows[first:]
+        out = items
+        if recovered:
+            low = recovered[0].seq
+            # rewritten copies of these rows (a compaction's) give way to the rows
+            kept = [i for i in items if i.is_row or i.kind != "live" or i.from_seq < low]
+            at = next((k for k, item in enumerate(kept) if item.is_row), len(kept))
+            out = [*kept[:at], *map(WindowItem.of_row, recovered), *kept[at:]]
+        if not wanted:
+            return out, news, keep_last
+        tail_from = len(news) - keep_last
+        trimmed: list[WindowItem] = []
+        kept_last = 0
+        for index, item in enumerate(news):
+            left = without_results(item, wanted)
+            if left is not None:
+                trimmed.append(left)
+                kept_last += index >= tail_from
+        return out, trimmed, kept_last
 
     async def read_turn(
         self, context_id: str, newest: int, oldest: int

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from .model import ContextRecord, Message, PrefixEntry, SegmentKind, StoredMessage
-from .toolcalls import RESULT_TYPE, part_call_id, parts_refs
+from .toolcalls import is_result_part, part_call_id, parts_refs
 
 
 class RawRow(Protocol):
@@ -34,7 +34,16 @@ class RawRow(Protocol):
     def decode(self) -> StoredMessage: ...
 
 
-__all__ = ["RawRow", "WindowItem", "apply_items", "fit", "items_of", "segments_of", "valid_cuts"]
+__all__ = [
+    "RawRow",
+    "WindowItem",
+    "apply_items",
+    "fit",
+    "items_of",
+    "segments_of",
+    "valid_cuts",
+    "without_results",
+]
 
 
 _NO_REFS: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
@@ -245,28 +254,42 @@ def valid_cuts(items: Sequence[WindowItem]) -> list[bool]:
     return cuts
 
 
-def _drop_orphan_results(items: Sequence[WindowItem]) -> list[WindowItem]:
-    """Remove result parts whose call is not earlier in the window."""
+def without_results(item: WindowItem, call_ids: frozenset[str] | set[str]) -> WindowItem | None:
+    """``item`` without its result parts answering ``call_ids`` (None when
+    nothing else is left of it); ``item`` itself when it holds none of them."""
+    if not item.refs[1] & call_ids:
+        return item
+    parts = [
+        p for p in item.message.parts if not (is_result_part(p) and part_call_id(p) in call_ids)
+    ]
+    if not parts:
+        return None
+    ratio = len(parts) / len(item.message.parts)
+    tokens = max(1, round(item.tokens * ratio))
+    return item.rewritten(Message(item.message.role, parts, item.message.metadata, tokens))
+
+
+def _drop_orphan_results(
+    items: Sequence[WindowItem], keep_last: int = 0
+) -> tuple[list[WindowItem], int]:
+    """Remove result parts whose call is not earlier in the window; and how
+    many of the last ``keep_last`` items are left."""
     seen_calls: set[str] = set()
     out: list[WindowItem] = []
-    for item in items:
+    kept = 0
+    tail_from = len(items) - keep_last
+    for index, item in enumerate(items):
         calls, results = item.refs
         orphans = results - seen_calls
-        if orphans:
-            parts = [
-                p
-                for p in item.message.parts
-                if not (p.get("type") == RESULT_TYPE and part_call_id(p) in orphans)
-            ]
-            if not parts:
-                continue
-            ratio = len(parts) / len(item.message.parts)
-            tokens = max(1, round(item.tokens * ratio))
-            message = Message(item.message.role, parts, item.message.metadata, tokens)
-            item = item.rewritten(message)
         seen_calls |= calls
+        if orphans:
+            rewritten = without_results(item, orphans)
+            if rewritten is None:
+                continue
+            item = rewritten
         out.append(item)
-    return out
+        kept += index >= tail_from
+    return out, kept
 
 
 def _start(
@@ -322,9 +345,9 @@ def fit(
     that keeps the newest group. The last ``keep_last`` items are never cut (a
     turn about to be sent), even when the budget cannot then be kept.
     """
-    work = _drop_orphan_results(items)
-    pinned_end = 0
-    while pinned_end < len(work) and work[pinned_end].role == "system":
+    work, keep_last = _drop_orphan_results(items, max(0, keep_last))
+    pinned_end = 0  # (the kept tail is never among the pinned messages, which may go)
+    while pinned_end < len(work) - keep_last and work[pinned_end].role == "system":
         pinned_end += 1
     pinned: list[WindowItem] = []
     used = 0
@@ -344,5 +367,5 @@ def fit(
         if lean_start < n:
             pinned, start = lean, lean_start
     if keep_last and start > n - keep_last:
-        start = max(k for k in range(n - keep_last + 1) if cuts[k])
+        start = max((k for k in range(n - keep_last + 1) if cuts[k]), default=0)
     return pinned + rest[start:]

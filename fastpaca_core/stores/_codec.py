@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from ..jsonutil import dumps_str, loads
 from ..model import ContextRecord, Message, PolicySpec, PrefixEntry, StoredMessage, SummaryRecord
+from ..toolcalls import text_may_refer
 
 __all__ = [
     "CONTEXT_COLUMNS",
@@ -140,9 +141,8 @@ class RawMessage:
         return int(self._values[4])
 
     def may_refer(self) -> bool:
-        # the parts' JSON as the stores write it (``dumps_str``): a call or a
-        # result names its id
-        return "toolCallId" in self._values[2]
+        # the parts' JSON as the stores write it (``dumps_str``)
+        return text_may_refer(self._values[2])
 
     def decode(self) -> StoredMessage:
         return message_from_row(self._values)

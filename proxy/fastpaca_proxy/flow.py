@@ -46,6 +46,8 @@ from fastpaca_core.model import (
     uncalibrated,
     validate_context_id,
 )
+from fastpaca_core.toolcalls import tool_refs
+from fastpaca_core.window import WindowItem
 
 from .adapters import Adapter, Usage
 from .calibration import usage_sample
@@ -214,14 +216,32 @@ async def _prepare(
     else:
         counts = bounds  # the window cuts nothing either way: the same messages
     new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
+    in_flight = _in_flight(new)
     window = await engine.window(
         context_id,
         budget_tokens=budget,
         pending=new,
+        keep_pending=in_flight,
         rewind_to_seq=alignment.rewind_to_seq,
         snapshot=(ctx, live),
     )
+    if not counted and not _as_assumed(window.items, ctx, new):
+        # a call read back from the log (or a result without one) changed the
+        # window: its cut must not rest on the upper bounds
+        counted = True
+        counts = await engine.tokens.acount_fresh(alignment.new)
+        new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
+        window = await engine.window(
+            context_id,
+            budget_tokens=budget,
+            pending=new,
+            keep_pending=in_flight,
+            rewind_to_seq=alignment.rewind_to_seq,
+            snapshot=(ctx, live),
+        )
     ours = window.used_tokens_estimate
+    # (negative when older messages of the new turn were cut: base + the turn's
+    # counts is still what was sent, as ``_count`` adds them up)
     base = (window.used_tokens if ours is None else ours) - sum(counts)
     return _Turn(
         ctx,
@@ -234,6 +254,40 @@ async def _prepare(
         ours_reserved,
         counted=counted,
     )
+
+
+def _in_flight(new: list[Message]) -> int:
+    """How many of the new turn's last messages are the turn in flight, sent
+    whatever the budget: its last message and, when that holds tool results,
+    the messages of results right before it (their calls come with them, in
+    the window's cut or read back from the log). The turn's older messages
+    (history the log did not hold: a client new to the proxy, an edited
+    turn) are cut to the budget like the log's."""
+    count = 0
+    for message in reversed(new):
+        results = tool_refs(message)[1]
+        if count and not results:
+            break
+        count += 1
+        if not results:
+            break
+    return count
+
+
+def _as_assumed(items: list[WindowItem], ctx: ContextRecord, new: list[Message]) -> bool:
+    """Whether a window built with the new turn's upper-bound counts is the
+    one ``Engine.window_keeps_all`` promised: the turn whole and unchanged at
+    its end, and no log row read back before the live ones."""
+    size = len(new)
+    if len(items) < size:
+        return False
+    for index, (item, message) in enumerate(zip(items[len(items) - size :], new, strict=True)):
+        if item.in_log or item.from_seq != ctx.last_seq + index + 1:
+            return False
+        if item.message.parts is not message.parts:  # rewritten
+            return False
+    first_row = next((item for item in items if item.is_row), None)
+    return first_row is None or first_row.from_seq >= ctx.live_from_seq
 
 
 def _count_later(engine: Engine, turn: _Turn) -> asyncio.Future[list[int]] | None:

@@ -3,13 +3,25 @@
 Clients differ: some resend the whole history every time, some send only the
 newest message, some send their own trimmed window, and some edit or
 regenerate an earlier turn. The request's last message is always new. Of the
-ones before it, the longest run that matches consecutive log messages is
-history we already hold; the messages after that run are the new turn.
+ones before it, the longest start that matches log messages is history we
+already hold; the messages after it are the new turn. It matches as runs of
+consecutive log messages: after an edited or regenerated turn the context
+follows the branch that replaced it, so a client's history skips the
+abandoned branch the log keeps (see ``align``).
 
-When the matched run ends before the end of the log, the request has diverged
-from the log (an edited or regenerated turn): the new turn is appended with
-``rewind_to_seq`` at the first log message the request left out, so the LLM
-context forgets the abandoned branch while the log keeps it.
+When the held history ends before the end of the log, the request has
+diverged from the log (an edited or regenerated turn): the new turn is
+appended with ``rewind_to_seq`` at the first log message after it, so the LLM
+context forgets the abandoned branch while the log keeps it. A turn ending in
+tool results (regenerating the answer that followed them, or a retry of that
+turn) rewinds to the results it sends again: the call keeps a result (see
+``compaction.rewind``).
+
+A request of one message holding tool results whose calls the log already
+answered, with nothing but the model's replies since, is that too, from a
+client that sends only its newest message: it rewinds to the results it
+replaces (``_replaced_results``), instead of giving the calls a second
+result after their answer, which no provider accepts.
 
 Messages are compared by their content (text, tool calls, tool results,
 files), not by ids or token counts, so an assistant reply we stored matches
@@ -17,7 +29,9 @@ the same reply when the client sends it back.
 
 The common cases are checked first on few rows (``tail_match``): a client
 that resends its history sends, before its new message, exactly the newest
-log messages; a client that sends only its newest message needs no history.
+log messages; a client that sends only its newest message needs no history
+(its tool results, the newest two rows: the calls they answer or the results
+they replace).
 Only when that check fails is the request aligned against the wider set of
 rows ``window_sizes`` names.
 """
@@ -30,7 +44,7 @@ from typing import Any
 
 from fastpaca_core.jsonutil import dumps_str
 from fastpaca_core.model import Message, StoredMessage
-from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, part_call_id
+from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, part_call_id, parts_refs
 
 __all__ = ["Alignment", "align", "fingerprint", "tail_match", "tail_size", "window_sizes"]
 
@@ -78,8 +92,41 @@ def window_sizes(request_len: int) -> tuple[int, int]:
 
 
 def tail_size(request_len: int) -> int:
-    """How many of the newest log messages ``tail_match`` needs."""
-    return max(0, request_len - 1)
+    """How many of the newest log messages ``tail_match`` needs (for a lone
+    message, what ``_replaced_results`` needs in the common cases: the call
+    its results answer, or those results and the reply after them)."""
+    return request_len - 1 if request_len > 1 else 2
+
+
+def _replaced_results(message: Message, log: Sequence[StoredMessage], last_seq: int) -> int | None:
+    """For a request of only ``message``: the seq of the log message holding
+    results ``message`` gives again (a retry or regenerate of the turn that
+    sent them, the tool run again...), when only the model's replies follow
+    it and none of them calls those ids anew; 0 when ``message`` is new
+    (holds no tool result, or answers a call still open); None when ``log``
+    (from its end, in seq order) lacks the rows to tell.
+
+    A second result for an answered call is valid nowhere but in place of the
+    first, which is therefore what it replaces: the turn is appended with
+    ``rewind_to_seq`` at that message.
+    """
+    results = parts_refs(message.parts)[1]
+    if not results:
+        return 0
+    expected = last_seq
+    for row in reversed(log):
+        if row.seq != expected:
+            break  # a gap: the rows before it were not read
+        expected -= 1
+        calls, answered = parts_refs(row.parts)
+        if calls & results:
+            return 0  # the call (made again) is open: this is its first result
+        if answered & results:
+            # the rewind keeps every call answered: only results all given again
+            return row.seq if answered <= results and row.role != "assistant" else 0
+        if row.role != "assistant":
+            return 0  # the conversation went on after the turn
+    return None if expected >= 1 else 0
 
 
 def tail_match(
@@ -91,14 +138,17 @@ def tail_match(
 
     ``log`` holds at least the newest ``tail_size(len(request))`` rows, in seq
     order. A run ending at the log's end covering every request message but
-    the last is the longest and latest run ``align`` can find, so the answers
+    the last holds the whole history as late as ``align`` can, so the answers
     agree.
     """
     if not request:
         return Alignment([], 0, None)
     wanted = request[:-1]
     if not wanted:
-        return Alignment(list(request), 0, None)
+        replaced = _replaced_results(request[0], log, last_seq)
+        if replaced is None:
+            return None
+        return Alignment(list(request), 0, replaced or None)
     first = last_seq - len(wanted) + 1
     if first < 1:
         return None
@@ -116,24 +166,62 @@ def align(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: in
 
     ``log`` is any set of log rows (typically the newest ``2m + 16`` and the
     first ``m``, for a request of ``m`` messages), in seq order.
+
+    History is held as runs of consecutive log messages, each run later in
+    the log than the one before; between two runs the log holds a branch the
+    context abandoned (a regenerated or edited turn), and the run after it
+    starts where the turn that replaced it did: with a client's message (not
+    a reply, nor one of only parts not compared). The longest start of the
+    request's history held so is held; its last message is placed at the
+    latest log message it can be (the context follows the newest branch), and
+    a rewind, if any, goes right after it.
     """
     if not request:
         return Alignment([], 0, None)
-    wanted = [fingerprint(m) for m in request[:-1]]
-    if not wanted or not log:
+    if len(request) == 1:
+        return Alignment(list(request), 0, _replaced_results(request[0], log, last_seq) or None)
+    if not log:
         return Alignment(list(request), 0, None)
-    by_seq = {row.seq: fingerprint(row) for row in log}
-    best_len, best_end = 0, 0
+    at: dict[tuple[Any, ...], list[int]] = {}
     for row in log:
-        if by_seq[row.seq] != wanted[0]:
-            continue
-        length = 1
-        while length < len(wanted) and by_seq.get(row.seq + length) == wanted[length]:
-            length += 1
-        end = row.seq + length  # first seq after the matched run
-        if (length, end) > (best_len, best_end):
-            best_len, best_end = length, end
-    if best_len == 0:
+        key = fingerprint(row)
+        seqs = at.get(key)
+        if seqs is None:
+            at[key] = [row.seq]
+        else:
+            seqs.append(row.seq)
+    rows: dict[int, StoredMessage] = {}  # read when a run may resume after a branch
+
+    def resumes(seq: int) -> bool:
+        """Whether a run may start at ``seq``: a client's message, with content."""
+        if not rows:
+            rows.update((row.seq, row) for row in log)
+        row = rows[seq]
+        return row.role != "assistant" and bool(fingerprint(row)[1])
+
+    held: list[int] = []  # where the held start of the history can end, ascending
+    count = 0
+    for message in request[:-1]:
+        seqs = at.get(fingerprint(message))
+        if seqs is None:
+            break
+        if count:
+            # the next message of a run, or the first of a run after an abandoned branch
+            first = held[0]
+            if len(held) == 1 and len(seqs) == 1:  # the common case
+                seq = seqs[0]
+                if seq - 1 != first and not (seq - 1 > first and resumes(seq)):
+                    break
+            elif len(held) == 1:
+                seqs = [s for s in seqs if s - 1 == first or (s - 1 > first and resumes(s))]
+            else:
+                after = set(held)
+                seqs = [s for s in seqs if s - 1 in after or (s - 1 > first and resumes(s))]
+            if not seqs:
+                break
+        held = seqs
+        count += 1
+    if count == 0:
         return Alignment(list(request), 0, None)
-    rewind = None if best_end > last_seq else best_end
-    return Alignment(list(request[best_len:]), best_len, rewind)
+    end = held[-1]
+    return Alignment(list(request[count:]), count, None if end >= last_seq else end + 1)
