@@ -271,17 +271,7 @@ class PostgresStore(Store):
             if self.schema:
                 conn = await asyncpg.connect(self._dsn, timeout=self.timeout)
                 try:
-                    # under the migration lock: CREATE SCHEMA IF NOT EXISTS is not safe
-                    # against another process creating it at the same moment
-                    async with conn.transaction():
-                        await conn.execute(
-                            "SELECT pg_advisory_xact_lock($1)",
-                            _MIGRATION_LOCK,
-                            timeout=self.timeout,
-                        )
-                        await conn.execute(
-                            f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', timeout=self.timeout
-                        )
+                    await self._create_schema(conn)
                 finally:
                     await conn.close(timeout=self.timeout)
             self._pool = await asyncpg.create_pool(
@@ -316,6 +306,20 @@ class PostgresStore(Store):
             except FAILED:
                 pool.terminate()
             self._rows.clear()
+
+    async def _create_schema(self, conn: asyncpg.Connection) -> None:
+        """The URL's schema, created when missing: under the migration lock
+        (waited for as migrations wait), as CREATE SCHEMA IF NOT EXISTS is not
+        safe against another process creating it at the same moment. A schema
+        that exists takes no lock (another schema's migration may hold it)."""
+        exists = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
+        if await conn.fetchval(exists, self.schema, timeout=self.timeout):
+            return
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK, timeout=_MIGRATE_TIMEOUT
+            )
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', timeout=self.timeout)
 
     async def _migrate(self, conn: Conn) -> None:
         timeout = _MIGRATE_TIMEOUT

@@ -403,47 +403,57 @@ async def proxy_call(
     if context_id is None:
         return await _pass_through(request, upstream, adapter, raw, adapter.is_stream(body))
     engine = request.app[ENGINE]
-    try:
-        context_id = scoped_id(request, context_id, "context")  # the tenant's own context
-        conversation = body.get(adapter.conversation_key)
-        if isinstance(conversation, list) and len(conversation) > MAX_MESSAGES:
-            raise ValidationError(
-                adapter.conversation_key, f"holds more than {MAX_MESSAGES:,} messages"
-            )
-        # a stream's headers, sent with its first event, carry the window's tokens:
-        # its turn is counted before it is sent
-        stream = adapter.is_stream(body)
-        digest, is_retry = retry_key(request.headers, raw)
-        if is_retry and not stream:  # answered once: see retries.py
-            answer = await request.app[RETRIES].answer(context_id, digest)
-            if answer is not None:
-                return answer.response()
-        turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
-        upstream_body = adapter.build(body, turn.preamble, turn.window)
-        hide = adapter.prepare_stream(upstream_body) if stream else False
-        payload = dumps(upstream_body)
-    except FastpacaError as exc:
-        return _error(adapter, exc.status, exc.code, public_text(request, str(exc)))
-    headers = upstream.request_headers(adapter.provider, request.headers)
-    headers["Content-Type"] = "application/json"
-    url = upstream.url(adapter.provider, adapter.path)
-    if stream:
-        return await _forward(
-            request, engine, adapter, context_id, turn, url, payload, headers, stream, hide
-        )
     retries = request.app[RETRIES]
-    call = retries.start(context_id, digest)
-    answer = None
+    call = None  # this call as the context's latest (retries.py); non-streamed only
     try:
+        try:
+            context_id = scoped_id(request, context_id, "context")  # the tenant's own context
+            conversation = body.get(adapter.conversation_key)
+            if isinstance(conversation, list) and len(conversation) > MAX_MESSAGES:
+                raise ValidationError(
+                    adapter.conversation_key, f"holds more than {MAX_MESSAGES:,} messages"
+                )
+            # a stream's headers, sent with its first event, carry the window's tokens:
+            # its turn is counted before it is sent
+            stream = adapter.is_stream(body)
+            if not stream:  # a retry of a call under way or undelivered gets its answer
+                claimed = await retries.claim(context_id, *retry_key(request.headers, raw))
+                if isinstance(claimed, Answer):
+                    return claimed.response()
+                call = claimed
+            turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
+            upstream_body = adapter.build(body, turn.preamble, turn.window)
+            hide = adapter.prepare_stream(upstream_body) if stream else False
+            payload = dumps(upstream_body)
+        except FastpacaError as exc:
+            return _error(adapter, exc.status, exc.code, public_text(request, str(exc)))
+        headers = upstream.request_headers(adapter.provider, request.headers)
+        headers["Content-Type"] = "application/json"
+        url = upstream.url(adapter.provider, adapter.path)
         response = await _forward(
             request, engine, adapter, context_id, turn, url, payload, headers, stream, hide
         )
-        if isinstance(response, web.Response) and response.get(_STORED):
+        if call is not None and isinstance(response, web.Response) and response.get(_STORED):
             body_bytes = response.body if isinstance(response.body, bytes) else b""
             answer = Answer(response.status, body_bytes, dict(response.headers))
+            delivered = await _deliver(request, response)
+            retries.finish(context_id, call, answer, delivered=delivered)
+            call = None
         return response
     finally:
-        retries.finish(context_id, call, answer)
+        if call is not None:  # refused, failed or stored nothing: a retry goes upstream
+            retries.finish(context_id, call, None)
+
+
+async def _deliver(request: web.Request, response: web.StreamResponse) -> bool:
+    """Send ``response`` now; False when its client is gone (it gave up waiting:
+    its retry is to get this answer, see retries.py)."""
+    try:
+        await response.prepare(request)
+        await response.write_eof()
+    except ConnectionError:
+        return False
+    return True
 
 
 async def _forward(

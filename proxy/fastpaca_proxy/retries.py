@@ -4,17 +4,24 @@ An SDK that gives up on a call (its timeout, a dropped connection) sends the
 same request again; the proxy meanwhile carries the first one through (the
 upstream answers, the turn is stored). Without this, the retry is a second
 upstream call and a second copy of the turn. So each context's latest
-non-streamed call is remembered here by a digest of its request (body, and
-``Idempotency-Key`` when sent), and a retry of it, one that says so
+non-streamed call is remembered here from its arrival, by its request (body,
+and ``Idempotency-Key`` when sent), and a call that says it is a retry
 (``X-Stainless-Retry-Count`` of 1 or more, as the OpenAI and Anthropic SDKs
-send, or the same ``Idempotency-Key``), is answered with the first call's
-answer: awaited while that call runs, kept for ``KEEP_FOR`` seconds once it
-stored its turn. A first call that stored nothing (an upstream error) leaves
-the retry to go upstream as any call does.
+send, or an ``Idempotency-Key``) of that same request gets its answer instead:
+awaited while the call runs, and afterwards only when the answer could not be
+delivered to its own client (who gave up waiting), or when the call had an
+``Idempotency-Key``; kept for ``KEEP_FOR`` seconds. An answer its client
+received is not replayed for a mere retry count: the same request again is a
+new turn ("yes", "continue"). A call that stored nothing leaves
+the retry to go upstream, as the one new latest call (:meth:`Retries.claim`
+answers or registers in one step, so two retries waiting on one failed call
+do not both go).
 
 In this process only (a retry that reaches another worker is a new call), and
-bounded: the latest call of the ``MAX_CONTEXTS`` contexts called most recently,
-answers of up to ``MAX_ANSWER_BYTES`` each.
+bounded: the ``MAX_CONTEXTS`` contexts called most recently, answers of up to
+``MAX_ANSWER_BYTES`` each and ``MAX_BYTES`` in all (the oldest go first). A
+request is remembered by its bytes when small (compared only when a retry
+comes: nothing to compute on the hot path), by a digest when large.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ __all__ = ["RETRIES", "Answer", "Retries", "retry_key"]
 KEEP_FOR = 600.0  # s an answer is kept for a retry (the SDKs' default timeout)
 MAX_CONTEXTS = 1024
 MAX_ANSWER_BYTES = 1024 * 1024
+MAX_BYTES = 16 * 1024 * 1024  # requests and answers kept, all contexts together
+_KEPT_AS_IS = 16 * 1024  # requests up to this size are kept as they are, not digested
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,54 +60,99 @@ class Answer:
 
 @dataclass(slots=True)
 class _Call:
-    digest: bytes
+    request: bytes  # see retry_key
     answer: asyncio.Future[Answer | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
     finished: float | None = None  # time.monotonic() once answered
+    size: int = 0  # bytes held
+    keyed: bool = False  # sent with an Idempotency-Key: its answer is kept even once received
+
+    def __post_init__(self) -> None:
+        self.size = len(self.request)
 
 
-def retry_key(headers: Mapping[str, str], body: bytes) -> tuple[bytes, bool]:
-    """The digest a call is remembered by, and whether the call is a retry."""
+def retry_key(headers: Mapping[str, str], body: bytes) -> tuple[bytes, bool, bool]:
+    """What a call is remembered by (its body and ``Idempotency-Key``; a large
+    body by its digest), whether the call says it is a retry, and whether it
+    has a key."""
     key = headers.get("Idempotency-Key", "")
     count = headers.get("X-Stainless-Retry-Count", "0")
     retry = bool(key) or (count.isdigit() and int(count) > 0)
-    digest = hashlib.blake2b(body, digest_size=16, key=key.encode()[:64]).digest()
-    return digest, retry
+    if len(body) > _KEPT_AS_IS:
+        body = hashlib.blake2b(body, digest_size=32).digest()
+    return (key.encode() + b"\n" + body) if key else body, retry, bool(key)
 
 
 class Retries:
     def __init__(self) -> None:
         self._calls: OrderedDict[str, _Call] = OrderedDict()
+        self.size = 0  # bytes held by the calls remembered
 
-    async def answer(self, context_id: str, digest: bytes) -> Answer | None:
-        """The answer of the context's latest call when it had this digest
-        (awaited while that call runs); None when there is none to give."""
-        call = self._calls.get(context_id)
-        if call is None or call.digest != digest:
-            return None
-        if call.finished is not None and time.monotonic() - call.finished > KEEP_FOR:
-            return None
-        return await asyncio.shield(call.answer)
+    async def claim(
+        self, context_id: str, request: bytes, retry: bool, keyed: bool = False
+    ) -> Answer | _Call:
+        """A retry's answer (see the module doc), or this call, registered as the
+        context's latest call with no await before it."""
+        while retry:
+            call = self._calls.get(context_id)
+            if call is None or call.request != request:
+                break
+            if call.finished is not None:
+                fresh = time.monotonic() - call.finished <= KEEP_FOR
+                answer = call.answer.result() if fresh else None
+                if answer is not None:
+                    return answer
+                break
+            answer = await asyncio.shield(call.answer)
+            if answer is not None:
+                return answer
+            # that call failed: look again (another retry may have taken its place)
+        return self.start(context_id, request, keyed)
 
-    def start(self, context_id: str, digest: bytes) -> _Call:
+    def start(self, context_id: str, request: bytes, keyed: bool = False) -> _Call:
         """Remember a call as the context's latest."""
-        call = _Call(digest)
-        self._calls.pop(context_id, None)
+        call = _Call(request, keyed=keyed)
+        self._forget(context_id)
         self._calls[context_id] = call
-        while len(self._calls) > MAX_CONTEXTS:
-            _, oldest = self._calls.popitem(last=False)
-            _settle(oldest, None)
+        self.size += call.size
+        self._bound()
         return call
 
-    def finish(self, context_id: str, call: _Call, answer: Answer | None) -> None:
-        """The call's outcome: its answer when it stored its turn, else None."""
+    def finish(
+        self, context_id: str, call: _Call, answer: Answer | None, *, delivered: bool = False
+    ) -> None:
+        """The call's outcome: its answer when it stored its turn (else None),
+        and whether its own client received it."""
         if answer is not None and len(answer.body) > MAX_ANSWER_BYTES:
             answer = None
-        _settle(call, answer)
+        _settle(call, answer)  # retries waiting meanwhile get it either way
         call.finished = time.monotonic()
-        if answer is None and self._calls.get(context_id) is call:
-            del self._calls[context_id]  # nothing to give a retry
+        if self._calls.get(context_id) is not call:
+            return  # another call of the context came since, or this one was let go
+        if answer is None or (delivered and not call.keyed):
+            self._forget(context_id)  # nothing to give a later retry
+            return
+        call.size += len(answer.body)
+        self.size += len(answer.body)
+        self._bound()
+
+    def _forget(self, context_id: str) -> None:
+        call = self._calls.pop(context_id, None)
+        if call is not None:
+            self.size -= call.size
+            _settle(call, None)
+
+    def _bound(self) -> None:
+        """Within the bounds, and without answers kept past ``KEEP_FOR``."""
+        calls = self._calls
+        now = time.monotonic()
+        while calls:
+            oldest = calls[next(iter(calls))]
+            expired = oldest.finished is not None and now - oldest.finished > KEEP_FOR
+            if not (expired or len(calls) > MAX_CONTEXTS or self.size > MAX_BYTES):
+                return
+            self._forget(next(iter(calls)))
 
 
 def _settle(call: _Call, answer: Answer | None) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ import openai
 import pytest
 
 from fastpaca_proxy.fake_upstream import ErrorReply, Reply
+from fastpaca_proxy.retries import MAX_ANSWER_BYTES, MAX_BYTES, Answer, Retries, retry_key
 
 from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack, run_stack
 
@@ -100,3 +103,63 @@ def test_an_anthropic_retry_and_an_idempotency_key(stack: Stack) -> None:
     assert again.content == first.content and again.headers["Idempotent-Replayed"] == "true"
     assert "Idempotent-Replayed" not in other.headers
     assert len(stack.fake.requests) == 2
+
+
+async def test_what_is_kept_for_retries_is_bounded() -> None:
+    """Undelivered answers of many contexts (up to 1 MiB each) are kept up to
+    MAX_BYTES in all, the oldest let go first; a delivered one is not kept; a
+    large request is kept as a digest; a whole Idempotency-Key counts."""
+    retries = Retries()
+    big = b"x" * (MAX_ANSWER_BYTES - 10)
+    request, _, _ = retry_key({}, b"{}" * 100)
+    for i in range(64):
+        retries.finish(f"c{i}", retries.start(f"c{i}", request), Answer(200, big, {}))
+        assert retries.size <= MAX_BYTES
+    assert not isinstance(await retries.claim("c0", request, True), Answer)  # let go
+    assert isinstance(await retries.claim("c63", request, True), Answer)  # the newest kept
+    retries.finish("d", retries.start("d", request), Answer(200, b"{}", {}), delivered=True)
+    assert not isinstance(await retries.claim("d", request, True), Answer)
+    large, retry, _ = retry_key({"X-Stainless-Retry-Count": "1"}, b"y" * 1_000_000)
+    assert retry and len(large) == 32
+    prefix = "t" * 70
+    one, retry, keyed = retry_key({"Idempotency-Key": prefix + "1"}, b"{}")
+    assert retry and keyed and one != retry_key({"Idempotency-Key": prefix + "2"}, b"{}")[0]
+
+
+def test_a_retry_flag_on_a_new_turn_with_the_same_words_is_not_replayed(stack: Stack) -> None:
+    """The client got its answer; its next turn says the same ("yes") and carries
+    a retry count (its first attempt was refused before the proxy saw it): a
+    new turn, not the old answer."""
+    url = f"{stack.openai_url('yes')}/chat/completions"
+    body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": "yes"}]}
+    with httpx.Client(timeout=10) as http:
+        assert http.post(url, json=body).status_code == 200
+        again = http.post(url, json=body, headers={"X-Stainless-Retry-Count": "1"})
+    assert again.status_code == 200 and "Idempotent-Replayed" not in again.headers
+    assert len(stack.fake.requests) == 2
+    assert [role for role, _ in stack.texts("yes")] == ["user", "assistant"] * 2
+
+
+def test_two_retries_of_a_failed_call_go_upstream_once(stack: Stack) -> None:
+    """The first attempt fails after 2 s (nothing stored); two retries waited on
+    it: one goes upstream, the other gets its answer."""
+    stack.fake.script(
+        Reply(text="x", latency=2.0, fail_after=0), Reply(text="A1"), Reply(text="A2")
+    )
+    url = f"{stack.openai_url('two')}/chat/completions"
+    body = {"model": OPENAI_MODEL, "messages": [{"role": "user", "content": "book it"}]}
+    statuses: dict[int, int] = {}
+
+    def post(attempt: int) -> None:
+        time.sleep(attempt * 0.5)
+        headers = {"X-Stainless-Retry-Count": str(attempt)} if attempt else {}
+        statuses[attempt] = httpx.post(url, json=body, headers=headers, timeout=30).status_code
+
+    threads = [threading.Thread(target=post, args=(n,)) for n in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert statuses[1] == statuses[2] == 200
+    assert len(stack.fake.requests) == 2  # the failed attempt and one retry
+    assert stack.texts("two") == [("user", "book it"), ("assistant", "A1")]
