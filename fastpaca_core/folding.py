@@ -11,9 +11,11 @@ a valid cut so that no tool call is separated from its result, and to before
 any call still waiting for its result (folded away, the call would be missing
 when its result arrives). A previous
 summary in that part is folded in as text, and log messages that trimming
-dropped between it and the live messages (while the summariser was slow or
-down) are read back from the log, so the new summary's ``from_seq..to_seq``
-has no holes. One fold takes at most ``max_tokens`` of input; a longer
+dropped between it (or, before any summary, the pinned system messages) and
+the live messages, or around a pinned user request (while the summariser was
+slow or down), are read back from the log, so the new summary's
+``from_seq..to_seq`` has no holes; a pinned user request is folded like the
+other messages. One fold takes at most ``max_tokens`` of input; a longer
 backlog is folded oldest first over several rounds (``FoldPlan.partial``).
 """
 
@@ -131,7 +133,10 @@ async def plan_fold(
     # a call still waiting for its result stays live: its result will need it
     end = min([len(rest) - keep_last, *open_calls(rest).values()])
     cut = max(k for k in range(end + 1) if cuts[k])
+    if cut == 0:
+        return None
     fold = rest[:cut]
+    boundary = rest[cut] if cut < len(rest) else None
     summaries = [item for item in fold if item.kind == "summary"]
     previous_to = max((item.to_seq for item in summaries), default=None)
     lives = [item for item in fold if item.kind == "live"]
@@ -139,13 +144,20 @@ async def plan_fold(
     early = [i for i in lives if previous_to is not None and i.to_seq <= previous_to]
     later = [i for i in lives if previous_to is None or i.to_seq > previous_to]
     units: list[WindowItem] = list(early)
+    # messages trimmed away before the live ones: after the previous summary,
+    # or (before any summary) after the pinned system messages; and around a
+    # pinned user request
     if previous_to is not None:
-        # messages trimmed away between the previous summary and the live ones
-        resume = later[0].from_seq if later else rest[cut].from_seq
-        if resume > previous_to + 1:
-            gap = await read_log(previous_to + 1, resume - 1)
+        expected = previous_to + 1
+    else:
+        expected = max((item.to_seq for item in items[: len(items) - len(rest)]), default=0) + 1
+    for item in [*later, *([] if boundary is None else [boundary])]:
+        if item.kind == "live" and item.from_seq > expected:
+            gap = await read_log(expected, item.from_seq - 1)
             units.extend(WindowItem.of_row(r) for r in gap)
-    units.extend(later)
+        if item is not boundary:
+            units.append(item)
+        expected = max(expected, item.to_seq + 1)
     if not units:
         return None
     budget = max(max_tokens - sum(item.tokens for item in summaries), max_tokens // 4, 1)
@@ -180,6 +192,15 @@ def summary_message(plan: FoldPlan, text: str, provider: str, model: str) -> Mes
     )
 
 
+def _trimmed(old: Sequence[Key], snap: Sequence[Key]) -> bool:
+    """``old`` is ``snap`` less some of its items, but not its newest: what
+    trimming leaves (the oldest items cut, or those after a pinned request)."""
+    if not old or not snap or old[-1] != snap[-1]:
+        return False
+    remaining = iter(snap)
+    return all(key in remaining for key in old)
+
+
 def swap_items(
     plan: FoldPlan, items: Sequence[WindowItem], summary: Message
 ) -> list[WindowItem] | None:
@@ -190,13 +211,13 @@ def swap_items(
     happened before the snapshot's newest message: another summary or a manual
     compaction put something new there, or a rewind took messages off its end.
     Precisely: the window's items that existed at the snapshot (besides the
-    pinned system messages) must be a non-empty suffix of the snapshot's.
+    pinned system messages) must be the snapshot's less some of them, its
+    newest kept (trimming cuts the oldest, or those after a pinned request).
     """
     pinned = _pinned(items, before=plan.cover_from)
     rest = items[pinned:]
     old = tuple(item_key(i) for i in rest if i.kind == "summary" or i.from_seq <= plan.last_seq)
-    snap = plan.snapshot
-    if not old or len(old) > len(snap) or old != snap[len(snap) - len(old) :]:
+    if not _trimmed(old, plan.snapshot):
         return None
     replaced = [item for item in rest if item.from_seq <= plan.up_to_seq]
     if any(item.to_seq > plan.up_to_seq for item in replaced):

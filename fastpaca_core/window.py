@@ -39,6 +39,7 @@ __all__ = [
     "WindowItem",
     "apply_items",
     "fit",
+    "is_request",
     "items_of",
     "segments_of",
     "valid_cuts",
@@ -324,6 +325,66 @@ def _start(
     return start
 
 
+def is_request(item: WindowItem) -> bool:
+    """A user message that asks something: not one made only of tool results."""
+    if item.role != "user":
+        return False
+    return any(not is_result_part(part) for part in item.message.parts)
+
+
+def _pin_request(
+    rest: Sequence[WindowItem],
+    cuts: Sequence[bool],
+    start: int,
+    pinned: list[WindowItem],
+    used: int,
+    budget: int,
+    limit: int | None,
+    target: int | None,
+    limit_target: int | None,
+    keep_last: int,
+) -> list[WindowItem] | None:
+    """The window with the newest user request pinned after ``pinned`` when
+    the cut at ``start`` would remove it; None when it stays anyway, or when
+    it cannot be pinned (with the turn in flight) within the budget, or only
+    at the cost of every message after it."""
+    n = len(rest)
+    at = n - 1
+    while at >= start and not is_request(rest[at]):
+        at -= 1
+    if at >= start:  # the newest request is kept by the cut
+        return None
+    while at >= 0 and not is_request(rest[at]):
+        at -= 1
+    if at < 0:
+        return None
+    request = rest[at]
+    if request.refs[0]:  # a request that calls tools itself: leave it to the cut
+        return None
+    cut_calls: set[str] = set()
+    for item in rest[:at]:
+        cut_calls |= item.refs[0]
+    own = without_results(request, cut_calls)  # its results whose calls are cut
+    if own is None:
+        return None
+    used += own.tokens
+    if used > budget:
+        return None
+    after = rest[at + 1 :]
+    m = len(after)
+    sub_cuts = cuts[at + 1 :]
+    if m and not any(sub_cuts[:m]):
+        return None
+    sub = _start(after, sub_cuts, used, budget, limit, target, limit_target, len(pinned) + 1)
+    if keep_last and sub > m - keep_last:
+        sub = max((k for k in range(m - keep_last + 1) if sub_cuts[k]), default=0)
+    if used + sum(item.tokens for item in after[sub:]) > budget:
+        return None  # the turn in flight does not fit beside the request: it wins
+    if sub == m and m and start < n:
+        return None  # the newest message fits only without the request: it wins
+    return [*pinned, own, *after[sub:]]
+
+
 def fit(
     items: Sequence[WindowItem],
     budget: int,
@@ -344,6 +405,14 @@ def fit(
     newest group. A summary among the pinned messages gives way when only
     that keeps the newest group. The last ``keep_last`` items are never cut (a
     turn about to be sent), even when the budget cannot then be kept.
+
+    The newest user request (a ``user`` message not made only of tool
+    results) is pinned too when the cut would remove it: it follows the
+    pinned system messages, less any tool results whose calls are cut, and
+    counts towards ``limit`` like them; the run kept after it is cut as
+    above. It gives way when it does not fit the budget beside the pinned
+    messages and the turn in flight, or when only dropping it keeps the
+    newest message.
     """
     work, keep_last = _drop_orphan_results(items, max(0, keep_last))
     pinned_end = 0  # (the kept tail is never among the pinned messages, which may go)
@@ -365,7 +434,13 @@ def fit(
         lean_used = sum(item.tokens for item in lean)
         lean_start = _start(rest, cuts, lean_used, budget, limit, target, limit_target, len(lean))
         if lean_start < n:
-            pinned, start = lean, lean_start
+            pinned, start, used = lean, lean_start, lean_used
     if keep_last and start > n - keep_last:
         start = max((k for k in range(n - keep_last + 1) if cuts[k]), default=0)
+    if start > 0:
+        window = _pin_request(
+            rest, cuts, start, pinned, used, budget, limit, target, limit_target, keep_last
+        )
+        if window is not None:
+            return window
     return pinned + rest[start:]

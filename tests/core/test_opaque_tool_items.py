@@ -283,4 +283,5 @@ async def test_an_output_whose_call_was_cut_away_leaves_the_window(engine: Engin
     await engine.append("big", entry("assistant", output, 10))
     await engine.append("big", {**text("user", "Thanks."), "token_count": 10})
     window = await engine.window("big")
-    assert [p["type"] for item in window.items for p in item.message.parts] == ["text"]
+    # the user's request stays pinned (it fits); the call and its output do not
+    assert [p["type"] for item in window.items for p in item.message.parts] == ["text", "text"]

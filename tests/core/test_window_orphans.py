@@ -26,11 +26,11 @@ def parallel_call(*call_ids: str, token_count: int) -> dict[str, Any]:
 
 async def big_call_cut(engine: Engine, context_id: str) -> None:
     """Budget 60: a user message, then a call alone over the budget; the
-    policy leaves the window empty (the call is in the log only)."""
+    policy leaves only the user's request, pinned (the call is in the log only)."""
     await engine.put_context(context_id, token_budget=60)
     await engine.append(context_id, text("user", "find it", token_count=10))
     await engine.append(context_id, call("big", token_count=375))
-    assert (await engine.window(context_id)).items == []
+    assert shape(await engine.window(context_id)) == [("user", 1, False)]
 
 
 def shape(window: Any) -> list[tuple[str, int, bool]]:
@@ -64,7 +64,7 @@ async def test_the_pair_follows_the_pinned_system_message(engine: Engine) -> Non
     await engine.append("c", text("assistant", "two", token_count=20))
     await engine.append("c", call("k", token_count=150))  # cut: alone over the budget
     window = await engine.window("c")
-    assert [item.from_seq for item in window.items] == [1]
+    assert [item.from_seq for item in window.items] == [1, 2]  # the request is pinned
     pending = [result("k", token_count=5), text("user", "and?", token_count=5)]
     window = await engine.window("c", pending=pending)
     assert shape(window) == [
@@ -83,7 +83,7 @@ async def test_parallel_results_bring_the_rows_from_their_call_on(engine: Engine
     await engine.append_batch(
         "c", [parallel_call("a", "b", token_count=300), result("a", token_count=5)]
     )
-    assert (await engine.window("c")).items == []
+    assert shape(await engine.window("c")) == [("user", 1, False)]  # the request, pinned
     window = await engine.window("c", pending=[result("b", token_count=5)])
     assert shape(window) == [("assistant", 2, True), ("tool", 3, True), ("tool", 4, False)]
 
