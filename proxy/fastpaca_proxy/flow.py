@@ -417,10 +417,14 @@ async def proxy_call(
             # its turn is counted before it is sent
             stream = adapter.is_stream(body)
             if not stream:  # a retry of a call under way or undelivered gets its answer
-                claimed = await retries.claim(context_id, *retry_key(request.headers, raw))
-                if isinstance(claimed, Answer):
-                    return claimed.response()
-                call = claimed
+                request_key, is_retry, keyed = retry_key(request.headers, raw)
+                if not is_retry:
+                    call = retries.start(context_id, request_key, keyed)
+                else:
+                    claimed = await retries.claim(context_id, request_key, True, keyed)
+                    if isinstance(claimed, Answer):
+                        return claimed.response()
+                    call = claimed
             turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
             upstream_body = adapter.build(body, turn.preamble, turn.window)
             hide = adapter.prepare_stream(upstream_body) if stream else False
@@ -435,8 +439,11 @@ async def proxy_call(
         )
         if call is not None and isinstance(response, web.Response) and response.get(_STORED):
             body_bytes = response.body if isinstance(response.body, bytes) else b""
-            answer = Answer(response.status, body_bytes, dict(response.headers))
+            headers_sent = dict(response.headers)  # before prepare adds its own
             delivered = await _deliver(request, response)
+            answer = None
+            if call.wants_answer(delivered):
+                answer = Answer(response.status, body_bytes, headers_sent)
             retries.finish(context_id, call, answer, delivered=delivered)
             call = None
         return response

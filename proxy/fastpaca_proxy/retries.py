@@ -67,6 +67,12 @@ class _Call:
     finished: float | None = None  # time.monotonic() once answered
     size: int = 0  # bytes held
     keyed: bool = False  # sent with an Idempotency-Key: its answer is kept even once received
+    waiting: int = 0  # retries awaiting its answer
+
+    def wants_answer(self, delivered: bool) -> bool:
+        """Whether anyone could be given this call's answer (else it need not be
+        built: the common case, a call its client received)."""
+        return self.waiting > 0 or self.keyed or not delivered
 
     def __post_init__(self) -> None:
         self.size = len(self.request)
@@ -104,7 +110,11 @@ class Retries:
                 if answer is not None:
                     return answer
                 break
-            answer = await asyncio.shield(call.answer)
+            call.waiting += 1
+            try:
+                answer = await asyncio.shield(call.answer)
+            finally:
+                call.waiting -= 1
             if answer is not None:
                 return answer
             # that call failed: look again (another retry may have taken its place)
