@@ -16,7 +16,7 @@ from .stores.base import Tx
 from .toolcalls import parts_refs
 from .window import WindowItem, apply_items, items_of, valid_cuts
 
-__all__ = ["rewind", "run_policy"]
+__all__ = ["calls_answered", "rewind", "run_policy"]
 
 
 def _results_cut(kept: Sequence[WindowItem], dropped: Sequence[WindowItem]) -> set[str]:
@@ -33,7 +33,7 @@ def _results_cut(kept: Sequence[WindowItem], dropped: Sequence[WindowItem]) -> s
     return cut
 
 
-def _answered(items: Sequence[WindowItem]) -> set[str]:
+def calls_answered(items: Sequence[WindowItem]) -> set[str]:
     """The calls made before ``items`` that ``items`` give a result."""
     made: set[str] = set()
     answered: set[str] = set()
@@ -59,7 +59,7 @@ async def rewind(
     old_end = len(items) - len(new_rows)
     if not valid_cuts(items[:old_end])[cut] and not _results_cut(
         items[:cut], items[cut:old_end]
-    ) <= _answered(items[old_end:]):
+    ) <= calls_answered(items[old_end:]):
         raise ValidationError(
             "rewind_to_seq", f"would separate a tool call from its result at seq {rewind_to}"
         )

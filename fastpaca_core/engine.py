@@ -23,7 +23,7 @@ from datetime import datetime
 from . import summaries
 from .appends import append_messages
 from .calibration import calibrate, calibration_sample
-from .compaction import run_policy
+from .compaction import calls_answered, run_policy
 from .errors import ContextNotFound, ValidationError, VersionConflict
 from .events import Event, EventBus
 from .folding import FoldPlan
@@ -435,12 +435,7 @@ class Engine:
         A result whose call is not found there is left out of what is sent
         (the window never holds an orphan result); the log still stores it.
         """
-        wanted: set[str] = set()
-        made: set[str] = set()
-        for item in news:
-            calls, results = item.refs
-            wanted |= results - made
-            made |= calls
+        wanted = calls_answered(news)
         if not wanted:
             return None
         for item in reversed(items):  # the call is usually the window's newest row

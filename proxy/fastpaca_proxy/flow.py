@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from fastpaca_core.engine import AppendResult, Engine
+from fastpaca_core.engine import AppendResult, Engine, Window
 from fastpaca_core.errors import (
     ContextNotFound,
     ContextTombstoned,
@@ -217,28 +217,25 @@ async def _prepare(
         counts = bounds  # the window cuts nothing either way: the same messages
     new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
     in_flight = _in_flight(new)
-    window = await engine.window(
-        context_id,
-        budget_tokens=budget,
-        pending=new,
-        keep_pending=in_flight,
-        rewind_to_seq=alignment.rewind_to_seq,
-        snapshot=(ctx, live),
-    )
+
+    async def window_with(pending: list[Message]) -> Window:
+        return await engine.window(
+            context_id,
+            budget_tokens=budget,
+            pending=pending,
+            keep_pending=in_flight,
+            rewind_to_seq=alignment.rewind_to_seq,
+            snapshot=(ctx, live),
+        )
+
+    window = await window_with(new)
     if not counted and not _as_assumed(window.items, ctx, new):
         # a call read back from the log (or a result without one) changed the
         # window: its cut must not rest on the upper bounds
         counted = True
         counts = await engine.tokens.acount_fresh(alignment.new)
         new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
-        window = await engine.window(
-            context_id,
-            budget_tokens=budget,
-            pending=new,
-            keep_pending=in_flight,
-            rewind_to_seq=alignment.rewind_to_seq,
-            snapshot=(ctx, live),
-        )
+        window = await window_with(new)
     ours = window.used_tokens_estimate
     # (negative when older messages of the new turn were cut: base + the turn's
     # counts is still what was sent, as ``_count`` adds them up)
