@@ -1,12 +1,21 @@
-"""The PostgreSQL store's schema: a numbered list of migrations.
+"""The PostgreSQL store's schema: a numbered list of migrations, and where it lives.
 
-:meth:`.postgres.PostgresStore.open` applies the ones a database has not seen
-yet, under an advisory lock, and records each in ``schema_version``.
+:meth:`.postgres.PostgresStore.open` applies the migrations a database has not
+seen yet, under an advisory lock, and records each in ``schema_version``.
+:func:`split_url` takes the ``?schema=`` out of a store URL; :func:`channel_of`
+names the schema's NOTIFY channel.
 """
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS"]
+import hashlib
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ValidationError
+
+__all__ = ["MIGRATIONS", "channel_of", "split_url"]
+
+NAME_MAX = 63  # bytes in a PostgreSQL name (a schema, a channel)
 
 MIGRATIONS: list[str] = [
     # 1: the log, contexts with their window, idempotency keys, stored events
@@ -85,3 +94,27 @@ MIGRATIONS: list[str] = [
     CREATE INDEX contexts_by_id_bytes ON contexts ((id COLLATE "C"));
     """,
 ]
+
+
+def channel_of(schema: str | None) -> str:
+    """The NOTIFY channel of a schema's processes. A name is at most
+    ``NAME_MAX`` bytes (``pg_notify`` refuses a longer one): a long schema
+    name's channel is named by its digest."""
+    channel = f"fastpaca_{schema or 'public'}"
+    if len(channel.encode()) <= NAME_MAX:
+        return channel
+    return f"fastpaca_{hashlib.sha256(channel.encode()).hexdigest()[:40]}"
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = [(k, v) for k, v in query if k != "schema"]
+    if schema is not None and not schema.replace("_", "").isalnum():
+        raise ValidationError("store", "the schema name must be letters, digits and _")
+    if schema is not None and len(schema.encode()) > NAME_MAX:
+        # PostgreSQL would cut a longer name short, and another such name to the same one
+        raise ValidationError("store", f"the schema name must be at most {NAME_MAX} bytes")
+    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
+    return dsn, schema

@@ -41,14 +41,12 @@ store's own writes apart).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 try:
     import asyncpg
@@ -71,7 +69,7 @@ from ._codec import (
 )
 from ._pggroup import GROUP_SQL, GroupWriter, Write, group_args
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
-from ._pgschema import MIGRATIONS
+from ._pgschema import MIGRATIONS, channel_of, split_url
 from ._pgtx import READ_MESSAGES_CAPPED_SQL, READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
 from ._rowcache import Plan, RowCache, SizedRows, row_size
 from .base import Op, Store, tenant_range, window_start
@@ -80,7 +78,6 @@ __all__ = ["PostgresStore"]
 
 R = TypeVar("R")
 _MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
-_NAME_MAX = 63  # bytes in a PostgreSQL name (a schema, a channel)
 _RETRIES = 5  # for serialisation failures, deadlocks, a lost insert race
 _KNOWN_ROWS = 1024  # context rows kept as last written (the contexts in use)
 _CONTENDED_FOR = 1.0  # seconds a context that lost an optimistic race is written locked
@@ -108,30 +105,6 @@ _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
 )
-
-
-def _channel(schema: str | None) -> str:
-    """The NOTIFY channel of a schema's processes. A name is at most
-    ``_NAME_MAX`` bytes (``pg_notify`` refuses a longer one): a long schema
-    name's channel is named by its digest."""
-    channel = f"fastpaca_{schema or 'public'}"
-    if len(channel.encode()) <= _NAME_MAX:
-        return channel
-    return f"fastpaca_{hashlib.sha256(channel.encode()).hexdigest()[:40]}"
-
-
-def _split_url(url: str) -> tuple[str, str | None]:
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    rest = [(k, v) for k, v in query if k != "schema"]
-    if schema is not None and not schema.replace("_", "").isalnum():
-        raise ValidationError("store", "the schema name must be letters, digits and _")
-    if schema is not None and len(schema.encode()) > _NAME_MAX:
-        # PostgreSQL would cut a longer name short, and another such name to the same one
-        raise ValidationError("store", f"the schema name must be at most {_NAME_MAX} bytes")
-    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
-    return dsn, schema
 
 
 async def _release(
@@ -246,12 +219,12 @@ class PostgresStore(Store):
         timeout: float | None = None,
     ) -> None:
         self.url = url
-        self._dsn, self.schema = _split_url(url)
+        self._dsn, self.schema = split_url(url)
         self._min_size = min_size
         self._max_size = max_size
         self.timeout = timeout or DEFAULT_TIMEOUT
         self._pool: asyncpg.Pool | None = None
-        self.channel = _channel(self.schema)
+        self.channel = channel_of(self.schema)
         self._token = uuid.uuid4().hex
         self._notifier = Notifier(self._send_hints, self._token)
         self._group = GroupWriter(self._send_group)
