@@ -12,8 +12,9 @@ import pytest
 from fastpaca_core import AppendResult, Engine
 from fastpaca_core.errors import StoreError, StoreUnavailable
 from fastpaca_core.stores._pggroup import GroupWriter, Write
+from fastpaca_core.stores._pgschema import split_url
 from fastpaca_core.stores._pgtx import PgTx
-from fastpaca_core.stores.postgres import PostgresStore, _split_url, _Unknown
+from fastpaca_core.stores.postgres import PostgresStore, _Unknown
 
 pytestmark = pytest.mark.postgres
 
@@ -37,7 +38,7 @@ async def store(pg_url: str) -> AsyncIterator[PostgresStore]:
 @pytest.fixture
 async def admin(pg_url: str) -> AsyncIterator[asyncpg.Connection]:
     """A plain connection on the test's schema, for triggers and checks."""
-    dsn, schema = _split_url(pg_url)
+    dsn, schema = split_url(pg_url)
     conn = await asyncpg.connect(dsn, server_settings={"search_path": schema or "public"})
     try:
         yield conn
