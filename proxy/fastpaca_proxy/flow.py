@@ -53,7 +53,7 @@ from .adapters import Adapter, Usage
 from .calibration import usage_sample
 from .retries import RETRIES, Answer, retry_key
 from .sse import SSEParser
-from .turns import Alignment, align, tail_match, tail_size, window_sizes
+from .turns import Alignment, align, name_results, tail_match, tail_size, window_sizes
 from .upstream import UPSTREAM, Upstream
 
 __all__ = ["proxy_call"]
@@ -155,18 +155,18 @@ async def _align(
         raise ContextTombstoned(context_id)
     messages = adapter.resolve(request, rows)
     if ctx.last_seq <= newest:  # these rows are the whole log: nothing wider to read
-        return ctx, live, align(messages, rows, ctx.last_seq)
+        return ctx, live, name_results(align(messages, rows, ctx.last_seq), rows)
     if not adapter.unresolved(messages):
         alignment = tail_match(messages, rows, ctx.last_seq)
         if alignment is not None:
-            return ctx, live, alignment
+            return ctx, live, name_results(alignment, rows)
     ctx, live, rows = await _snapshot(
         engine, context_id, *window_sizes(len(request)), before_create
     )
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
     messages = adapter.resolve(request, rows)
-    return ctx, live, align(messages, rows, ctx.last_seq)
+    return ctx, live, name_results(align(messages, rows, ctx.last_seq), rows)
 
 
 async def _prepare(

@@ -39,14 +39,22 @@ rows ``window_sizes`` names.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from fastpaca_core.jsonutil import dumps_str
 from fastpaca_core.model import Message, StoredMessage
 from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, part_call_id, parts_refs
 
-__all__ = ["Alignment", "align", "fingerprint", "tail_match", "tail_size", "window_sizes"]
+__all__ = [
+    "Alignment",
+    "align",
+    "fingerprint",
+    "name_results",
+    "tail_match",
+    "tail_size",
+    "window_sizes",
+]
 
 _TEXT_TYPES = frozenset({"text", "refusal"})
 
@@ -84,6 +92,51 @@ class Alignment:
     new: list[Message]
     matched: int  # how many request messages the log already holds
     rewind_to_seq: int | None  # set when the request diverged from the log
+
+
+def _call_name(part: dict[str, Any]) -> str | None:
+    kind = str(part.get("type"))
+    name = part.get("toolName") if kind == "dynamic-tool" else kind[5:]
+    return name if isinstance(name, str) and name else None
+
+
+def name_results(alignment: Alignment, rows: Sequence[StoredMessage]) -> Alignment:
+    """``alignment`` with the nameless tool results of its new turn named after
+    the calls they answer, found in ``rows`` (log rows read for the alignment).
+
+    A request's converter names a result after a call earlier in the request;
+    a client that sends only its newest message (or chains Responses with
+    ``previous_response_id``) sends results whose calls only the log holds,
+    and they are stored with the same ``toolName`` as when the client resends
+    the call. A result whose call is in neither stays as it came.
+    """
+    if not any(
+        p.get("type") == RESULT_TYPE and not p.get("toolName")
+        for m in alignment.new
+        for p in m.parts
+    ):
+        return alignment
+    names: dict[str, str] = {}
+    for row in rows:
+        for part in row.parts:
+            call_id = part_call_id(part)
+            name = _call_name(part) if call_id is not None and is_call_part(part) else None
+            if call_id is not None and name is not None:
+                names[call_id] = name
+    if not names:
+        return alignment
+    new: list[Message] = []
+    for message in alignment.new:
+        parts = [
+            {**p, "toolName": names[p["toolCallId"]]}
+            if p.get("type") == RESULT_TYPE
+            and not p.get("toolName")
+            and p.get("toolCallId") in names
+            else p
+            for p in message.parts
+        ]
+        new.append(message if parts == message.parts else replace(message, parts=parts))
+    return replace(alignment, new=new)
 
 
 def window_sizes(request_len: int) -> tuple[int, int]:
