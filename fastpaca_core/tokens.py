@@ -5,8 +5,9 @@ ships the same files (gzip). We load them from there, check the sha256 that
 tiktoken itself expects, and build a real ``tiktoken.Encoding``.
 
 A message costs a fixed overhead plus its parts: text-like parts are counted
-on their text, every other part on its compact JSON. A client-supplied
-``token_count`` is always used verbatim.
+on their text, an image (a ``file`` part of an ``image/*`` type) as
+``IMAGE_TOKENS`` plus the JSON of its keys besides ``url``, every other part on
+its compact JSON. A client-supplied ``token_count`` is always used verbatim.
 
 Counts of text that repeats (a proxied request's system prompt, tools and
 parameters; the messages of a prompt re-estimated every turn) are cached by a
@@ -25,6 +26,7 @@ import importlib.resources
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import tiktoken
 
@@ -32,13 +34,31 @@ from .errors import ValidationError
 from .jsonutil import dumps_str
 from .model import Message
 
-__all__ = ["ENCODINGS", "MESSAGE_OVERHEAD", "TokenCounter", "load_encoding"]
+__all__ = ["ENCODINGS", "IMAGE_TOKENS", "MESSAGE_OVERHEAD", "TokenCounter", "load_encoding"]
 
 # Per-message overhead, as in OpenAI's chat accounting (role and separators).
 MESSAGE_OVERHEAD = 4
 # Above this many characters, counting moves off the event loop.
 _INLINE_CHARS = 16_384
 _TEXT_PARTS = frozenset({"text", "reasoning"})
+# An image costs a provider tokens by its size in pixels, not by its bytes
+# (Anthropic: about width * height / 750, at most about 1,600; OpenAI: 85, plus
+# 170 per 512-pixel tile at high detail). A ``file`` part of an ``image/*``
+# type counts as this many, plus the JSON of its other keys, whatever its
+# ``url`` holds: a photo's base64 counted as text would be tens of thousands
+# of tokens, and its message would push the conversation out of the window.
+IMAGE_TOKENS = 1600
+
+
+def _is_image(part: dict[str, Any]) -> bool:
+    media = part.get("mediaType")
+    return part.get("type") == "file" and isinstance(media, str) and media.startswith("image/")
+
+
+def _without_url(part: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in part.items() if k != "url"}
+
+
 # Cached counts (digest -> tokens) per counter; texts shorter than
 # _CACHE_MIN_CHARS count about as fast as they hash and are not cached.
 CACHE_SIZE = 8192
@@ -119,15 +139,21 @@ class TokenCounter:
         return len(self.encoding.encode_ordinary(text))
 
     @staticmethod
-    def _pieces(message: Message) -> list[str]:
+    def _pieces(message: Message) -> tuple[list[str], int]:
+        """The texts to tokenise, and the tokens counted without tokenising
+        (``IMAGE_TOKENS`` per image)."""
         pieces: list[str] = []
+        fixed = 0
         for part in message.parts:
             text = part.get("text")
             if part.get("type") in _TEXT_PARTS and isinstance(text, str):
                 pieces.append(text)
+            elif _is_image(part):
+                pieces.append(dumps_str(_without_url(part)))
+                fixed += IMAGE_TOKENS
             else:
                 pieces.append(dumps_str(part))
-        return pieces
+        return pieces, fixed
 
     def _count_pieces(self, pieces: Sequence[str]) -> int:
         encode = self.encoding.encode_ordinary
@@ -141,22 +167,26 @@ class TokenCounter:
         total = MESSAGE_OVERHEAD
         for part in message.parts:
             text = part.get("text")
+            fixed = 0
             if part.get("type") in _TEXT_PARTS and isinstance(text, str):
                 piece, least = text, len(text)
             else:  # its JSON is at least as long as its strings
-                least = sum(len(v) for v in part.values() if isinstance(v, str))
+                if _is_image(part):
+                    part, fixed = _without_url(part), IMAGE_TOKENS
+                least = fixed + sum(len(v) for v in part.values() if isinstance(v, str))
                 piece = None
             if limit is not None and total + least > limit:
                 return total + least
             piece = dumps_str(part) if piece is None else piece
-            total += len(piece.encode("utf-8", "surrogatepass"))
+            total += fixed + len(piece.encode("utf-8", "surrogatepass"))
         return total
 
     def count_message(self, message: Message) -> int:
         """The message's ``token_count`` if given, else our count."""
         if message.token_count is not None:
             return message.token_count
-        return self._count_pieces(self._pieces(message))
+        pieces, fixed = self._pieces(message)
+        return self._count_pieces(pieces) + fixed
 
     # -- cached counts -----------------------------------------------------
 
@@ -195,26 +225,28 @@ class TokenCounter:
     def count_fresh(self, message: Message) -> int:
         """Our own count of ``message``, ignoring its ``token_count``; cached by
         a digest of its content."""
-        pieces = self._pieces(message)
+        pieces, fixed = self._pieces(message)
         if self.cache_size <= 0:
-            return self._count_pieces(pieces)
-        key = self._digest(b"m", pieces)
+            return self._count_pieces(pieces) + fixed
+        key = self._digest(b"m%d" % fixed, pieces)
         count = self._lookup(key)
-        return count if count is not None else self._remember(key, self._count_pieces(pieces))
+        if count is None:
+            count = self._remember(key, self._count_pieces(pieces) + fixed)
+        return count
 
     async def acount_fresh(self, messages: Sequence[Message]) -> list[int]:
         """``count_fresh`` of many messages; large uncached ones are counted off
         the event loop."""
         counts: list[int] = []
         for message in messages:
-            pieces = self._pieces(message)
-            key = self._digest(b"m", pieces)
+            pieces, fixed = self._pieces(message)
+            key = self._digest(b"m%d" % fixed, pieces)
             count = self._lookup(key) if self.cache_size > 0 else None
             if count is None:
                 if sum(len(p) for p in pieces) > _INLINE_CHARS:
-                    count = await asyncio.to_thread(self._count_pieces, pieces)
+                    count = await asyncio.to_thread(self._count_pieces, pieces) + fixed
                 else:
-                    count = self._count_pieces(pieces)
+                    count = self._count_pieces(pieces) + fixed
                 if self.cache_size > 0:
                     self._remember(key, count)
             counts.append(count)
@@ -240,9 +272,9 @@ class TokenCounter:
             if message.token_count is not None:
                 counts.append(message.token_count)
                 continue
-            pieces = self._pieces(message)
+            pieces, fixed = self._pieces(message)
             if sum(len(p) for p in pieces) > _INLINE_CHARS:
-                counts.append(await asyncio.to_thread(self._count_pieces, pieces))
+                counts.append(await asyncio.to_thread(self._count_pieces, pieces) + fixed)
             else:
-                counts.append(self._count_pieces(pieces))
+                counts.append(self._count_pieces(pieces) + fixed)
         return counts

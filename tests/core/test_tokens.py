@@ -136,7 +136,11 @@ def test_at_most_stops_measuring_past_its_limit(monkeypatch: pytest.MonkeyPatch)
         return real(value)
 
     monkeypatch.setattr(tokens, "dumps_str", dumps)
-    big = {"type": "file", "mediaType": "image/png", "url": "data:image/png;base64," + "A" * 10**6}
+    big = {
+        "type": "file",
+        "mediaType": "application/pdf",
+        "url": "data:application/pdf;base64," + "A" * 10**6,
+    }
     message = Message("user", [{"type": "text", "text": "look"}, big])
     assert TokenCounter().at_most(message, 1000) > 1000
     assert serialised == []
