@@ -68,14 +68,17 @@ def _boundary(buffer: bytearray, start: int) -> tuple[int, int]:
 
 def _parse(raw: bytes) -> SSEEvent:
     event: str | None = None
-    data: list[str] = []
-    for line in raw.decode("utf-8", "replace").splitlines():
-        if not line or line.startswith(":"):
+    data: list[bytes] = []
+    # split the bytes, not the text: only CR and LF end a line in SSE (as the
+    # SDKs read it), while ``str.splitlines`` would also cut at U+2028, U+2029
+    # or U+0085, which providers write unescaped inside their JSON strings
+    for line in raw.splitlines():
+        if not line or line.startswith(b":"):
             continue
-        name, _, value = line.partition(":")
-        value = value[1:] if value.startswith(" ") else value
-        if name == "event":
-            event = value
-        elif name == "data":
+        name, _, value = line.partition(b":")
+        value = value[1:] if value.startswith(b" ") else value
+        if name == b"event":
+            event = value.decode("utf-8", "replace")
+        elif name == b"data":
             data.append(value)
-    return SSEEvent(raw, event, "\n".join(data))
+    return SSEEvent(raw, event, b"\n".join(data).decode("utf-8", "replace"))

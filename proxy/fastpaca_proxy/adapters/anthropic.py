@@ -10,7 +10,8 @@ decides where its breakpoints are now). Anthropic refuses a request with more
 than 4 breakpoints, which a client sending only its newest message with a
 breakpoint each turn would reach from the log; so when the request holds more,
 the oldest ones on turns from the log are left out until 4 remain (the
-request's own ``system``, ``tools`` and messages are never changed).
+request's own ``system``, ``tools`` and messages are never changed). A
+top-level ``cache_control`` (automatic caching) takes one of the 4.
 """
 
 from __future__ import annotations
@@ -84,6 +85,8 @@ def _cap_breakpoints(body: Mapping[str, Any], turns: list[dict[str, Any]], store
         return  # the request's own are as it sent them
     excess = sum(counts) + sum(_breakpoints(turn.get("content")) for turn in turns[stored:])
     excess += _breakpoints(body.get("system")) + _breakpoints(body.get("tools"))
+    # a top-level cache_control (automatic caching) marks a block too, and takes a slot
+    excess += body.get(_BREAKPOINT) is not None
     excess -= MAX_BREAKPOINTS
     for index in range(len(counts)):
         if excess <= 0:
@@ -94,7 +97,26 @@ def _cap_breakpoints(body: Mapping[str, Any], turns: list[dict[str, Any]], store
             excess -= removed
 
 
+def _index(data: Mapping[str, Any]) -> int | None:
+    index = data.get("index")
+    return index if type(index) is int else None
+
+
+def _present(values: Any) -> dict[str, Any]:
+    """The keys of a mapping that are not ``null`` (none when it is not one)."""
+    return {k: v for k, v in values.items() if v is not None} if isinstance(values, dict) else {}
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 class _MessagesAssembler(Assembler):
+    """Builds the message as the SDK's stream accumulator does: a ``null`` in
+    a block's start or in ``message_delta``'s usage counts as absent (the
+    latter keeps ``message_start``'s figure); an event it cannot read is
+    passed over, never raised (the client's stream goes on)."""
+
     def __init__(self) -> None:
         self.message: dict[str, Any] = {}
         self.blocks: dict[int, dict[str, Any]] = {}
@@ -110,16 +132,20 @@ class _MessagesAssembler(Assembler):
             return
         kind = data.get("type") or event.event
         if kind == "message_start":
-            self.message = dict(data.get("message") or {})
-            self.usage.update(self.message.get("usage") or {})
+            message = data.get("message")
+            self.message = dict(message) if isinstance(message, dict) else {}
+            self.usage.update(_present(self.message.get("usage")))
         elif kind == "content_block_start":
-            index = int(data.get("index", len(self.blocks)))
-            self.blocks[index] = dict(data.get("content_block") or {})
+            index = _index(data)
+            if index is not None:
+                self.blocks[index] = _present(data.get("content_block"))
         elif kind == "content_block_delta":
-            self._delta(int(data.get("index", 0)), data.get("delta") or {})
+            index, delta = _index(data), data.get("delta")
+            if index is not None and isinstance(delta, dict):
+                self._delta(index, delta)
         elif kind == "content_block_stop":
-            index = int(data.get("index", 0))
-            pieces = self.partial_json.pop(index, None)
+            index = _index(data)
+            pieces = self.partial_json.pop(index, None) if index is not None else None
             if pieces is not None and index in self.blocks:
                 text = "".join(pieces)
                 try:
@@ -127,9 +153,8 @@ class _MessagesAssembler(Assembler):
                 except JSONError:
                     self.blocks[index]["input"] = text
         elif kind == "message_delta":
-            delta = data.get("delta") or {}
-            self.message.update({k: v for k, v in delta.items() if v is not None})
-            self.usage.update(data.get("usage") or {})
+            self.message.update(_present(data.get("delta")))
+            self.usage.update(_present(data.get("usage")))
         elif kind == "message_stop":
             self.complete = True
         elif kind == "error":
@@ -139,15 +164,21 @@ class _MessagesAssembler(Assembler):
         block = self.blocks.setdefault(index, {})
         kind = delta.get("type")
         if kind == "text_delta":
-            block["text"] = block.get("text", "") + str(delta.get("text", ""))
+            block["text"] = _text(block.get("text")) + _text(delta.get("text"))
         elif kind == "input_json_delta":
-            self.partial_json.setdefault(index, []).append(str(delta.get("partial_json", "")))
+            self.partial_json.setdefault(index, []).append(_text(delta.get("partial_json")))
         elif kind == "thinking_delta":
-            block["thinking"] = block.get("thinking", "") + str(delta.get("thinking", ""))
+            block["thinking"] = _text(block.get("thinking")) + _text(delta.get("thinking"))
         elif kind == "signature_delta":
             block["signature"] = delta.get("signature")
         elif kind == "citations_delta":
-            block.setdefault("citations", []).append(delta.get("citation"))
+            citations = block.get("citations")
+            block["citations"] = [
+                *(citations if isinstance(citations, list) else []),
+                delta.get("citation"),
+            ]
+        elif kind == "compaction_delta":  # the compaction beta: the block's whole content
+            block.update(_present({k: delta.get(k) for k in ("content", "encrypted_content")}))
 
     def reply(self) -> tuple[Message, Usage]:
         body = {

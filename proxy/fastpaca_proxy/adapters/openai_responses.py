@@ -6,6 +6,12 @@ same reason a ``conversation`` is refused (400), as is ``background: true``
 (its reply comes later, by polling, where the proxy cannot store it). Items a
 client sends only by reference (``item_reference``, ai-sdk's default when the
 upstream stores responses) are resolved against the log before alignment.
+
+With ``store: false`` the upstream keeps nothing, so a reasoning item from the
+log without its ``encrypted_content`` (the client did not ask for
+``include: ["reasoning.encrypted_content"]``) names an item it cannot find
+(OpenAI answers 404): such items are left out, as ai-sdk leaves them out. The
+log keeps them, and the client's own items go as it sent them.
 """
 
 from __future__ import annotations
@@ -37,9 +43,21 @@ _PREAMBLE = frozenset({"system", "developer"})
 
 def _apart(item: Any) -> bool:
     """A preamble item (``from_responses_input`` keeps them out of the conversation)."""
-    if not isinstance(item, dict) or item.get("role") not in _PREAMBLE:
+    role = item.get("role") if isinstance(item, dict) else None
+    if not isinstance(role, str) or role not in _PREAMBLE:  # an odd role (a list...) is not
         return False
     return bool(item.get("type", "message") == "message")
+
+
+def _unfindable(item: dict[str, Any]) -> bool:
+    """A reasoning item the upstream can only find by its id (it carries
+    neither ``encrypted_content`` nor its reasoning ``content``), which a call
+    with ``store: false`` cannot."""
+    return (
+        item.get("type") == "reasoning"
+        and item.get("encrypted_content") is None
+        and not item.get("content")
+    )
 
 
 def _usage(body: Mapping[str, Any]) -> Usage:
@@ -123,6 +141,10 @@ class OpenAIResponses(Adapter):
         items = to_responses_input(window)
         sent = body.get("input")
         own, start, interleaved = keep_sent(items, sent, _apart)
+        logged = len(items) - own  # the items from the log come first
+        if body.get("store") is False:  # the upstream keeps nothing to find by id
+            kept = [item for item in items[:logged] if not _unfindable(item)]
+            items, logged = [*kept, *items[logged:]], len(kept)
         if not interleaved:
             out["input"] = [*preamble, *items]
             return out
@@ -130,7 +152,7 @@ class OpenAIResponses(Adapter):
         # them in their places; the preamble before them leads
         assert isinstance(sent, list)
         head = [item for item in sent[:start] if _apart(item)]
-        out["input"] = [*head, *items[: len(items) - own], *sent[start:]]
+        out["input"] = [*head, *items[:logged], *sent[start:]]
         return out
 
     def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
