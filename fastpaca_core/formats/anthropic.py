@@ -301,17 +301,27 @@ def _result_block(result: ToolResult, extras: Mapping[str, Any]) -> dict[str, An
     return {**block, **extras}
 
 
-def _blocks(message: Message) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The message's own blocks, and tool results that go in a user turn."""
+_Step = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+
+
+def _blocks(message: Message) -> list[_Step]:
+    """The message's steps: each its own blocks, and the tool results that go
+    in a user turn after them. An assistant message whose calls settled in it
+    (ai-sdk's UI tool parts) and that goes on after them is several steps:
+    what follows the results saw them."""
     parts = message.parts
     if len(parts) == 1:  # the common case, one bare text part: as the loop makes it
         text = parts[0].get("text")
         if len(parts[0]) == 2 and parts[0].get("type") == "text" and type(text) is str:
-            return ([{"type": "text", "text": text}] if text else []), []
+            return [(([{"type": "text", "text": text}] if text else []), [])]
     own: list[dict[str, Any]] = []
     results: list[dict[str, Any]] = []
+    steps: list[_Step] = [(own, results)]
     for part in parts:
         call = tool_call(part)
+        if results and call is None and tool_result(part) is None and message.role == "assistant":
+            own, results = [], []
+            steps.append((own, results))
         if call is not None and message.role == "assistant":
             value = call.input if isinstance(call.input, dict) else {"input": call.input}
             use = {"type": "tool_use", "id": call.call_id, "name": call.name, "input": value}
@@ -322,7 +332,7 @@ def _blocks(message: Message) -> tuple[list[dict[str, Any]], list[dict[str, Any]
             results.append(_result_block(result, extras))
         elif call is None and (block := _block(part)) is not None:
             own.append(block)
-    return own, results
+    return steps
 
 
 def _turn_extras(message: Message) -> dict[str, Any]:
@@ -357,13 +367,16 @@ def to_anthropic(messages: Sequence[Message]) -> AnthropicPayload:
                 verbatim.add(len(turns))
                 turns.append(dict(parts[0]["data"]))
             continue
-        own, results = _blocks(message)
+        steps = _blocks(message)
         extras = _turn_extras(message) if message.metadata else _NONE
+        if message.role == "assistant":
+            for own, results in steps:
+                add("assistant", own, extras)
+                add("user", results, _NONE)
+            continue
+        own, results = steps[0]  # one step: only assistant messages are split
         if message.role == "system":
             system.extend(block["text"] for block in own if block["type"] == "text")
-        elif message.role == "assistant":
-            add("assistant", own, extras)
-            add("user", results, _NONE)
         else:
             add("user", results + own, extras)
     for index, turn in enumerate(turns):

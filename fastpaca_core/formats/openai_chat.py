@@ -405,19 +405,31 @@ class _Turn:
 
 def _assistant_out(message: Message) -> list[dict[str, Any]]:
     """One assistant message, or several when the parts' order needs them."""
+    extras = _message_extras(message)
+    out: list[dict[str, Any]] = []
     turns = [_Turn()]
     answers: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        out.extend(m for turn in turns if (m := turn.message(extras)) is not None)
+        out.extend(answers)
+
     for part in message.parts:
         kind = part.get("type")
-        extras = meta(part, OPENAI)
         call = tool_call(part)
-        if kind == "reasoning" and extras.get("reasoningContent"):
+        is_call = call is not None or (kind == RAW_CALL and isinstance(part.get("data"), Mapping))
+        if answers and not is_call and tool_result(part) is None:
+            # what follows settled calls is the next step: it saw their results
+            flush()
+            turns, answers = [_Turn()], []
+        part_extras = meta(part, OPENAI)
+        if kind == "reasoning" and part_extras.get("reasoningContent"):
             stage = "reasoning"
-        elif kind == "text" and extras.get("refusal") and not extras.get("contentPart"):
+        elif kind == "text" and part_extras.get("refusal") and not part_extras.get("contentPart"):
             stage = "refusal"
         elif kind in _TEXT_KINDS:
             stage = "content"
-        elif call is not None or (kind == RAW_CALL and isinstance(part.get("data"), Mapping)):
+        elif is_call:
             stage = "call"
         else:
             if (result := tool_result(part)) is not None:
@@ -438,9 +450,8 @@ def _assistant_out(message: Message) -> list[dict[str, Any]]:
             turn.calls.append(_call(call, part))
             if (result := tool_result(part)) is not None:
                 answers.append(_tool_message(result, {}))
-    extras = _message_extras(message)
-    out = [m for turn in turns if (m := turn.message(extras)) is not None]
-    return out + answers
+    flush()
+    return out
 
 
 def _plain_text(message: Message) -> str | None:

@@ -381,6 +381,11 @@ def _assistant_items(message: Message, custom: set[str]) -> list[dict[str, Any]]
     open_group = False
     for part in message.parts:
         kind = part.get("type")
+        if answers and tool_call(part) is None and tool_result(part) is None:
+            # what follows settled calls is the next step: it saw their results
+            items.extend(answers)
+            answers = []
+            open_group = False
         if kind in _CONTENT_KINDS:
             content = _content_item(part, "assistant")
             if content is None:
