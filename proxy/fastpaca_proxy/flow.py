@@ -49,10 +49,10 @@ from fastpaca_core.model import (
 from fastpaca_core.toolcalls import tool_refs
 from fastpaca_core.window import WindowItem
 
-from .adapters import Adapter, Usage
+from .adapters import Adapter, Assembler, Usage
 from .calibration import usage_sample
 from .retries import RETRIES, Answer, retry_key
-from .sse import SSEParser
+from .sse import SSEEvent, SSEParser
 from .turns import Alignment, align, name_results, tail_match, tail_size, window_sizes
 from .upstream import UPSTREAM, Upstream
 
@@ -552,7 +552,7 @@ async def _relay_stream(
     try:
         async for chunk in resp.content.iter_any():
             for event in parser.feed(chunk):
-                assembler.feed(event)
+                _feed(assembler, event, context_id)
                 if assembler.complete and not (stored or assembler.failed):
                     # stored (written; its COMMIT may follow) before the final event
                     # reaches the client: a client that reads the log right after the
@@ -581,6 +581,23 @@ async def _relay_stream(
         await asyncio.shield(_store(engine, context_id, turn, reply, usage))
     await _finish(request, out, dropped, client_gone)
     return out
+
+
+def _feed(assembler: Assembler, event: SSEEvent, context_id: str) -> None:
+    """Hand ``event`` to the assembler. One it cannot read (an upstream's odd
+    shape: ``"choices": [null]``) fails the turn, which is then not stored
+    (rather than stored without what that event held); the client's stream
+    goes on as the upstream sends it."""
+    if assembler.failed:
+        return
+    try:
+        assembler.feed(event)
+    except Exception:  # noqa: BLE001 - the relay must not break on what it only records
+        assembler.failed = True
+        log.warning(
+            "unreadable upstream stream event: the turn is not stored",
+            extra={"fields": {"context_id": context_id, "event": event.event}},
+        )
 
 
 async def _finish(
