@@ -24,8 +24,8 @@ if TYPE_CHECKING:
 _TYPES: Mapping[str, Any] = {"int": int, "float": float}
 
 
-def _add_serve(commands: Any) -> None:
-    serve = commands.add_parser(
+def _add_serve(commands: Any) -> argparse.ArgumentParser:
+    serve: argparse.ArgumentParser = commands.add_parser(
         "serve",
         help="run the HTTP API",
         description="Run the Fastpaca HTTP API. Every flag can also be set by its "
@@ -44,6 +44,7 @@ def _add_serve(commands: Any) -> None:
             metavar=f.name.upper(),
             help=f"{f.metadata['help']} [env {f.metadata['env']}; default: {shown}]",
         )
+    return serve
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser("version", help="print the version and exit")
-    _add_serve(commands)
+    parser.set_defaults(serve_parser=_add_serve(commands))
     return parser
+
+
+def _setting_error(exc: ValidationError) -> str:
+    """A bad setting, named as the user gave it: its flag and its variable
+    (the value may have come from either), not the field's internal name."""
+    names = {f.name: f for f in Settings.fields()}
+    field = names.get(exc.field)
+    if field is None:
+        return str(exc)
+    flag = "--" + field.name.replace("_", "-")
+    return f"{flag} ({field.metadata['env']}): {exc.reason}"
 
 
 def serve(settings: Settings) -> int:
@@ -334,11 +346,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fastpaca {__version__}")
         return 0
     if args.command == "serve":
-        overrides = {k: v for k, v in vars(args).items() if k != "command"}
+        skip = ("command", "serve_parser")
+        overrides = {k: v for k, v in vars(args).items() if k not in skip}
         try:
             settings = Settings.load(os.environ, overrides)
-        except ValidationError as exc:
-            parser.error(str(exc))
+        except ValidationError as exc:  # usage and exit code 2, as for a bad flag
+            args.serve_parser.error(_setting_error(exc))
         return serve(settings)
     parser.print_help()
     return 0

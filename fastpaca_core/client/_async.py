@@ -220,10 +220,13 @@ class AsyncContext(ContextBase[AsyncClient]):
         include_messages: bool = True,
         include_pings: bool = False,
         heartbeat: float | None = 30.0,
+        reconnect_timeout: float | None = 60.0,
     ) -> EventStream:
         """Websocket events after version ``cursor`` (default: the current version).
 
         ``async with ctx.stream() as events: async for event in events: ...``
+        A dropped connection is tried again for ``reconnect_timeout`` seconds
+        (``None``: for ever).
         """
 
         async def current_version() -> int:
@@ -234,4 +237,5 @@ class AsyncContext(ContextBase[AsyncClient]):
             include_messages=include_messages,
             include_pings=include_pings,
             heartbeat=heartbeat,
+            reconnect_timeout=reconnect_timeout,
         )

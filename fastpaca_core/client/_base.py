@@ -6,6 +6,7 @@ import abc
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
+from ..errors import ValidationError
 from ._core import DEFAULT_BASE_URL, Api, Config, RetryPolicy, context_path
 from ._stream import CursorSource, EventStream
 from ._types import ContextInfo, Policy
@@ -93,7 +94,12 @@ class ContextBase(Generic[C]):
         include_messages: bool,
         include_pings: bool,
         heartbeat: float | None,
+        reconnect_timeout: float | None,
     ) -> EventStream:
+        if not callable(cursor) and (
+            not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0
+        ):
+            raise ValidationError("cursor", f"must be a version (an integer >= 0), not {cursor!r}")
         config = self._client._api.config
         return EventStream(
             self._client._stream_url(self.id),
@@ -105,6 +111,7 @@ class ContextBase(Generic[C]):
             include_pings=include_pings,
             heartbeat=heartbeat,
             connect_timeout=self._client._timeout,
+            reconnect_timeout=reconnect_timeout,
         )
 
     def __repr__(self) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import random
 import uuid
-from collections.abc import Generator, Iterable, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -27,7 +27,7 @@ import httpx
 
 from ..errors import ValidationError
 from ..jsonutil import JSONError, dumps, loads
-from ._errors import ConnectionFailed, error_from_response
+from ._errors import ApiError, ConnectionFailed, error_from_response
 from ._types import (
     AppendResult,
     BatchAppendResult,
@@ -45,6 +45,10 @@ __all__ = ["DEFAULT_BASE_URL", "Api", "Config", "Op", "Outcome", "RetryPolicy", 
 
 DEFAULT_BASE_URL = "http://127.0.0.1:4000"
 RETRY_STATUSES = frozenset({502, 503, 504})
+_SCHEMES = ("http://", "https://")
+# the longest Retry-After waited for (the OpenAI SDK's bound too); a longer one
+# is raised at once, its value in the error, rather than blocking for it
+MAX_RETRY_AFTER = 120.0
 
 T = TypeVar("T")
 Step = httpx.Request | float
@@ -73,6 +77,19 @@ class Config:
     @classmethod
     def make(cls, base_url: str, api_key: str | None, retry: RetryPolicy) -> Config:
         """``base_url`` is the server root; a trailing ``/v1`` (as the TS SDK takes) is dropped."""
+        if not isinstance(base_url, str) or not base_url.lower().startswith(_SCHEMES):
+            # httpx would refuse it only when sending, and as a connection error
+            raise ValidationError(
+                "base_url", f"must start with http:// or https:// (got {base_url!r})"
+            )
+        if api_key is not None and not _header_safe(api_key):
+            # the key is not echoed; httpx would refuse the header only when
+            # sending, as a connection error retried until the client gives up
+            raise ValidationError(
+                "api_key",
+                "must be printable ASCII with no line break (a key read from a file "
+                "keeps its trailing newline: strip it)",
+            )
         base = base_url.rstrip("/")
         if base.endswith("/v1"):
             base = base[: -len("/v1")]
@@ -83,6 +100,10 @@ class Config:
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers
+
+
+def _header_safe(value: object) -> bool:
+    return isinstance(value, str) and all(" " <= char <= "~" for char in value)
 
 
 def new_key() -> str:
@@ -142,6 +163,46 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
+def _unexpected(request: httpx.Request, response: httpx.Response, what: str) -> ApiError:
+    """A success or a redirect that is not this API's answer: the base URL points
+    at another server (the wrong port, a load balancer redirecting to https, a
+    path prefix missing). A clear error, never a TypeError from the parsing,
+    and never a silent success (a DELETE answered by a redirect deleted nothing)."""
+    return ApiError(
+        response.status_code,
+        "unexpected_redirect" if response.is_redirect else "unexpected_response",
+        f"{request.method} {request.url.path}: the server answered "
+        f"{response.status_code} {what}; base_url must point at a Fastpaca server",
+    )
+
+
+def _success(request: httpx.Request, response: httpx.Response, parse: Callable[[Any], T]) -> T:
+    """The parsed body of a 2xx answer (a 3xx is not one: requests are sent
+    without following redirects, which would turn a POST into a GET)."""
+    if response.is_redirect or response.status_code >= 300:
+        location = response.headers.get("location", "nowhere")
+        raise _unexpected(request, response, f"redirecting to {location}")
+    data = _json(response)
+    if data is None and response.content:
+        kind = response.headers.get("content-type", "no content type")
+        raise _unexpected(request, response, f"with a body that is not JSON ({kind})")
+    try:
+        return parse(data)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+        raise _unexpected(request, response, f"with JSON of another shape ({exc!r})") from exc
+
+
+def _nothing(data: Any) -> None:
+    """DELETE answers 204, with nothing to read."""
+
+
+def _message_list(data: Any) -> list[MessageDict]:
+    messages = data["messages"]
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise TypeError("'messages' is not a list of objects")
+    return messages
+
+
 def _object(value: object, field: str) -> dict[str, Any]:
     """``value`` as a dict to send; anything but a mapping is refused here."""
     if not isinstance(value, Mapping):
@@ -185,8 +246,10 @@ class Api:
         body: Any = None,
         context_id: str | None = None,
         idempotency_key: str | None = None,
-    ) -> Op[Any]:
-        """One request, retried while that is safe; returns the decoded JSON body.
+        parse: Callable[[Any], T],
+    ) -> Op[T]:
+        """One request, retried while that is safe; returns ``parse`` of the
+        decoded JSON body.
 
         Retried: connection errors and 502/503/504 for requests that are safe to
         repeat (every method but POST, and POSTs with an ``Idempotency-Key``),
@@ -195,7 +258,10 @@ class Api:
         headers = dict(self._headers)
         content: bytes | None = None
         if body is not None:
-            content = dumps(body)  # first: it refuses a cycle, which the walk would not end
+            try:  # first: it refuses a cycle, which the walk would not end
+                content = dumps(body)
+            except TypeError as exc:  # a set, a key that is not a string, a 65-bit int
+                raise ValidationError("body", f"is not JSON-serialisable ({exc})") from exc
             _check_finite(body)
             headers["content-type"] = "application/json"
         if idempotency_key is not None:
@@ -212,10 +278,11 @@ class Api:
             if isinstance(outcome, httpx.Response):
                 status = outcome.status_code
                 if status < 400:
-                    return _json(outcome)
+                    return _success(request, outcome, parse)
                 wait = retry_after(outcome)
                 retryable = status == 429 or (repeatable and status in RETRY_STATUSES)
-                if not retryable or attempt >= retry.max_retries:
+                too_long = wait is not None and wait > MAX_RETRY_AFTER
+                if not retryable or too_long or attempt >= retry.max_retries:
                     raise error_from_response(
                         status,
                         _json(outcome),
@@ -252,28 +319,40 @@ class Api:
             policy=None if policy is None else dict(policy),
             metadata=None if metadata is None else _object(metadata, "metadata"),
         )
-        data = yield from self.call(
-            "PUT", context_path(context_id), body=body, context_id=context_id
+        return (
+            yield from self.call(
+                "PUT",
+                context_path(context_id),
+                body=body,
+                context_id=context_id,
+                parse=ContextInfo.from_json,
+            )
         )
-        return ContextInfo.from_json(data)
 
     def get_context(self, context_id: str) -> Op[ContextInfo]:
-        data = yield from self.call("GET", context_path(context_id), context_id=context_id)
-        return ContextInfo.from_json(data)
+        path = context_path(context_id)
+        return (
+            yield from self.call("GET", path, context_id=context_id, parse=ContextInfo.from_json)
+        )
 
     def delete_context(self, context_id: str) -> Op[None]:
-        yield from self.call("DELETE", context_path(context_id), context_id=context_id)
+        path = context_path(context_id)
+        yield from self.call("DELETE", path, context_id=context_id, parse=_nothing)
 
     def update_metadata(self, context_id: str, metadata: Mapping[str, Any]) -> Op[ContextInfo]:
         path = f"{context_path(context_id)}/metadata"
         body = {"metadata": _object(metadata, "metadata")}
-        data = yield from self.call("PATCH", path, body=body, context_id=context_id)
-        return ContextInfo.from_json(data)
+        return (
+            yield from self.call(
+                "PATCH", path, body=body, context_id=context_id, parse=ContextInfo.from_json
+            )
+        )
 
     def list_contexts(self, limit: int | None, cursor: str | None) -> Op[ContextPage]:
         params = {"limit": limit, "cursor": cursor}
-        data = yield from self.call("GET", "/v1/contexts", params=params)
-        return ContextPage.from_json(data)
+        return (
+            yield from self.call("GET", "/v1/contexts", params=params, parse=ContextPage.from_json)
+        )
 
     # -- the log ------------------------------------------------------------------
 
@@ -287,14 +366,16 @@ class Api:
         idempotency_key: str | None = None,
     ) -> Op[AppendResult]:
         body = _present(message=_message(message, token_count), if_version=if_version)
-        data = yield from self.call(
-            "POST",
-            f"{context_path(context_id)}/messages",
-            body=body,
-            context_id=context_id,
-            idempotency_key=idempotency_key or new_key(),
+        return (
+            yield from self.call(
+                "POST",
+                f"{context_path(context_id)}/messages",
+                body=body,
+                context_id=context_id,
+                idempotency_key=idempotency_key or new_key(),
+                parse=AppendResult.from_json,
+            )
         )
-        return AppendResult.from_json(data)
 
     def append_batch(
         self,
@@ -305,34 +386,45 @@ class Api:
         idempotency_key: str | None = None,
     ) -> Op[BatchAppendResult]:
         body = _present(messages=_objects(messages, "messages"), if_version=if_version)
-        data = yield from self.call(
-            "POST",
-            f"{context_path(context_id)}/messages",
-            body=body,
-            context_id=context_id,
-            idempotency_key=idempotency_key or new_key(),
+        return (
+            yield from self.call(
+                "POST",
+                f"{context_path(context_id)}/messages",
+                body=body,
+                context_id=context_id,
+                idempotency_key=idempotency_key or new_key(),
+                parse=BatchAppendResult.from_json,
+            )
         )
-        return BatchAppendResult.from_json(data)
 
     def tail(self, context_id: str, offset: int | None, limit: int | None) -> Op[list[MessageDict]]:
         params = {"offset": offset, "limit": limit}
         path = f"{context_path(context_id)}/tail"
-        data = yield from self.call("GET", path, params=params, context_id=context_id)
-        return list(data["messages"])
+        return (
+            yield from self.call(
+                "GET", path, params=params, context_id=context_id, parse=_message_list
+            )
+        )
 
     def messages(
         self, context_id: str, after_seq: int | None, limit: int | None
     ) -> Op[list[MessageDict]]:
         params = {"after_seq": after_seq, "limit": limit}
         path = f"{context_path(context_id)}/messages"
-        data = yield from self.call("GET", path, params=params, context_id=context_id)
-        return list(data["messages"])
+        return (
+            yield from self.call(
+                "GET", path, params=params, context_id=context_id, parse=_message_list
+            )
+        )
 
     def summaries(self, context_id: str, limit: int | None, cursor: str | None) -> Op[SummaryPage]:
         params = {"limit": limit, "cursor": cursor}
         path = f"{context_path(context_id)}/summaries"
-        data = yield from self.call("GET", path, params=params, context_id=context_id)
-        return SummaryPage.from_json(data)
+        return (
+            yield from self.call(
+                "GET", path, params=params, context_id=context_id, parse=SummaryPage.from_json
+            )
+        )
 
     # -- the LLM context ------------------------------------------------------------
 
@@ -346,8 +438,11 @@ class Api:
     ) -> Op[ContextWindow]:
         params = {"budget_tokens": budget_tokens, "if_version": if_version, "format": format}
         path = f"{context_path(context_id)}/context"
-        data = yield from self.call("GET", path, params=params, context_id=context_id)
-        return ContextWindow.from_json(data)
+        return (
+            yield from self.call(
+                "GET", path, params=params, context_id=context_id, parse=ContextWindow.from_json
+            )
+        )
 
     def compact(
         self,
@@ -363,14 +458,16 @@ class Api:
             if_version=if_version,
             up_to_seq=up_to_seq,
         )
-        data = yield from self.call(
-            "POST",
-            f"{context_path(context_id)}/compact",
-            body=body,
-            context_id=context_id,
-            idempotency_key=idempotency_key or new_key(),
+        return (
+            yield from self.call(
+                "POST",
+                f"{context_path(context_id)}/compact",
+                body=body,
+                context_id=context_id,
+                idempotency_key=idempotency_key or new_key(),
+                parse=CompactResult.from_json,
+            )
         )
-        return CompactResult.from_json(data)
 
 
 def _param(value: Any) -> str:

@@ -13,7 +13,9 @@ over HTTP. What the core tree does not name gets a client class below::
     ├── IdempotencyKeyReused 422 idempotency_key_reused
     ├── StoreError           500 store_error
     │   └── StoreUnavailable 503 store_unavailable
-    ├── ApiError             any other error response (status, code)
+    ├── ApiError             any other error response (status, code), or an
+    │                        answer that is not this API's (unexpected_redirect,
+    │                        unexpected_response)
     │   ├── Unauthorized     401
     │   ├── PayloadTooLarge  413
     │   └── RateLimited      429 (retry_after)

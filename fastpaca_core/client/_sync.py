@@ -213,11 +213,14 @@ class Context(ContextBase[Client]):
         include_messages: bool = True,
         include_pings: bool = False,
         heartbeat: float | None = 30.0,
+        reconnect_timeout: float | None = 60.0,
     ) -> SyncEventStream:
         """Websocket events after version ``cursor`` (default: the current version).
 
         ``with ctx.stream() as events: for event in events: ...`` (runs its own
-        event loop, so not from inside a running one).
+        event loop; inside a running one, on a helper thread). A dropped
+        connection is tried again for ``reconnect_timeout`` seconds (``None``:
+        for ever).
         """
         start = self.get().version if cursor is None else cursor
         stream = self._event_stream(
@@ -225,5 +228,6 @@ class Context(ContextBase[Client]):
             include_messages=include_messages,
             include_pings=include_pings,
             heartbeat=heartbeat,
+            reconnect_timeout=reconnect_timeout,
         )
         return SyncEventStream(stream)

@@ -193,7 +193,7 @@ class ContextPage:
     def from_json(cls, data: Mapping[str, Any]) -> ContextPage:
         cursor = data.get("next_cursor")
         return cls(
-            [ContextInfo.from_json(c) for c in data.get("contexts") or []],
+            [ContextInfo.from_json(c) for c in data["contexts"]],
             None if cursor is None else str(cursor),
         )
 
@@ -214,7 +214,7 @@ class SummaryPage:
     def from_json(cls, data: Mapping[str, Any]) -> SummaryPage:
         cursor = data.get("next_cursor")
         return cls(
-            [dict(s) for s in data.get("summaries") or []],
+            [dict(s) for s in data["summaries"]],
             None if cursor is None else str(cursor),
         )
 
