@@ -321,9 +321,16 @@ class Settings:
             if raw is not None and raw != "":
                 values[f.name] = _convert(f, raw)
         for name, value in (overrides or {}).items():
+            if value == "" and name in _AUTH_SECRETS:
+                # ``--api-key "$UNSET"`` would run the server open: a mistake, not a choice
+                raise ValidationError(name, "is empty; leave it out to run without it")
             if value is not None:
                 values[name] = value
         return cls(**values)
+
+
+# settings that turn authentication on: given empty as a flag, refused (see ``load``)
+_AUTH_SECRETS = frozenset({"api_key", "api_keys", "api_keys_file", "metrics_key"})
 
 
 def _convert(f: dataclasses.Field[Any], raw: str) -> Any:

@@ -36,3 +36,12 @@ def test_a_bad_setting_names_its_flag_and_variable(
     err = capsys.readouterr().err
     assert "usage: fastpaca serve" in err  # the command's usage, with its flags
     assert f"fastpaca serve: error: {said}" in err, err
+
+
+def test_an_empty_key_flag_is_refused_not_run_open(capsys: pytest.CaptureFixture[str]) -> None:
+    """``fastpaca serve --api-key "$UNSET"`` would start a server without
+    authentication; the flag given empty is an error naming it."""
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--api-key", ""])
+    assert exited.value.code == 2
+    assert "--api-key (FASTPACA_API_KEY): is empty" in capsys.readouterr().err
