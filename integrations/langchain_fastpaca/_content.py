@@ -9,8 +9,9 @@ understands (ai-sdk UIMessage parts, as the proxy stores them):
   ``redacted_thinking``: a ``reasoning`` part with the ``signature`` /
   ``redactedData`` in ``providerMetadata.anthropic``, as the proxy has them;
 - images, audio, video and files (LangChain v1 blocks with ``url`` or
-  ``base64``, OpenAI ``image_url``): a ``file`` part with ``mediaType`` and
-  ``url`` (a ``data:`` URL for inline data);
+  ``base64``, v0 blocks with ``source_type`` ``url`` or ``base64``, OpenAI
+  ``image_url`` as an object or a string): a ``file`` part with ``mediaType``
+  and ``url`` (a ``data:`` URL for inline data);
 - anything else: a ``data-langchain`` part holding the item whole.
 
 What a part cannot say (a string item rather than a text block, a block's
@@ -19,9 +20,13 @@ extra keys, which field held the payload) sits in the part's
 again; an item that would not come back identical is stored whole instead, so
 the round trip is exact for any JSON content.
 
+A file block's ``filename`` (top level, or in its ``extras`` / ``metadata``)
+is also the part's own ``filename``, which the other ways in read.
+
 Parts written by others decode to LangChain v1 blocks (``file`` parts to
-``image`` / ``audio`` / ``video`` / ``file`` blocks); ``data-openai-chat-part``
-and ``data-anthropic-block`` parts give back the provider block they hold;
+``image`` / ``audio`` / ``video`` / ``file`` blocks, with their ``filename``);
+``data-openai-chat-part`` and ``data-anthropic-block`` parts give back the
+provider block they hold;
 other parts (``step-start``, foreign ``data-*``...) carry nothing for a model
 and are left out.
 """
@@ -103,14 +108,31 @@ def _generic_media(kind: str) -> str:
 # -- encoding --------------------------------------------------------------------
 
 
+def _filename(block: Mapping[str, Any]) -> str | None:
+    """A file block's name, where LangChain's provider integrations look for it."""
+    for holder in (block, block.get("extras"), block.get("metadata")):
+        name = holder.get("filename") if isinstance(holder, Mapping) else None
+        if isinstance(name, str):
+            return name
+    return None
+
+
 def _file_part(url: str, media_type: str, hint: dict[str, Any]) -> dict[str, Any]:
-    return _with_hint({"type": "file", "mediaType": media_type, "url": url}, hint)
+    part = {"type": "file", "mediaType": media_type, "url": url}
+    name = _filename(hint.get("block") or {})
+    if name is not None:
+        part["filename"] = name  # the ai-sdk file part's own field, which others read
+    return _with_hint(part, hint)
 
 
 def _encode_file(block: Mapping[str, Any]) -> dict[str, Any] | None:
     kind = block.get("type")
     if kind == "image_url":
         image = block.get("image_url")
+        if isinstance(image, str):  # the shorthand LangChain accepts for {"url": ...}
+            parsed = _parse_data_url(image)
+            hint = {"block": _rest(block, "image_url"), "payload": "image_url_str"}
+            return _file_part(image, parsed[0] if parsed else "image/*", hint)
         if not isinstance(image, Mapping) or not isinstance(image.get("url"), str):
             return None
         url = image["url"]
@@ -132,6 +154,11 @@ def _encode_file(block: Mapping[str, Any]) -> dict[str, Any] | None:
     if isinstance(block.get("base64"), str) and isinstance(mime, str):
         hint = {"block": _rest(block, "base64"), "payload": "base64"}
         return _file_part(_data_url(mime, block["base64"]), mime, hint)
+    if block.get("source_type") == "base64" and isinstance(block.get("data"), str):
+        # LangChain's v0 data block: {"source_type": "base64", "data", "mime_type"?}
+        media = mime if isinstance(mime, str) else _generic_media(str(kind))
+        hint = {"block": _rest(block, "data"), "payload": "data"}
+        return _file_part(_data_url(media, block["data"]), media, hint)
     return None
 
 
@@ -184,20 +211,28 @@ def _decode_file(part: Mapping[str, Any], hint: Mapping[str, Any]) -> Item | Non
         parsed = _parse_data_url(url)
         if payload == "base64" and parsed is not None:
             return {**block, "base64": parsed[1]}
+        if payload == "data" and parsed is not None:
+            return {**block, "data": parsed[1]}
+        if payload == "image_url_str":
+            return {**block, "image_url": url}
         image = block.get("image_url")
         if payload == "image_url" and isinstance(image, Mapping):
             return {**block, "image_url": {**image, "url": url}}
     media = media if isinstance(media, str) else ""
     kind = media.split("/")[0] if media.split("/")[0] in _MEDIA_KINDS else "file"
     file_ids = (_provider(part, "openai") or {}, _provider(part, "anthropic") or {})
-    if any(meta.get("fileId") for meta in file_ids):
-        return {"type": kind, "file_id": url}
     parsed = _parse_data_url(url)
-    if parsed is not None:
-        return {"type": kind, "base64": parsed[1], "mime_type": parsed[0]}
-    out: dict[str, Any] = {"type": kind, "url": url}
-    if media and not media.endswith("/*") and media != "application/octet-stream":
-        out["mime_type"] = media
+    out: dict[str, Any] = {"type": kind}
+    if any(meta.get("fileId") for meta in file_ids):
+        out["file_id"] = url
+    elif parsed is not None:
+        out.update(base64=parsed[1], mime_type=parsed[0])
+    else:
+        out["url"] = url
+        if media and not media.endswith("/*") and media != "application/octet-stream":
+            out["mime_type"] = media
+    if isinstance(part.get("filename"), str):  # where LangChain's providers look for it
+        out["filename"] = part["filename"]
     return out
 
 

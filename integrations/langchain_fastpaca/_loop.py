@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
@@ -67,7 +68,11 @@ class LoopThread:
 
 
 class Home:
-    """The loop a connection lives on, with the future of its opening."""
+    """The loop a connection lives on, with the future of its opening.
+
+    ``pid`` is the process it was made in: a child made by ``fork`` inherits
+    the home but not the thread running its loop (see :attr:`inherited`).
+    """
 
     def __init__(
         self,
@@ -78,6 +83,12 @@ class Home:
         self.loop = loop
         self.ready = ready
         self.thread = thread
+        self.pid = os.getpid()
+
+    @property
+    def inherited(self) -> bool:
+        """True in a child process made by ``fork``: the loop runs in the parent only."""
+        return self.pid != os.getpid()
 
     def _check_reachable(self) -> None:
         if self.loop.is_closed() or not self.loop.is_running():

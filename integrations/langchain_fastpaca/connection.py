@@ -24,8 +24,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import concurrent.futures.thread  # see _close_at_exit
+import contextvars
 import json
+import logging
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -51,6 +55,7 @@ __all__ = [
 T = TypeVar("T")
 DEFAULT_STORE_URL = "sqlite:///fastpaca.db"
 _KNOWN_CONTEXTS = 4096  # (context, options) pairs a connection remembers having put
+_SERVER_PAGE = 1000  # the largest page a server serves by default (FASTPACA_MAX_PAGE_SIZE)
 StoredDict = dict[str, Any]
 
 
@@ -67,8 +72,42 @@ class ContextOptions:
         return json.dumps(asdict(self), sort_keys=True, default=str)
 
 
+log = logging.getLogger("fastpaca.langchain")
+# Connections running on a loop thread of their own, closed on the way out (below).
+_THREADED: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+def _close_at_exit() -> None:
+    """Close the connections still open when the interpreter exits.
+
+    It runs before ``concurrent.futures`` refuses new work to its thread pools,
+    through which the SQLite store closes: ``atexit`` (and so the finalizer of
+    a history that owns its connection) comes too late for that.
+    """
+    for connection in list(_THREADED):
+        try:
+            connection.close()
+        except Exception:
+            log.exception("closing %r on exit failed", connection)
+
+
+# threading's own exit hooks run newest first: concurrent.futures.thread, imported
+# above, registered its hook before this one, so this one runs before it.
+_register_exit = getattr(threading, "_register_atexit", None)
+if _register_exit is not None:  # CPython
+    _register_exit(_close_at_exit)
+
+
 def _failed(future: concurrent.futures.Future[None]) -> bool:
     return future.done() and (future.cancelled() or future.exception() is not None)
+
+
+def _live(home: Home) -> bool:
+    """Whether a settled home has something to release: it opened, and its loop runs.
+
+    A failed opening left nothing behind (its error was the caller's already).
+    """
+    return not _failed(home.ready) and not home.loop.is_closed() and home.loop.is_running()
 
 
 class Connection(abc.ABC):
@@ -138,14 +177,23 @@ class Connection(abc.ABC):
         with self._lock:
             if self._closed:
                 raise RuntimeError("this Fastpaca connection is closed")
-            if self._home is not None and _failed(self._home.ready):
-                self._home = None
+            if self._home is not None and (self._home.inherited or _failed(self._home.ready)):
+                self._home = None  # an inherited one belongs to the parent: left alone
             if self._home is None:
-                thread = LoopThread(f"fastpaca-{type(self).__name__}")
-                ready = asyncio.run_coroutine_threadsafe(self._open(), thread.loop)
-                ready.add_done_callback(lambda f: thread.stop(wait=False) if _failed(f) else None)
-                self._home = Home(thread.loop, ready, thread)
+                # Started in an empty context: the loop's own handles and the tasks
+                # the store starts there (the SQLite writer...) live as long as the
+                # connection, and would keep the caller's context variables alive
+                # with them (LangChain's run config, holding the history that may
+                # own this very connection: it would never be collected).
+                self._home = contextvars.Context().run(self._new_home)
             return self._home
+
+    def _new_home(self) -> Home:
+        thread = LoopThread(f"fastpaca-{type(self).__name__}")
+        ready = asyncio.run_coroutine_threadsafe(self._open(), thread.loop)
+        ready.add_done_callback(lambda f: thread.stop(wait=False) if _failed(f) else None)
+        _THREADED.add(self)
+        return Home(thread.loop, ready, thread)
 
     def call(self, op: Callable[[], Awaitable[T]]) -> T:
         """Run ``op()`` on the connection's loop and return its result (blocking)."""
@@ -169,7 +217,7 @@ class Connection(abc.ABC):
         with self._lock:
             if self._closed:
                 raise RuntimeError("this Fastpaca connection is closed")
-            if self._home is not None:
+            if self._home is not None and not self._home.inherited:
                 raise RuntimeError("this Fastpaca connection is already open")
             self._home = Home(loop, ready)
         try:
@@ -183,9 +231,11 @@ class Connection(abc.ABC):
         return self
 
     def _take_home(self) -> Home | None:
+        """The home to close (none when it was inherited through ``fork``)."""
         with self._lock:
             home, self._home, self._closed = self._home, None, True
-        return home
+        _THREADED.discard(self)
+        return None if home is None or home.inherited else home
 
     async def _shutdown(self, home: Home) -> None:
         try:
@@ -197,7 +247,12 @@ class Connection(abc.ABC):
     def close(self) -> None:
         """Release the store or client; stop the private loop thread if there is one."""
         home = self._home
-        if home is not None and home.thread is None and running_loop() is home.loop:
+        if (
+            home is not None
+            and home.thread is None
+            and not home.inherited
+            and running_loop() is home.loop
+        ):
             raise RuntimeError("this connection runs on this event loop: use `await aclose()`")
         home = self._take_home()
         if home is None:
@@ -207,7 +262,8 @@ class Connection(abc.ABC):
                 lambda _: home.thread.stop() if home.thread else None
             )
             return
-        if not home.loop.is_closed() and home.loop.is_running():
+        concurrent.futures.wait([home.ready])  # an opening in progress finishes first
+        if _live(home):
             home.call(lambda: self._shutdown(home))
         if home.thread is not None:
             home.thread.stop()
@@ -218,8 +274,10 @@ class Connection(abc.ABC):
             return
         if running_loop() is home.loop:
             await self._shutdown(home)
-        elif not home.loop.is_closed() and home.loop.is_running():
-            await home.acall(lambda: self._shutdown(home))
+        else:
+            await asyncio.wait([asyncio.wrap_future(home.ready)])  # never raises
+            if _live(home):
+                await home.acall(lambda: self._shutdown(home))
         if home.thread is not None:
             home.thread.stop(wait=False)  # the thread ends by itself once its loop stops
 
@@ -362,6 +420,8 @@ class RemoteConnection(Connection):
         return window.messages
 
     async def messages(self, context_id: str, after_seq: int, limit: int) -> list[StoredDict]:
+        if isinstance(limit, int) and limit > _SERVER_PAGE:
+            limit = _SERVER_PAGE  # a page may hold fewer: the caller pages on from its end
         page = await self._context(context_id).messages(after_seq=after_seq, limit=limit)
         return [dict(m) for m in page]
 

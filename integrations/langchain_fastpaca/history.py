@@ -16,15 +16,48 @@ from types import TracebackType
 from typing import Any, Self
 
 from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import BaseMessage, ToolMessage
 
+from fastpaca_core.errors import ValidationError
 from fastpaca_core.model import validate_context_id
+from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, parts_refs
 
 from ._loop import running_loop
 from .connection import Connection, ContextOptions, connect
-from .convert import from_fastpaca_messages, to_fastpaca_messages
+from .convert import from_fastpaca_messages, to_fastpaca, to_fastpaca_messages
 
 __all__ = ["FastpacaChatMessageHistory", "HistoryPage"]
+
+CANCELLED = "Cancelled: the conversation was cleared before this tool call's result arrived."
+
+
+def _parts(message: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [dict(p) for p in message.get("parts") or [] if isinstance(p, Mapping)]
+
+
+def _call_names(window: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The tool name of every call part in ``window``, by call id."""
+    names: dict[str, str] = {}
+    for message in window:
+        for part in _parts(message):
+            made = part.get("toolCallId")
+            if isinstance(made, str) and is_call_part(part):
+                kind = str(part["type"])
+                name = part.get("toolName") if kind == "dynamic-tool" else kind[len("tool-") :]
+                names[made] = name if isinstance(name, str) else ""
+    return names
+
+
+def _open_calls(window: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """The tool calls in ``window`` that no later message answers: id -> tool name."""
+    names = _call_names(window)
+    waiting: dict[str, str] = {}
+    for message in window:
+        calls, results = parts_refs(_parts(message))
+        for answered in results:
+            waiting.pop(answered, None)
+        waiting.update((call_id, names.get(call_id, "")) for call_id in calls)
+    return waiting
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +90,9 @@ class FastpacaChatMessageHistory(BaseChatMessageHistory):
 
     ``clear()`` empties the LLM context (a compaction to nothing) and keeps the
     log: the next model call starts fresh, the conversation stays on record.
+    Tool calls still waiting for their results are first answered in the log
+    by a cancelled ``ToolMessage`` (``status="error"``), as a compaction may
+    not take away a call whose result is still to come.
     ``delete()`` tombstones the context.
     """
 
@@ -82,8 +118,14 @@ class FastpacaChatMessageHistory(BaseChatMessageHistory):
             weakref.finalize(self, self.connection.close)
         self.options = ContextOptions(token_budget, trigger_ratio, policy, metadata)
         self.budget_tokens = budget_tokens
+        # the first and the latest window read since this history last wrote
+        self._reads: tuple[list[BaseMessage], list[BaseMessage]] | None = None
         if running_loop() is None:
-            self.connection.call(self._ensure)
+            try:
+                self.connection.call(self._ensure)
+            except BaseException:
+                self.close()  # a connection of its own is of no use to anyone now
+                raise
 
     def __repr__(self) -> str:
         return f"FastpacaChatMessageHistory({self.context_id!r}, {self.connection!r})"
@@ -96,15 +138,71 @@ class FastpacaChatMessageHistory(BaseChatMessageHistory):
     async def _window(self) -> list[BaseMessage]:
         await self._ensure()
         stored = await self.connection.window(self.context_id, self.budget_tokens)
-        return from_fastpaca_messages(stored)
+        window = from_fastpaca_messages(stored)
+        first = list(window) if self._reads is None else self._reads[0]
+        self._reads = (first, list(window))
+        return window
+
+    def _new(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """``messages`` less what ``RunnableWithMessageHistory`` sends again.
+
+        Without ``history_messages_key`` it reads the history before the model
+        call and again after it, and stores its input messages past the
+        length of the second read. When the window shrank in between (the
+        summariser folded it, another client compacted it), that slice starts
+        with messages of the first read that are stored already: those are
+        left out, so nothing is logged twice.
+        """
+        batch = list(messages)
+        reads, self._reads = self._reads, None
+        if reads is not None:
+            first, latest = reads
+            again = first[len(latest) :]
+            if again and batch[: len(again)] == again:
+                return batch[len(again) :]
+        return batch
 
     async def _append(self, stored: list[dict[str, Any]]) -> None:
         await self._ensure()
+        await self._name_results(stored)
         await self.connection.append(self.context_id, stored)
 
+    async def _name_results(self, stored: list[dict[str, Any]]) -> None:
+        """Give results whose ``ToolMessage`` has no ``name`` their call's tool name.
+
+        A call made in the same batch named them already; one made earlier is
+        in the window (a call waiting for its result is never compacted away).
+        """
+        unnamed = [
+            part
+            for message in stored
+            for part in message["parts"]
+            if part.get("type") == RESULT_TYPE and not part.get("toolName")
+        ]
+        if not unnamed:
+            return
+        names = _call_names(await self.connection.window(self.context_id, None))
+        for part in unnamed:
+            part["toolName"] = names.get(part["toolCallId"], "")
+
     async def _clear(self) -> None:
+        self._reads = None
         await self._ensure()
-        await self.connection.compact(self.context_id, [])
+        try:
+            await self.connection.compact(self.context_id, [])
+        except ValidationError:
+            # A tool call still waiting for its result cannot be compacted away
+            # (its result would arrive alone): record it as cancelled, then clear.
+            window = await self.connection.window(self.context_id, None)
+            waiting = _open_calls(window)
+            if not waiting:
+                raise
+            results = [
+                to_fastpaca(ToolMessage(CANCELLED, tool_call_id=i, name=n or None, status="error"))
+                for i, n in waiting.items()
+            ]
+            await self.connection.append(self.context_id, results)
+            await self.connection.compact(self.context_id, [])
 
     async def _page(self, after_seq: int, limit: int) -> HistoryPage:
         await self._ensure()
@@ -126,12 +224,15 @@ class FastpacaChatMessageHistory(BaseChatMessageHistory):
         return await self.connection.acall(self._window)
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Append ``messages`` atomically, in one round trip."""
+        """Append ``messages`` atomically, in one round trip (two when a ``ToolMessage``
+        without ``name`` answers a call of an earlier batch: the window names its tool)."""
+        messages = self._new(messages)
         if messages:
             stored = to_fastpaca_messages(messages)
             self.connection.call(lambda: self._append(stored))
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        messages = self._new(messages)
         if messages:
             stored = to_fastpaca_messages(messages)
             await self.connection.acall(lambda: self._append(stored))
