@@ -3,8 +3,19 @@
 This one sends only its newest message each turn: Fastpaca holds the
 conversation, and the model receives the compacted context.
 
-    fastpaca serve                      # with FASTPACA_ANTHROPIC_API_KEY set, or
-    ANTHROPIC_API_KEY=sk-ant-... python examples/anthropic_chat_loop.py
+From the checkout, set up as in the README (the ``anthropic`` SDK comes with
+Fastpaca, in ``.venv``):
+
+    .venv/bin/fastpaca serve            # with FASTPACA_ANTHROPIC_API_KEY set, or
+    ANTHROPIC_API_KEY=sk-ant-... .venv/bin/python examples/anthropic_chat_loop.py
+
+    # no key or no network: the fake LLM instead (docs/proxy.md, "Offline"):
+    .venv/bin/python -m fastpaca_proxy.fake_upstream --port 8787 &
+    .venv/bin/fastpaca serve --anthropic-base-url http://127.0.0.1:8787
+
+Type a message per line; an empty line or end of input quits. ``FASTPACA_URL``,
+``FASTPACA_CONTEXT`` and ``ANTHROPIC_MODEL`` override the server, the context
+(``chat-anthropic``) and the model.
 """
 
 from __future__ import annotations

@@ -5,9 +5,13 @@ The same chain runs twice: first with LangChain's ``InMemoryChatMessageHistory``
 ``FastpacaChatMessageHistory``: durable, and the model gets the compacted
 context, kept under a token budget, while the full log stays on record.
 
-    python examples/langchain_memory.py                      # a temporary SQLite file
-    python examples/langchain_memory.py sqlite:///chat.db    # or postgresql://..., or a
-    python examples/langchain_memory.py http://127.0.0.1:4000   # running `fastpaca serve`
+It needs the ``langchain`` extra (``langchain-core``); from the checkout, set
+up as in the README:
+
+    .venv/bin/pip install -e '.[langchain]'
+    .venv/bin/python examples/langchain_memory.py                    # a temporary SQLite file
+    .venv/bin/python examples/langchain_memory.py sqlite:///chat.db  # or postgresql://..., or
+    .venv/bin/python examples/langchain_memory.py http://127.0.0.1:4000  # `fastpaca serve`
 """
 
 from __future__ import annotations

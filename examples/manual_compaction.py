@@ -5,8 +5,8 @@ raises ``needs_compaction``. When it does, this program summarises the older
 part of the window itself and replaces it with ``up_to_seq``, so messages
 appended while it worked stay live.
 
-    fastpaca serve
-    python examples/manual_compaction.py
+    .venv/bin/fastpaca serve
+    .venv/bin/python examples/manual_compaction.py    # in a second terminal
 """
 
 from __future__ import annotations

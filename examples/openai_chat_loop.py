@@ -5,10 +5,19 @@ stored in the context ``chat-openai``, and the model receives the compacted
 context. This loop resends its whole history each turn, as most apps do;
 Fastpaca stores each message once.
 
-    fastpaca serve                      # with FASTPACA_OPENAI_API_KEY set, or
-    OPENAI_API_KEY=sk-... python examples/openai_chat_loop.py
+From the checkout, set up as in the README (the ``openai`` SDK comes with
+Fastpaca, in ``.venv``):
 
-Type a message per line; an empty line or end of input quits.
+    .venv/bin/fastpaca serve            # with FASTPACA_OPENAI_API_KEY set, or
+    OPENAI_API_KEY=sk-... .venv/bin/python examples/openai_chat_loop.py
+
+    # no key or no network: the fake LLM instead (docs/proxy.md, "Offline"):
+    .venv/bin/python -m fastpaca_proxy.fake_upstream --port 8787 &
+    .venv/bin/fastpaca serve --openai-base-url http://127.0.0.1:8787/v1
+
+Type a message per line; an empty line or end of input quits. ``FASTPACA_URL``,
+``FASTPACA_CONTEXT`` and ``OPENAI_MODEL`` override the server, the context and
+the model.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The raw REST flow with the Python client: create, append, read, page.
 
-fastpaca serve
-python examples/rest_client.py
+.venv/bin/fastpaca serve
+.venv/bin/python examples/rest_client.py    # in a second terminal
 """
 
 from __future__ import annotations

@@ -50,3 +50,18 @@ def parse(block: str) -> object:
 def without_time(value: object) -> object:
     text = json.dumps(value, separators=(",", ":"))
     return json.loads(re.sub(r',"inserted_at":"[^"]*"', "", text))
+
+
+def test_the_front_page_walkthrough_shows_what_it_says(tmp_path: Path) -> None:
+    """docs/index.md's short version: the window it describes, and the full log."""
+    index = (ROOT / "docs" / "index.md").read_text()
+    section = index[index.index("## Quickstart") : index.index("## Key terms")]
+    walkthrough = re.findall(r"```sh\n(.*?)```", section, re.S)[2]
+    tail = "curl -s -w '\\n' 'http://127.0.0.1:4000/v1/contexts/lisbon/tail?limit=100'\n"
+    created, *appends, window, log = run_against_server([walkthrough + tail], tmp_path / "i.db")
+    assert created["id"] == "lisbon"
+    assert [a["seq"] for a in appends] == list(range(1, 9))
+    assert [m["seq"] for m in window["messages"]] == [6, 7, 8]
+    assert window["used_tokens"] == 39 and window["needs_compaction"] is False
+    assert window["segments"] == [{"type": "live", "from_seq": 6, "to_seq": 8}]
+    assert [m["seq"] for m in log["messages"]] == list(range(1, 9))

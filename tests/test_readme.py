@@ -44,4 +44,5 @@ def test_curl_walkthrough_works_as_written(tmp_path: Path) -> None:
     final = bodies[11]
     assert final["format"] == "openai"
     assert final["segments"][0] == {"type": "summary", "from_seq": 1, "to_seq": 5}
-    assert final["messages"][0]["content"].startswith("Summary")
+    assert final["messages"][0] == {"role": "system", "content": "You are terse."}
+    assert final["messages"][1]["content"].startswith("Summary")
