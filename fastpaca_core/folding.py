@@ -84,18 +84,39 @@ class FoldPlan:
     entries: tuple[Entry, ...]  # messages folded in, oldest first
     snapshot: tuple[Key, ...]  # the snapshot's items after the pinned ones
     partial: bool  # a backlog remains for another round
+    budget: int = 0  # the most tokens of transcript the entries may take (0: no limit)
 
 
 def _pinned(items: Sequence[WindowItem], before: int | None = None) -> int:
-    """How many leading items are pinned system messages (log copies, not summaries)."""
+    """How many leading items are pinned system messages: the log's own leading
+    ones (log copies of seqs 1, 2, ... with no gap; not summaries).
+
+    A system message from further on in the log that trimming brought to the
+    front (the messages before it cut) is not pinned: those messages are read
+    back and folded, and it with them, so that nothing is left out of both the
+    window and the summary, and the segments stay in seq order.
+    """
     count = 0
     for item in items:
-        if item.kind != "live" or item.message.role != "system":
+        if item.kind != "live" or item.message.role != "system" or item.from_seq != count + 1:
             break
         if before is not None and item.from_seq >= before:
             break
         count += 1
     return count
+
+
+_PAGE = 256  # log rows read at a time
+
+
+def _enough(units: Sequence[WindowItem], total: int, budget: int) -> bool:
+    """Whether ``units`` already hold more than one fold takes (``budget``
+    tokens), and no call among them waits for a result further on: reading on
+    could not change which of them the fold takes. A call whose result is
+    still unread holds the reading for at most another ``budget`` tokens."""
+    if total <= budget:
+        return False
+    return total > 2 * budget or not open_calls(units)
 
 
 def _pick(units: Sequence[WindowItem], budget: int) -> int:
@@ -143,24 +164,35 @@ async def plan_fold(
     # live messages older than the previous summary (unusual), then the newer ones
     early = [i for i in lives if previous_to is not None and i.to_seq <= previous_to]
     later = [i for i in lives if previous_to is None or i.to_seq > previous_to]
+    budget = max(max_tokens - sum(item.tokens for item in summaries), max_tokens // 4, 1)
     units: list[WindowItem] = list(early)
     # messages trimmed away before the live ones: after the previous summary,
     # or (before any summary) after the pinned system messages; and around a
-    # pinned user request
+    # pinned user request. Read a page at a time, and only as far as this fold
+    # can take: a backlog is the whole history trimming left behind.
     if previous_to is not None:
         expected = previous_to + 1
     else:
         expected = max((item.to_seq for item in items[: len(items) - len(rest)]), default=0) + 1
+    total = sum(item.tokens for item in units)
+    more = False
     for item in [*later, *([] if boundary is None else [boundary])]:
         if item.kind == "live" and item.from_seq > expected:
-            gap = await read_log(expected, item.from_seq - 1)
-            units.extend(WindowItem.of_row(r) for r in gap)
+            start = expected
+            while start < item.from_seq and not (more := _enough(units, total, budget)):
+                stop = min(item.from_seq - 1, start + _PAGE - 1)
+                for row in await read_log(start, stop):
+                    units.append(WindowItem.of_row(row))
+                    total += units[-1].tokens
+                start = stop + 1
+        if more or (more := item is not boundary and _enough(units, total, budget)):
+            break
         if item is not boundary:
             units.append(item)
+            total += item.tokens
         expected = max(expected, item.to_seq + 1)
     if not units:
         return None
-    budget = max(max_tokens - sum(item.tokens for item in summaries), max_tokens // 4, 1)
     taken = units[: _pick(units, budget)]
     return FoldPlan(
         context_id=ctx.id,
@@ -171,7 +203,8 @@ async def plan_fold(
         previous=tuple(message_text(item.message) for item in summaries),
         entries=tuple(Entry(item.from_seq, item.message) for item in taken),
         snapshot=tuple(item_key(item) for item in rest),
-        partial=len(taken) < len(units),
+        partial=more or len(taken) < len(units),
+        budget=budget,
     )
 
 

@@ -36,9 +36,9 @@ from .errors import FastpacaError, StoreError, SummaryUpstreamError
 from .folding import FoldPlan, plan_fold
 from .model import ContextRecord, SummaryRecord
 from .policies.base import over_trigger
-from .policies.summarize import Summarize
+from .policies.summarize import Summarize, wants_summary
 from .summary_llm import SDKSummaryModel, SummaryModel
-from .summary_prompt import build_prompt
+from .summary_prompt import Prompt, build_prompt, render_transcript
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -100,6 +100,9 @@ class Summarizer:
         self._workers: list[asyncio.Task[None]] = []
         self._detach: Callable[[], None] | None = None
         self._warned: set[str] = set()
+        # contexts whose newest summary gave way at once (larger than the budget
+        # allows): folded again only once over the trigger, not for every hole
+        self._gave_way: set[str] = set()
         self.summaries = 0  # swapped in by this summariser
         self.failures = 0  # upstream failures seen
         self.contended = 0  # times the lease was held elsewhere
@@ -207,19 +210,25 @@ class Summarizer:
 
     async def _summarize(self, context_id: str) -> SummaryRecord | None:
         try:
-            planned = await self._plan(context_id, require_trigger=True)
+            ctx = await self.engine.store.get_context(context_id)
         except FastpacaError:
             return None
-        if planned is None:  # nothing to do: no lease taken, nothing written
+        if ctx is None or not self._due(ctx):
             return None
-        provider = planned[0].policy.config["provider"]
-        if not self.model.has_key(provider):
+        provider = ctx.policy.config["provider"]
+        if not self.model.has_key(provider):  # before planning: no log read for nothing
             if provider not in self._warned:
                 self._warned.add(provider)
                 log.warning(
                     "no server-held %s API key: summaries are off, trimming keeps the budget",
                     provider,
                 )
+            return None
+        try:
+            planned = await self._plan(context_id, require_trigger=True)
+        except FastpacaError:
+            return None
+        if planned is None:  # nothing to do: no lease taken, nothing written
             return None
         await self.model.prepare(provider)  # slow the first time: before the lease, not under it
         ttl = self.options.lease_ttl
@@ -262,7 +271,7 @@ class Summarizer:
         ctx, rows = await self.engine.store.read_window(context_id)
         if ctx is None or ctx.tombstoned or ctx.policy.strategy != Summarize.name:
             return None
-        if require_trigger and not over_trigger(ctx):
+        if require_trigger and not self._due(ctx):
             return None
         plan = await plan_fold(
             ctx,
@@ -272,6 +281,46 @@ class Summarizer:
             read_log=partial(self.engine.store.read_messages, context_id),
         )
         return None if plan is None else (ctx, plan)
+
+    def _due(self, ctx: ContextRecord) -> bool:
+        """Whether ``ctx`` wants a fold (see :func:`wants_summary`); a hole
+        trimming left counts only while summaries stay in the window."""
+        if not wants_summary(ctx):
+            return False
+        return ctx.id not in self._gave_way or over_trigger(ctx)
+
+    async def _prompt(self, plan: FoldPlan, max_tokens: int, instructions: str | None) -> Prompt:
+        """The request for ``plan``, its transcript clipped to the plan's token
+        budget: a message counted larger than the budget (the one a fold takes
+        alone), or rendering more tokens than counted, must not take the
+        request past ``max_input_tokens``."""
+        limit: int | None = None
+        for _ in range(4):
+            transcript = render_transcript(plan.entries, limit)
+            counted = await self.engine.tokens.acount_text(transcript)
+            if not plan.budget or counted <= plan.budget:
+                break
+            limit = int(len(transcript) * plan.budget / counted * 0.9)
+        return build_prompt(
+            plan,
+            max_summary_tokens=max_tokens,
+            instructions=instructions,
+            max_transcript_chars=limit,
+        )
+
+    async def _check_kept(self, context_id: str, record: SummaryRecord) -> None:
+        """Note whether the summary just swapped in stayed in the window, or gave
+        way at once (it leaves the window over its budget)."""
+        ctx = await self.engine.store.get_context(context_id)
+        covered = (record.from_seq, record.to_seq)
+        kept = ctx is not None and any(
+            entry.kind == "summary" and (entry.from_seq, entry.to_seq) == covered
+            for entry in ctx.prefix
+        )
+        if kept:
+            self._gave_way.discard(context_id)
+        else:
+            self._gave_way.add(context_id)
 
     async def _rounds(self, context_id: str, lost: asyncio.Event) -> SummaryRecord | None:
         engine, opts = self.engine, self.options
@@ -287,9 +336,7 @@ class Summarizer:
             ctx, plan = planned
             config = ctx.policy.config
             max_tokens = config["max_summary_tokens"]
-            prompt = build_prompt(
-                plan, max_summary_tokens=max_tokens, instructions=config.get("instructions")
-            )
+            prompt = await self._prompt(plan, max_tokens, config.get("instructions"))
             provider, model = config["provider"], config["model"]
             try:
                 completion = await self.model.summarize(provider, model, prompt, max_tokens)
@@ -324,4 +371,7 @@ class Summarizer:
             self.summaries += 1
             newest = record
             require_trigger = not plan.partial
+            await self._check_kept(context_id, record)
+        if not require_trigger:  # a backlog remains: after the other contexts queued
+            self._again.add(context_id)
         return newest

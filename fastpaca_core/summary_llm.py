@@ -30,6 +30,7 @@ _RETRYABLE_STATUS = frozenset({408, 409, 429})
 class Completion:
     text: str
     completion_tokens: int | None  # the provider's usage figure, when it gave one
+    cut: bool = False  # stopped at the token limit (finish_reason length / max_tokens)
 
 
 class SummaryModel(Protocol):
@@ -124,6 +125,14 @@ class SDKSummaryModel:
         else:
             completion = await self._openai(model, prompt, max_tokens)
         if not completion.text.strip():
+            if completion.cut:
+                # asking again gets the same: a reasoning model thinks past the limit
+                raise SummaryUpstreamError(
+                    f"the model spent all of policy.config.max_summary_tokens ({max_tokens}) "
+                    "before writing a summary (a reasoning model needs a larger "
+                    "max_summary_tokens)",
+                    retryable=False,
+                )
             raise SummaryUpstreamError("the model returned an empty summary", retryable=True)
         return completion
 
@@ -145,7 +154,8 @@ class SDKSummaryModel:
             raise _failure(exc, None) from exc
         text = reply.choices[0].message.content if reply.choices else None
         usage = reply.usage.completion_tokens if reply.usage is not None else None
-        return Completion(text or "", usage)
+        cut = bool(reply.choices) and reply.choices[0].finish_reason == "length"
+        return Completion(text or "", usage, cut)
 
     async def _anthropic(self, model: str, prompt: Prompt, max_tokens: int) -> Completion:
         import anthropic
@@ -163,7 +173,7 @@ class SDKSummaryModel:
             raise _failure(exc, None) from exc
         text = "".join(getattr(b, "text", "") for b in reply.content if b.type == "text")
         usage = reply.usage.output_tokens if reply.usage is not None else None
-        return Completion(text, usage)
+        return Completion(text, usage, reply.stop_reason == "max_tokens")
 
     async def close(self) -> None:
         clients, self._clients = self._clients, {}

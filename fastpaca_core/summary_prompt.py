@@ -15,6 +15,7 @@ produced it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,9 +23,10 @@ from .folding import Entry, FoldPlan
 from .jsonutil import dumps_str
 from .toolcalls import RESULT_TYPE
 
-__all__ = ["SYSTEM_PROMPT", "Prompt", "build_prompt", "render_message"]
+__all__ = ["SYSTEM_PROMPT", "Prompt", "build_prompt", "render_message", "render_transcript"]
 
 MAX_PART_CHARS = 2000
+MIN_MESSAGE_CHARS = 200  # what a message keeps at least when the transcript is clipped
 _SKIPPED = frozenset({"reasoning", "step-start"})
 
 SYSTEM_PROMPT = """\
@@ -105,16 +107,48 @@ def render_message(entry: Entry) -> str:
     return f"[{entry.seq}] {entry.message.role}: {body}"
 
 
+def _share(lengths: list[int], total: int) -> int:
+    """The most characters each message may keep so that together they keep
+    at most ``total``: the short ones whole, the long ones clipped alike."""
+    remaining = total
+    ordered = sorted(lengths)
+    for index, length in enumerate(ordered):
+        share = remaining // (len(ordered) - index)
+        if length > share:
+            return max(share, MIN_MESSAGE_CHARS)
+        remaining -= length
+    return ordered[-1] if ordered else 0
+
+
+def render_transcript(entries: Sequence[Entry], max_chars: int | None = None) -> str:
+    """The messages, one ``[seq] role:`` group each, oldest first; with
+    ``max_chars``, the longest ones clipped alike until the transcript keeps
+    about that many characters (each keeps its tag and at least
+    ``MIN_MESSAGE_CHARS``)."""
+    lines = [render_message(entry) for entry in entries]
+    if max_chars is not None and sum(map(len, lines)) + len(lines) > max_chars:
+        marker = len(" [... 1000000 chars cut]") + 1
+        cap = _share([len(line) for line in lines], max_chars - marker * len(lines))
+        lines = [_clip(line, cap) for line in lines]
+    return "\n".join(lines)
+
+
 def build_prompt(
-    plan: FoldPlan, *, max_summary_tokens: int, instructions: str | None = None
+    plan: FoldPlan,
+    *,
+    max_summary_tokens: int,
+    instructions: str | None = None,
+    max_transcript_chars: int | None = None,
 ) -> Prompt:
+    """The request for ``plan``; ``max_transcript_chars`` clips the transcript
+    (see :func:`render_transcript`)."""
     sections: list[str] = []
     if plan.previous:
         previous = "\n\n".join(text.strip() for text in plan.previous)
         sections.append(f"Previous summary:\n<previous_summary>\n{previous}\n</previous_summary>")
     else:
         sections.append("There is no previous summary.")
-    transcript = "\n".join(render_message(entry) for entry in plan.entries)
+    transcript = render_transcript(plan.entries, max_transcript_chars)
     first, last = plan.entries[0].seq, plan.entries[-1].seq
     sections.append(
         f"New messages (seq {first} to {last}), oldest first:\n"

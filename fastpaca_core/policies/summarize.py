@@ -22,9 +22,9 @@ from typing import Any
 from ..errors import ValidationError
 from ..model import ContextRecord
 from ..window import WindowItem
-from .base import cut, due, over_trigger, positive_int
+from .base import cut, due, over_trigger, positive_int, window_count
 
-__all__ = ["PROVIDERS", "Summarize", "wants_summary"]
+__all__ = ["PROVIDERS", "Summarize", "trimmed_unsummarised", "wants_summary"]
 
 PROVIDERS = ("openai", "anthropic")
 MAX_MODEL_LENGTH = 256
@@ -106,5 +106,39 @@ class Summarize:
 
 
 def wants_summary(ctx: ContextRecord) -> bool:
-    """A ``summarize`` context whose window is over the trigger: wake the summariser."""
-    return ctx.policy.strategy == Summarize.name and not ctx.tombstoned and over_trigger(ctx)
+    """A ``summarize`` context due for a fold: wake the summariser.
+
+    Due when the window is over the trigger, or when trimming dropped messages
+    no summary stands for yet (:func:`trimmed_unsummarised`): an append that
+    jumps from under the trigger to over the budget (a band narrower than a
+    message, ``trigger_ratio`` 1.0) is cut back under the trigger in the same
+    append, and would otherwise never be summarised.
+    """
+    if ctx.policy.strategy != Summarize.name or ctx.tombstoned:
+        return False
+    return over_trigger(ctx) or trimmed_unsummarised(ctx)
+
+
+def trimmed_unsummarised(ctx: ContextRecord) -> bool:
+    """The window skips log messages right after its pinned leading system
+    messages and its summary (where trimming cuts), and holds more than
+    ``keep_last`` messages besides them (something to fold).
+
+    Read from the context row alone (the prefix is a few entries). A hole
+    further on (a rewind retracting the newest messages) is not trimming's.
+    """
+    expected = 1  # the seq the window goes on with when nothing is skipped
+    pinned = 0
+    for entry in ctx.prefix:
+        leading = entry.kind == "live" and entry.message.role == "system"
+        if leading and entry.from_seq == expected == pinned + 1:
+            pinned += 1
+        elif entry.kind != "summary" or entry.from_seq > expected:
+            return entry.from_seq > expected and _foldable(ctx, pinned)
+        expected = entry.to_seq + 1
+    live = ctx.live_from_seq <= ctx.last_seq
+    return live and ctx.live_from_seq > expected and _foldable(ctx, pinned)
+
+
+def _foldable(ctx: ContextRecord, pinned: int) -> bool:
+    return window_count(ctx) - pinned > int(ctx.policy.config["keep_last"])
