@@ -115,7 +115,7 @@ async def append_messages(
         )
         if key is not None:
             await remember(tx, key, digest, now, result)
-        return result, events, wants_summary(ctx)
+        return result, events, wants_summary(ctx, trimmed=compaction is not None)
 
     if reply_before_sync:
         result, events, wake = await engine.store.run(context_id, op, reply_before_sync=True)

@@ -601,7 +601,8 @@ class Engine:
             calibrate(ctx, sample)
             compaction = await run_policy(tx, ctx, [])
             await tx.save_context(ctx, created=False)
-            return ctx.calibration, [] if compaction is None else [compaction], wants_summary(ctx)
+            events = [] if compaction is None else [compaction]
+            return ctx.calibration, events, wants_summary(ctx, trimmed=compaction is not None)
 
         factor, events, wake = await self.store.run(context_id, op)
         self.bus.publish(events)

@@ -105,18 +105,21 @@ class Summarize:
         return cut(items, ctx, config["limit"])
 
 
-def wants_summary(ctx: ContextRecord) -> bool:
+def wants_summary(ctx: ContextRecord, *, trimmed: bool = True) -> bool:
     """A ``summarize`` context due for a fold: wake the summariser.
 
     Due when the window is over the trigger, or when trimming dropped messages
     no summary stands for yet (:func:`trimmed_unsummarised`): an append that
     jumps from under the trigger to over the budget (a band narrower than a
     message, ``trigger_ratio`` 1.0) is cut back under the trigger in the same
-    append, and would otherwise never be summarised.
+    append, and would otherwise never be summarised. ``trimmed``: whether
+    trimming made the hole; an append passes whether its own policy run cut
+    (an explicit compaction, ``clear()`` to nothing, leaves the same hole, and
+    what it cleared must stay out of the window).
     """
     if ctx.policy.strategy != Summarize.name or ctx.tombstoned:
         return False
-    return over_trigger(ctx) or trimmed_unsummarised(ctx)
+    return over_trigger(ctx) or (trimmed and trimmed_unsummarised(ctx))
 
 
 def trimmed_unsummarised(ctx: ContextRecord) -> bool:

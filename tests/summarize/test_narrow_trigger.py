@@ -51,3 +51,21 @@ async def test_a_rewind_under_the_trigger_wakes_no_summary(engine: Engine) -> No
     segments = (await engine.window("r")).segments
     assert len(segments) > 1  # the regenerated answers are holes in the window
     assert model.prompts == []
+
+
+async def test_a_cleared_context_is_not_folded_back(engine: Engine) -> None:
+    """An explicit compaction to nothing (LangChain's ``clear()``) leaves the
+    hole trimming leaves, but what it cleared stays out of the window: only an
+    append whose own policy run trimmed wakes the summariser for a hole."""
+    await engine.put_context("c", token_budget=100_000, policy=policy(keep_last=2))
+    for i in range(10):
+        await engine.append("c", turn(i))
+    await engine.compact("c", [])
+    model = StubModel()
+    async with Summarizer(engine, model, FAST) as summarizer:
+        for i in range(10, 14):
+            await engine.append("c", turn(i))
+            await summarizer.idle()
+    ctx, _ = await engine.store.read_window("c")
+    assert [e.kind for e in ctx.prefix] == []
+    assert (ctx.live_from_seq, model.prompts) == (11, [])
