@@ -5,9 +5,10 @@ ships the same files (gzip). We load them from there, check the sha256 that
 tiktoken itself expects, and build a real ``tiktoken.Encoding``.
 
 A message costs a fixed overhead plus its parts: text-like parts are counted
-on their text, an image (a ``file`` part of an ``image/*`` type) as
-``IMAGE_TOKENS`` plus the JSON of its keys besides ``url``, every other part on
-its compact JSON. A client-supplied ``token_count`` is always used verbatim.
+on their text, an image (a ``file`` part of an ``image/*`` type, also in a
+tool result's ``output``) as ``IMAGE_TOKENS`` plus the JSON of its keys besides
+``url``, every other part on its compact JSON. A client-supplied
+``token_count`` is always used verbatim.
 
 Counts of text that repeats (a proxied request's system prompt, tools and
 parameters; the messages of a prompt re-estimated every turn) are cached by a
@@ -57,6 +58,25 @@ def _is_image(part: dict[str, Any]) -> bool:
 
 def _without_url(part: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in part.items() if k != "url"}
+
+
+def _images_out(part: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """``part`` as counted, and how many images it holds: an image part, or
+    images in a tool result's ``output`` (a screenshot a tool returned), each
+    without its ``url``."""
+    if _is_image(part):
+        return _without_url(part), 1
+    output = part.get("output")
+    if type(output) is not list:
+        return part, 0
+    images = 0
+    kept: list[Any] = []
+    for item in output:
+        if isinstance(item, dict) and _is_image(item):
+            item = _without_url(item)
+            images += 1
+        kept.append(item)
+    return ({**part, "output": kept}, images) if images else (part, 0)
 
 
 # Cached counts (digest -> tokens) per counter; texts shorter than
@@ -148,11 +168,10 @@ class TokenCounter:
             text = part.get("text")
             if part.get("type") in _TEXT_PARTS and isinstance(text, str):
                 pieces.append(text)
-            elif _is_image(part):
-                pieces.append(dumps_str(_without_url(part)))
-                fixed += IMAGE_TOKENS
             else:
-                pieces.append(dumps_str(part))
+                counted, images = _images_out(part)
+                pieces.append(dumps_str(counted))
+                fixed += images * IMAGE_TOKENS
         return pieces, fixed
 
     def _count_pieces(self, pieces: Sequence[str]) -> int:
@@ -171,8 +190,8 @@ class TokenCounter:
             if part.get("type") in _TEXT_PARTS and isinstance(text, str):
                 piece, least = text, len(text)
             else:  # its JSON is at least as long as its strings
-                if _is_image(part):
-                    part, fixed = _without_url(part), IMAGE_TOKENS
+                part, images = _images_out(part)
+                fixed = images * IMAGE_TOKENS
                 least = fixed + sum(len(v) for v in part.values() if isinstance(v, str))
                 piece = None
             if limit is not None and total + least > limit:

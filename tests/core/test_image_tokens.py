@@ -30,6 +30,24 @@ def test_an_image_by_url_or_file_id_counts_the_same() -> None:
     assert counter.count_fresh(by_url) >= IMAGE_TOKENS + MESSAGE_OVERHEAD
 
 
+def test_a_screenshot_a_tool_returned_counts_as_an_image() -> None:
+    """A tool result whose output holds an image (computer use, a LangChain
+    ``ToolMessage`` with an image block) counts it as one, not as its base64."""
+    counter = TokenCounter()
+    shot = {"type": "file", "mediaType": "image/png", "url": _photo(60_000)}
+    result = {
+        "type": "tool-result",
+        "toolCallId": "c1",
+        "toolName": "screenshot",
+        "output": [{"type": "text", "text": "the screen"}, shot],
+    }
+    message = Message("tool", [result])
+    count = counter.count_fresh(message)
+    assert IMAGE_TOKENS < count < IMAGE_TOKENS + 60
+    assert counter.at_most(message) >= count
+    assert counter.count_message(message) == count
+
+
 def test_other_files_still_count_on_their_json() -> None:
     counter = TokenCounter()
     pdf = "data:application/pdf;base64," + base64.b64encode(b"%PDF" * 2000).decode()
