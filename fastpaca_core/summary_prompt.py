@@ -21,7 +21,7 @@ from typing import Any
 
 from .folding import Entry, FoldPlan
 from .jsonutil import dumps_str
-from .toolcalls import RESULT_TYPE
+from .toolcalls import RESULT_TYPE, call_name
 
 __all__ = ["SYSTEM_PROMPT", "Prompt", "build_prompt", "render_message", "render_transcript"]
 
@@ -84,7 +84,7 @@ def _part(part: dict[str, Any]) -> str | None:
             return f"result of {name} (id {call_id}): error: {_json(part['errorText'])}"
         return f"result of {name} (id {call_id}): {_json(part.get('output'))}"
     if kind.startswith("tool-") or kind == "dynamic-tool":
-        name = part.get("toolName") if kind == "dynamic-tool" else kind[len("tool-") :]
+        name = call_name(part)
         line = f"calls tool {name} (id {call_id}) with {_json(part.get('input'))}"
         if part.get("state") == "output-available":
             line += f", which returned {_json(part.get('output'))}"

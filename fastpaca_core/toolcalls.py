@@ -35,6 +35,7 @@ from .model import Message
 __all__ = [
     "OPENAI_ITEM_TYPE",
     "RESULT_TYPE",
+    "call_name",
     "is_call_part",
     "is_result_part",
     "part_call_id",
@@ -116,6 +117,14 @@ def is_call_part(part: dict[str, Any]) -> bool:
     if kind == RESULT_TYPE:
         return False
     return isinstance(kind, str) and (kind.startswith("tool-") or kind == "dynamic-tool")
+
+
+def call_name(part: dict[str, Any]) -> str | None:
+    """The tool a call part names: its type after ``tool-``, or a
+    ``dynamic-tool``'s ``toolName``; None when that is not a string."""
+    kind = str(part.get("type", ""))
+    name = part.get("toolName") if kind == "dynamic-tool" else kind[len("tool-") :]
+    return name if isinstance(name, str) else None
 
 
 def is_result_part(part: dict[str, Any]) -> bool:

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..jsonutil import dumps_str
 from ..model import Message
-from ..toolcalls import RESULT_TYPE, is_call_part, part_call_id
+from ..toolcalls import RESULT_TYPE, call_name, is_call_part, part_call_id
 
 __all__ = [
     "ChatInput",
@@ -162,9 +162,8 @@ def tool_call(part: Mapping[str, Any]) -> ToolCall | None:
     call_id = part_call_id(_dict(part))
     if call_id is None or not is_call_part(_dict(part)):
         return None
-    kind = str(part["type"])
-    name = part.get("toolName") if kind == "dynamic-tool" else kind[len("tool-") :]
-    if not isinstance(name, str) or not name:
+    name = call_name(_dict(part))
+    if not name:
         return None
     return ToolCall(call_id, name, part.get("input", {}))
 

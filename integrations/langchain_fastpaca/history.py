@@ -20,7 +20,7 @@ from langchain_core.messages import BaseMessage, ToolMessage
 
 from fastpaca_core.errors import ValidationError
 from fastpaca_core.model import validate_context_id
-from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, parts_refs
+from fastpaca_core.toolcalls import RESULT_TYPE, call_name, is_call_part, parts_refs
 
 from ._loop import running_loop
 from .connection import Connection, ContextOptions, connect
@@ -42,9 +42,7 @@ def _call_names(window: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         for part in _parts(message):
             made = part.get("toolCallId")
             if isinstance(made, str) and is_call_part(part):
-                kind = str(part["type"])
-                name = part.get("toolName") if kind == "dynamic-tool" else kind[len("tool-") :]
-                names[made] = name if isinstance(name, str) else ""
+                names[made] = call_name(part) or ""
     return names
 
 

@@ -44,7 +44,13 @@ from typing import Any
 
 from fastpaca_core.jsonutil import dumps_str
 from fastpaca_core.model import Message, StoredMessage
-from fastpaca_core.toolcalls import RESULT_TYPE, is_call_part, part_call_id, parts_refs
+from fastpaca_core.toolcalls import (
+    RESULT_TYPE,
+    call_name,
+    is_call_part,
+    part_call_id,
+    parts_refs,
+)
 
 __all__ = [
     "Alignment",
@@ -67,7 +73,7 @@ def _part_key(part: dict[str, Any]) -> Any:
     if kind == RESULT_TYPE:
         return ("result", part_call_id(part), dumps_str(part.get("output")))
     if is_call_part(part) and part_call_id(part) is not None:
-        name = part.get("toolName") if kind == "dynamic-tool" else str(kind)[5:]
+        name = call_name(part)
         key: tuple[Any, ...] = ("call", part_call_id(part), name, dumps_str(part.get("input")))
         if part.get("state") in ("output-available", "output-error"):
             key += (dumps_str(part.get("output")),)
@@ -94,12 +100,6 @@ class Alignment:
     rewind_to_seq: int | None  # set when the request diverged from the log
 
 
-def _call_name(part: dict[str, Any]) -> str | None:
-    kind = str(part.get("type"))
-    name = part.get("toolName") if kind == "dynamic-tool" else kind[5:]
-    return name if isinstance(name, str) and name else None
-
-
 def name_results(alignment: Alignment, rows: Sequence[StoredMessage]) -> Alignment:
     """``alignment`` with the nameless tool results of its new turn named after
     the calls they answer, found in ``rows`` (log rows read for the alignment).
@@ -120,8 +120,8 @@ def name_results(alignment: Alignment, rows: Sequence[StoredMessage]) -> Alignme
     for row in rows:
         for part in row.parts:
             call_id = part_call_id(part)
-            name = _call_name(part) if call_id is not None and is_call_part(part) else None
-            if call_id is not None and name is not None:
+            name = call_name(part) if call_id is not None and is_call_part(part) else None
+            if call_id is not None and name:
                 names[call_id] = name
     if not names:
         return alignment
