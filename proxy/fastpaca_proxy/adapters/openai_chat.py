@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from fastpaca_core.errors import ValidationError
@@ -28,11 +29,40 @@ def _apart(message: Any) -> bool:
     return isinstance(message, dict) and message.get("role") in _PREAMBLE
 
 
-def _usage(body: Mapping[str, Any]) -> Usage:
+def _sized(body: Mapping[str, Any], several: bool = False) -> tuple[Message, Usage]:
+    """``choices[0]`` as the reply, with the upstream's figures. The reply's
+    count leaves out a reasoning model's hidden reasoning (billed in
+    ``completion_tokens``, never sent again) unless the reply holds it
+    (see ``_reasoning``); with ``several`` choices (``n > 1``), whose
+    tokens ``completion_tokens`` adds up, it is ours."""
+    reply = reply_from_chat_completion(body)
     usage = body.get("usage")
     if not isinstance(usage, Mapping):
-        return Usage(None, None)
-    return Usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        return reply, Usage(None, None)
+    completion = _count(usage.get("completion_tokens"))
+    details = usage.get("completion_tokens_details")
+    hidden = _count(details.get("reasoning_tokens")) if isinstance(details, Mapping) else None
+    if several:
+        completion = None
+    elif completion is not None and hidden and not _reasoning(reply):
+        completion = max(completion - hidden, 0)
+    return replace(reply, token_count=completion), Usage(usage.get("prompt_tokens"), completion)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _reasoning(reply: Message) -> bool:
+    """Whether the reply holds its reasoning, sent again with it: a
+    ``reasoning_content`` part, or a provider's own key (OpenRouter's
+    ``reasoning`` / ``reasoning_details``) kept with the message."""
+    if any(part.get("type") == "reasoning" for part in reply.parts):
+        return True
+    holder = reply.metadata.get("providerMetadata")
+    openai = holder.get("openai") if isinstance(holder, Mapping) else None
+    chat = openai.get("chat") if isinstance(openai, Mapping) else None
+    return isinstance(chat, Mapping) and any(key.startswith("reasoning") for key in chat)
 
 
 _IDENTITY = frozenset({"id", "type"})  # a streamed object's keys that are never pieces
@@ -78,6 +108,8 @@ def _complete(call: dict[str, Any]) -> dict[str, Any]:
 
 
 _SINKS = ("content", "refusal", "reasoning_content")
+# what a reply without text holds instead (its ``content`` is then null)
+_INSTEAD_OF_TEXT = frozenset({"audio", "function_call"})
 
 
 class _ChatAssembler(Assembler):
@@ -90,6 +122,7 @@ class _ChatAssembler(Assembler):
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
         self.pieces: dict[str, Any] = {}  # the message's other keys, deltas merged
+        self.several = False  # n > 1: usage counts every choice
 
     def feed(self, event: SSEEvent) -> None:
         if event.data == "[DONE]":
@@ -109,6 +142,7 @@ class _ChatAssembler(Assembler):
             self.usage = chunk["usage"]
         for choice in chunk.get("choices") or []:
             if choice.get("index", 0) != 0:
+                self.several = True
                 continue  # n > 1: the first choice is the one stored
             delta = choice.get("delta") or {}
             for key, value in delta.items():
@@ -129,15 +163,34 @@ class _ChatAssembler(Assembler):
                 self.finish_reason = choice["finish_reason"]
 
     def _call(self, call: Mapping[str, Any]) -> None:
-        entry = self.calls.setdefault(int(call.get("index", 0)), {"id": "", "type": "function"})
+        index = call.get("index")
+        if index is None:  # Gemini's OpenAI-compatible streams give none
+            index = self._unnumbered(call.get("id"))
+        entry = self.calls.setdefault(int(index), {"id": "", "type": "function"})
         _merge(entry, {k: v for k, v in call.items() if k != "index" and (k != "id" or v)})
+
+    def _unnumbered(self, call_id: Any) -> int:
+        """The index of a call delta without one: a new id starts the next
+        call; a delta without an id (or with the same) continues the latest."""
+        if not self.calls:
+            return 0
+        latest = max(self.calls)
+        known = self.calls[latest].get("id")
+        if isinstance(call_id, str) and call_id and known and call_id != known:
+            return latest + 1
+        return latest
 
     def end(self) -> None:
         if self.finish_reason is not None and not self.failed:
             self.complete = True
 
     def reply(self) -> tuple[Message, Usage]:
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None}
+        text = "".join(self.text)
+        message: dict[str, Any] = {"role": "assistant", "content": text or None}
+        if self.text and not (self.refusal or self.calls or _INSTEAD_OF_TEXT & self.pieces.keys()):
+            # an empty answer (max_completion_tokens spent on reasoning): ``""``
+            # as a non-streamed reply has it, so the turn is kept
+            message["content"] = text
         if self.refusal:
             message["refusal"] = "".join(self.refusal)
         if self.reasoning:
@@ -150,7 +203,7 @@ class _ChatAssembler(Assembler):
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish_reason}],
             "usage": self.usage,
         }
-        return reply_from_chat_completion(body), _usage(body)
+        return _sized(body, self.several)
 
 
 class OpenAIChat(Adapter):
@@ -178,7 +231,8 @@ class OpenAIChat(Adapter):
         return {**body, "messages": [*head, *messages[: len(messages) - own], *sent[start:]]}
 
     def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
-        return reply_from_chat_completion(body), _usage(body)
+        choices = body.get("choices")
+        return _sized(body, isinstance(choices, list) and len(choices) > 1)
 
     def assembler(self) -> Assembler:
         return _ChatAssembler()
