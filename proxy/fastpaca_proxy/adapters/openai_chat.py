@@ -46,7 +46,9 @@ def _sized(body: Mapping[str, Any], several: bool = False) -> tuple[Message, Usa
         completion = None
     elif completion is not None and hidden and not _reasoning(reply):
         completion = max(completion - hidden, 0)
-    return replace(reply, token_count=completion), Usage(usage.get("prompt_tokens"), completion)
+    if reply.token_count != completion:  # (a replace costs more than this whole check)
+        reply = replace(reply, token_count=completion)
+    return reply, Usage(usage.get("prompt_tokens"), completion)
 
 
 def _count(value: Any) -> int | None:
