@@ -302,6 +302,35 @@ class ContextRecord:
     calibration: float = 1.0
     calibration_samples: int = 0
 
+    @classmethod
+    def new(
+        cls,
+        context_id: str,
+        now: datetime,
+        *,
+        token_budget: int | None = None,
+        trigger_ratio: float | None = None,
+        policy: PolicySpec | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> ContextRecord:
+        """A context as it is created: empty, version 0, the defaults where not given."""
+        return cls(
+            id=context_id,
+            token_budget=token_budget or DEFAULT_TOKEN_BUDGET,
+            trigger_ratio=trigger_ratio or DEFAULT_TRIGGER_RATIO,
+            policy=policy or DEFAULT_POLICY,
+            metadata=metadata or {},
+            status="active",
+            version=0,
+            last_seq=0,
+            total_tokens=0,
+            prefix=[],
+            live_from_seq=1,
+            live_base_tokens=0,
+            created_at=now,
+            updated_at=now,
+        )
+
     @property
     def tombstoned(self) -> bool:
         return self.status == "tombstoned"

@@ -44,6 +44,7 @@ from fastpaca_core.model import (
     StoredMessage,
     calibrated,
     uncalibrated,
+    utcnow,
     validate_context_id,
 )
 from fastpaca_core.toolcalls import tool_refs
@@ -120,7 +121,11 @@ def _error(adapter: Adapter, status: int, code: str, message: str) -> web.Respon
 
 
 async def _snapshot(
-    engine: Engine, context_id: str, newest: int, oldest: int, before_create: Callable[[], None]
+    engine: Engine,
+    context_id: str,
+    newest: int,
+    oldest: int,
+    before_create: Callable[[], None] | None,
 ) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
     """The context (created with the server's defaults when it does not exist
     yet), its live rows, and its newest ``newest`` and first ``oldest`` log
@@ -128,10 +133,13 @@ async def _snapshot(
 
     ``before_create`` raises, before the context is created, what ``_prepare``
     would refuse later (JSON nested too deeply to store or send on), so such
-    a request leaves no context behind."""
+    a request leaves no context behind. None: a missing context is not
+    created, but read as the empty one it would be (a token count)."""
     try:
         return await engine.read_turn(context_id, newest, oldest)
     except ContextNotFound:
+        if before_create is None:
+            return ContextRecord.new(context_id, utcnow()), [], []
         before_create()
         return await engine.put_context(context_id), [], []
 
@@ -141,7 +149,7 @@ async def _align(
     adapter: Adapter,
     context_id: str,
     request: list[Message],
-    before_create: Callable[[], None],
+    before_create: Callable[[], None] | None,
 ) -> tuple[ContextRecord, list[StoredMessage], Alignment]:
     """The snapshot (context and live rows) and the request aligned with the log.
 
@@ -176,10 +184,13 @@ async def _prepare(
     body: Mapping[str, Any],
     *,
     defer_count: bool,
+    create: bool = True,
 ) -> _Turn:
     """The turn to send. ``defer_count``: when the window keeps the whole new
     turn even at its largest possible size (``TokenCounter.at_most``), its
-    exact count can wait until the request has gone out (see ``_count``)."""
+    exact count can wait until the request has gone out (see ``_count``).
+    ``create``: a context that does not exist yet is created (a call), or
+    read as the empty one it would be (a token count, which stores nothing)."""
     validate_context_id(context_id, "context")
     chat = adapter.split(body)
     if not chat.messages:
@@ -194,7 +205,9 @@ async def _prepare(
         storable(chat.messages)
         dumps([rest, chat.preamble])
 
-    ctx, live, alignment = await _align(engine, adapter, context_id, chat.messages, fresh)
+    ctx, live, alignment = await _align(
+        engine, adapter, context_id, chat.messages, fresh if create else None
+    )
     storable(alignment.new)
     # the same preamble, tools and parameters come every turn: cached by content
     ours_reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
@@ -389,12 +402,8 @@ def _headers(
 async def proxy_call(
     request: web.Request, adapter: Adapter, context_id: str | None
 ) -> web.StreamResponse:
-    raw = await request.read()
-    try:
-        body = loads(raw) if raw else None
-    except JSONError:
-        body = None
-    if not isinstance(body, dict):
+    raw, body = await _read_json(request, adapter)
+    if body is None:
         return _error(adapter, 400, "invalid_request", "The request body must be a JSON object")
     upstream = request.app[UPSTREAM]
     if context_id is None:
@@ -404,12 +413,7 @@ async def proxy_call(
     call = None  # this call as the context's latest (retries.py); non-streamed only
     try:
         try:
-            context_id = scoped_id(request, context_id, "context")  # the tenant's own context
-            conversation = body.get(adapter.conversation_key)
-            if isinstance(conversation, list) and len(conversation) > MAX_MESSAGES:
-                raise ValidationError(
-                    adapter.conversation_key, f"holds more than {MAX_MESSAGES:,} messages"
-                )
+            context_id = _scoped(request, adapter, context_id, body)
             # a stream's headers, sent with its first event, carry the window's tokens:
             # its turn is counted before it is sent
             stream = adapter.is_stream(body)
@@ -447,6 +451,26 @@ async def proxy_call(
     finally:
         if call is not None:  # refused, failed or stored nothing: a retry goes upstream
             retries.finish(context_id, call, None)
+
+
+async def _read_json(request: web.Request, adapter: Adapter) -> tuple[bytes, dict[str, Any] | None]:
+    """The request's body, and the JSON object it holds (None when it holds none)."""
+    raw = await request.read()
+    try:
+        body = loads(raw) if raw else None
+    except JSONError:
+        body = None
+    return raw, body if isinstance(body, dict) else None
+
+
+def _scoped(request: web.Request, adapter: Adapter, context_id: str, body: dict[str, Any]) -> str:
+    """The caller's tenant's own context id, once the request is within bounds."""
+    context_id = scoped_id(request, context_id, "context")
+    conversation = body.get(adapter.conversation_key)
+    if isinstance(conversation, list) and len(conversation) > MAX_MESSAGES:
+        too_many = f"holds more than {MAX_MESSAGES:,} messages"
+        raise ValidationError(adapter.conversation_key, too_many)
+    return context_id
 
 
 async def _deliver(request: web.Request, response: web.StreamResponse) -> bool:

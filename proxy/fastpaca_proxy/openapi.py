@@ -9,7 +9,10 @@ come in the provider's own shape, upstream errors unchanged.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+from .passthrough import AS_IS, AsIs
 
 __all__ = ["proxy_openapi"]
 
@@ -73,6 +76,15 @@ def _schemas() -> dict[str, Any]:
                 "stream": {"type": "boolean"},
             },
         },
+        "AnthropicCountTokensRequest": {
+            "type": "object",
+            "required": ["model", "messages"],
+            "properties": {
+                "model": model,
+                "system": text,
+                "messages": {"type": "array", "items": anthropic_message, "minItems": 1},
+            },
+        },
         "AnthropicMessagesRequest": {
             "type": "object",
             "required": ["model", "max_tokens", "messages"],
@@ -125,7 +137,9 @@ def _responses(error: str, streams: bool) -> dict[str, Any]:
     }
 
 
-def _post(summary: str, body: str, error: str, parameters: list[Any]) -> dict[str, Any]:
+def _post(
+    summary: str, body: str, error: str, parameters: list[Any], streams: bool = True
+) -> dict[str, Any]:
     return {
         "post": {
             "summary": summary,
@@ -134,24 +148,47 @@ def _post(summary: str, body: str, error: str, parameters: list[Any]) -> dict[st
                 "required": True,
                 "content": {"application/json": {"schema": _ref(body)}},
             },
-            "responses": _responses(error, streams=True),
+            "responses": _responses(error, streams=streams),
         }
     }
 
 
-def _models(parameters: list[Any]) -> dict[str, Any]:
-    return {
-        "get": {
-            "summary": "The upstream's models (OpenAI)",
+def _as_is(route: AsIs, parameters: list[Any]) -> dict[str, Any]:
+    """The operations of a route passed through: any body goes as sent."""
+    if route.provider == "anthropic":
+        parameters = [*parameters, _ANTHROPIC_VERSION]
+    # the upstream's answer as it came, whatever its shape (its own errors included)
+    answer = {"content": {"application/json": {"schema": {"type": "object"}}}}
+    operations: dict[str, Any] = {}
+    for method in route.methods:
+        operation: dict[str, Any] = {
+            "summary": f"{route.summary}, passed through",
             "parameters": parameters,
-            "responses": _responses("OpenAIError", streams=False),
+            "responses": {"default": {"description": "The upstream's answer", **answer}},
         }
-    }
+        if method == "POST":
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        operations[method.lower()] = operation
+    return operations
+
+
+def _as_is_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for route in AS_IS:
+        names = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in re.findall(r"{(\w+)}", route.path)
+        ]
+        for path in route.paths():
+            paths[path] = _as_is(route, [_ID, *names] if path.startswith("/v1/contexts") else names)
+    return paths
 
 
 def proxy_openapi() -> dict[str, Any]:
     """``{"paths": ..., "schemas": ...}`` of the proxy routes."""
-    model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
     chat = ("OpenAI Chat Completions through the context", "ChatCompletionRequest", "OpenAIError")
     responses = ("OpenAI Responses through the context", "ResponsesRequest", "OpenAIError")
     anthropic = ("Anthropic Messages through the context", "AnthropicMessagesRequest")
@@ -164,9 +201,21 @@ def proxy_openapi() -> dict[str, Any]:
             *anthropic, "AnthropicError", [_ID, _ANTHROPIC_VERSION]
         ),
         "/v1/messages": _post(*anthropic, "AnthropicError", [_CONTEXT_HEADER, _ANTHROPIC_VERSION]),
-        "/v1/models": _models([]),
-        "/v1/models/{model}": _models([model]),
-        "/v1/contexts/{id}/openai/models": _models([_ID]),
-        "/v1/contexts/{id}/openai/models/{model}": _models([_ID, model]),
     }
+    count = ("Anthropic token count of the request as the context would send it",)
+    count_body = ("AnthropicCountTokensRequest", "AnthropicError")
+    paths["/v1/contexts/{id}/anthropic/v1/messages/count_tokens"] = _post(
+        *count, *count_body, [_ID, _ANTHROPIC_VERSION], streams=False
+    )
+    paths["/v1/messages/count_tokens"] = _post(
+        *count, *count_body, [_CONTEXT_HEADER, _ANTHROPIC_VERSION], streams=False
+    )
+    inputs = ("OpenAI input token count of the request as the context would send it",)
+    paths["/v1/contexts/{id}/openai/responses/input_tokens"] = _post(
+        *inputs, "ResponsesRequest", "OpenAIError", [_ID], streams=False
+    )
+    paths["/v1/responses/input_tokens"] = _post(
+        *inputs, "ResponsesRequest", "OpenAIError", [_CONTEXT_HEADER], streams=False
+    )
+    paths.update(_as_is_paths())
     return {"paths": paths, "schemas": _schemas()}

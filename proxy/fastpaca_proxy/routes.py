@@ -2,11 +2,14 @@
 
 Context in the path (an SDK's ``base_url``)::
 
-    /v1/contexts/{id}/openai/chat/completions | responses | models
-    /v1/contexts/{id}/anthropic/v1/messages
+    /v1/contexts/{id}/openai/chat/completions | responses | responses/input_tokens
+    /v1/contexts/{id}/anthropic/v1/messages | v1/messages/count_tokens
 
 or in the ``X-Fastpaca-Context`` header on ``/v1/chat/completions``,
-``/v1/responses`` and ``/v1/messages``. Without a context: pure pass-through.
+``/v1/responses``, ``/v1/messages`` and their token counts. Without a
+context: pure pass-through. The rest of an SDK's calls that store nothing
+(models, embeddings, moderations, a stored response by id) pass through
+unchanged under the same base URLs (``passthrough.AS_IS``).
 
 Every error answered under these paths, whoever raises it (auth, limits, the
 router, the flow), is in the provider's own shape: :func:`install_proxy`
@@ -20,8 +23,6 @@ by the upstream's timeouts, which bound a proxied call instead.
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from aiohttp import web
 
 from fastpaca_core.http import SETTINGS
@@ -31,10 +32,12 @@ from fastpaca_core.http.openapi import OPENAPI_EXTRA
 from fastpaca_core.http.routing import add_routes
 
 from .adapters import Adapter, AnthropicMessages, OpenAIChat, OpenAIResponses
-from .flow import proxy_call, relay
+from .counting import count_call
+from .flow import proxy_call
 from .openapi import proxy_openapi
+from .passthrough import AS_IS, as_is
 from .retries import RETRIES, Retries
-from .upstream import UPSTREAM, upstream_ctx
+from .upstream import Provider, upstream_ctx
 
 __all__ = ["install_proxy", "routes"]
 
@@ -93,22 +96,41 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return await _call(request, _MESSAGES, False)
 
 
-async def _models(request: web.Request) -> web.StreamResponse:
+@routes.post("/v1/contexts/{id}/anthropic/v1/messages/count_tokens")
+async def count_tokens_in_path(request: web.Request) -> web.StreamResponse:
     _wait_for_upstream(request)
-    upstream = request.app[UPSTREAM]
-    model = request.match_info.get("model")
-    path = "models" if model is None else f"models/{quote(model, safe='')}"
-    headers = upstream.request_headers("openai", request.headers)
-    return await relay(request, upstream, "GET", upstream.url("openai", path), headers, None, _CHAT)
+    return await count_call(request, _MESSAGES, request.match_info["id"], _COUNT_TOKENS)
 
 
-for _path in (
-    "/v1/models",
-    "/v1/models/{model}",
-    "/v1/contexts/{id}/openai/models",
-    "/v1/contexts/{id}/openai/models/{model}",
-):
-    routes.get(_path)(_models)
+@routes.post("/v1/messages/count_tokens")
+async def count_tokens(request: web.Request) -> web.StreamResponse:
+    _wait_for_upstream(request)
+    return await count_call(request, _MESSAGES, _from_header(request), _COUNT_TOKENS)
+
+
+@routes.post("/v1/contexts/{id}/openai/responses/input_tokens")
+async def input_tokens_in_path(request: web.Request) -> web.StreamResponse:
+    _wait_for_upstream(request)
+    return await count_call(request, _RESPONSES, request.match_info["id"], _INPUT_TOKENS)
+
+
+@routes.post("/v1/responses/input_tokens")
+async def input_tokens(request: web.Request) -> web.StreamResponse:
+    _wait_for_upstream(request)
+    return await count_call(request, _RESPONSES, _from_header(request), _INPUT_TOKENS)
+
+
+_COUNT_TOKENS = "v1/messages/count_tokens"
+_INPUT_TOKENS = "responses/input_tokens"
+
+
+_BY_PROVIDER: dict[Provider, Adapter] = {"openai": _CHAT, "anthropic": _MESSAGES}
+
+for _route in AS_IS:
+    _handler = as_is(_BY_PROVIDER[_route.provider], _route.path, _wait_for_upstream)
+    for _path in _route.paths():
+        for _method in _route.methods:
+            routes.route(_method, _path)(_handler)
 
 
 # (path pattern, adapter whose error shape the paths answer in), as the router
@@ -117,7 +139,7 @@ for _path in (
 _DIALECT_PATHS: tuple[tuple[str, Adapter], ...] = (
     (r"/v1/contexts/[^/]*/openai(?:/.*)?", _CHAT),
     (r"/v1/contexts/[^/]*/anthropic(?:/.*)?", _MESSAGES),
-    (r"/v1/(?:chat/completions|responses|models)(?:/.*)?", _CHAT),
+    (r"/v1/(?:chat/completions|responses|models|embeddings|moderations)(?:/.*)?", _CHAT),
     (r"/v1/messages(?:/.*)?", _MESSAGES),
 )
 

@@ -89,13 +89,13 @@ async def test_recording_details(fake: FakeUpstream) -> None:
 
 async def test_unknown_route_is_a_404_in_provider_shape(fake: FakeUpstream) -> None:
     async with httpx.AsyncClient(base_url=fake.base_url) as client:
-        openai_style = await client.post("/v1/embeddings", json={})
+        openai_style = await client.post("/v1/audio/speech", json={})
         anthropic_style = await client.get("/v1/nope", headers=ANTHROPIC_HEADERS)
     assert openai_style.status_code == 404
-    assert openai_style.json()["error"]["message"] == "Invalid URL (POST /v1/embeddings)"
+    assert openai_style.json()["error"]["message"] == "Invalid URL (POST /v1/audio/speech)"
     assert anthropic_style.status_code == 404
     assert anthropic_style.json()["error"]["type"] == "not_found_error"
-    assert [r.path for r in fake.requests] == ["/v1/embeddings", "/v1/nope"]
+    assert [r.path for r in fake.requests] == ["/v1/audio/speech", "/v1/nope"]
 
 
 async def test_verbatim_error_body_and_headers(fake: FakeUpstream) -> None:

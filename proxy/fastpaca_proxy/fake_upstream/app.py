@@ -1,7 +1,8 @@
 """The aiohttp application: routes, recording, JSON and SSE answers.
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/responses``, ``POST /v1/messages``,
-``POST /v1/messages/count_tokens``, ``GET /v1/models``, ``GET /v1/models/{id}``;
+``POST /v1/messages/count_tokens``, ``POST /v1/responses/input_tokens``,
+``POST /v1/embeddings``, ``GET /v1/models``, ``GET /v1/models/{id}``;
 anything else is a 404 in OpenAI's shape (Anthropic's when the request carries
 ``anthropic-version``). Every request is recorded, whatever the answer.
 """
@@ -9,7 +10,10 @@ anything else is a 404 in OpenAI's shape (Anthropic's when the request carries
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
+import struct
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -28,6 +32,7 @@ if TYPE_CHECKING:
 FAKE: web.AppKey[FakeUpstream] = web.AppKey("fake_upstream")
 
 _MODEL_CREATED = 1_700_000_000
+EMBEDDING_SIZE = 8  # floats per fake embedding
 
 
 def create_app(fake: FakeUpstream | None = None) -> web.Application:
@@ -42,6 +47,8 @@ def create_app(fake: FakeUpstream | None = None) -> web.Application:
     app.router.add_post("/v1/responses", _responses)
     app.router.add_post("/v1/messages", _messages)
     app.router.add_post("/v1/messages/count_tokens", _count_tokens)
+    app.router.add_post("/v1/responses/input_tokens", _input_tokens)
+    app.router.add_post("/v1/embeddings", _embeddings)
     app.router.add_get("/v1/models", _models)
     # [\s\S]: any character, newlines too (a decoded %0A), so every path is answered
     app.router.add_get("/v1/models/{model_id:[\\s\\S]+}", _model)
@@ -238,6 +245,55 @@ async def _count_tokens(request: web.Request) -> web.Response:
     tokens = fake.prompt_tokens(recorded)
     recorded.protocol = None
     return web.json_response({"input_tokens": tokens}, headers=_base_headers(fake, "anthropic"))
+
+
+async def _input_tokens(request: web.Request) -> web.Response:
+    fake = request.app[FAKE]
+    recorded = await _record(request, None)
+    problem = _access(fake, "openai", recorded)
+    if problem is None and not isinstance(recorded.body, dict):
+        problem = ErrorReply(400, "Request body must be a JSON object")
+    if problem is not None:
+        return _error(fake, "openai", recorded, problem)
+    recorded.protocol = "openai_responses"
+    tokens = fake.prompt_tokens(recorded)
+    recorded.protocol = None
+    body = {"object": "response.input_tokens", "input_tokens": tokens}
+    return web.json_response(body, headers=_base_headers(fake, "openai"))
+
+
+async def _embeddings(request: web.Request) -> web.Response:
+    """One vector of ``EMBEDDING_SIZE`` per input, from the input's text:
+    the same text, the same vector. ``encoding_format`` float or base64."""
+    fake = request.app[FAKE]
+    recorded = await _record(request, None)
+    problem = _access(fake, "openai", recorded)
+    body = recorded.body
+    given = body.get("input") if isinstance(body, dict) else None
+    inputs = [given] if isinstance(given, str) else given
+    if problem is None and (
+        not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs)
+    ):
+        problem = ErrorReply(400, "'input' must be a string or a non-empty list of strings")
+    if problem is not None:
+        return _error(fake, "openai", recorded, problem)
+    assert isinstance(body, dict) and isinstance(inputs, list)
+    data = []
+    for index, text in enumerate(inputs):
+        digest = hashlib.sha256(text.encode()).digest()
+        vector = [(byte - 127.5) / 127.5 for byte in digest[:EMBEDDING_SIZE]]
+        embedding: Any = vector
+        if body.get("encoding_format") == "base64":
+            embedding = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": embedding})
+    tokens = sum(len(text.split()) for text in inputs)
+    reply = {
+        "object": "list",
+        "data": data,
+        "model": body.get("model"),
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return web.json_response(reply, headers=_base_headers(fake, "openai"))
 
 
 def _model_object(family: Family, model_id: str) -> dict[str, Any]:
