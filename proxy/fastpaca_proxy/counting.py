@@ -22,7 +22,8 @@ from fastpaca_core.http.tenants import public_text
 from fastpaca_core.jsonutil import dumps
 
 from .adapters import Adapter
-from .flow import _error, _headers, _prepare, _read_json, _scoped, relay
+from .flow import _headers, _prepare, _read_json, _scoped
+from .relaying import own_error, relay
 from .upstream import UPSTREAM
 
 __all__ = ["count_call"]
@@ -34,7 +35,7 @@ async def count_call(
     """Count ``request`` at the upstream's ``path``, as ``adapter``'s call would send it."""
     raw, body = await _read_json(request, adapter)
     if body is None:
-        return _error(adapter, 400, "invalid_request", "The request body must be a JSON object")
+        return own_error(adapter, 400, "invalid_request", "The request body must be a JSON object")
     upstream = request.app[UPSTREAM]
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
@@ -47,7 +48,7 @@ async def count_call(
         turn = await _prepare(engine, adapter, context_id, body, defer_count=False, create=False)
         payload = dumps(adapter.build(body, turn.preamble, turn.window))
     except FastpacaError as exc:
-        return _error(adapter, exc.status, exc.code, public_text(request, str(exc)))
+        return own_error(adapter, exc.status, exc.code, public_text(request, str(exc)))
     response = await relay(request, upstream, "POST", url, headers, payload, adapter)
     if not response.prepared:  # (an upstream that streams its count has sent its headers)
         response.headers.update(_headers(request, context_id, turn.ctx.version, turn.used_tokens))

@@ -18,7 +18,6 @@ upstream, pass the reply through, and store the turn once the call succeeded.
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -34,7 +33,7 @@ from fastpaca_core.errors import (
     FastpacaError,
     ValidationError,
 )
-from fastpaca_core.http import ENGINE, SETTINGS
+from fastpaca_core.http import ENGINE
 from fastpaca_core.http.tenants import public_id, public_text, scoped_id
 from fastpaca_core.jsonutil import JSONError, check_json, dumps, dumps_str, loads
 from fastpaca_core.model import (
@@ -52,6 +51,17 @@ from fastpaca_core.window import WindowItem
 
 from .adapters import Adapter, Assembler, Usage
 from .calibration import usage_sample
+from .relaying import (
+    Relayed,
+    finish_stream,
+    hold_headers,
+    is_sse,
+    own_error,
+    relay,
+    request_body,
+    timeout_error,
+    unreachable_error,
+)
 from .retries import RETRIES, Answer, retry_key
 from .sse import SSEEvent, SSEParser
 from .turns import Alignment, align, name_results, tail_match, tail_size, window_sizes
@@ -62,37 +72,9 @@ __all__ = ["proxy_call"]
 log = logging.getLogger("fastpaca.proxy")
 
 _STORED = web.ResponseKey("turn_stored", bool)  # set on a non-streamed call's response
-_LARGE_BODY = 1024 * 1024  # bytes; larger upstream bodies are written in chunks
-_HOLD_HEADERS = 0.05  # s; a relayed stream's headers wait this long for its first event
 # messages (input items) a proxied request may hold: each is converted and aligned
 # with the log on the event loop (~20-45 us apiece), so more would stall the server
 MAX_MESSAGES = 10_000
-
-
-class _Relayed(web.StreamResponse):
-    """A relayed stream: its headers leave with its first event, in one write
-    (one wake-up of the client instead of two; aiohttp's own ``Response``
-    buffers its headers the same way), or after ``_HOLD_HEADERS`` when the
-    upstream is slow to send that event (see ``_hold_headers``), or right
-    before the connection is cut when the upstream broke off first, so the
-    client sees a started response cut short, not a server that never
-    answered (which SDKs retry)."""
-
-    _send_headers_immediately = False
-
-    def send_headers(self) -> None:
-        """Send the held headers now; a no-op once they are out."""
-        flush = getattr(self._payload_writer, "send_headers", None)
-        if flush is not None:
-            try:
-                flush()
-            except ConnectionError:
-                pass  # the client left; the relay finds out on its next write
-
-
-def _hold_headers(out: _Relayed) -> asyncio.TimerHandle:
-    """Send a relayed stream's headers after ``_HOLD_HEADERS`` if no event took them."""
-    return asyncio.get_running_loop().call_later(_HOLD_HEADERS, out.send_headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,18 +88,6 @@ class _Turn:
     base_tokens: int  # the window's tokens besides the new turn (ours)
     reserved_tokens: int  # the request's preamble, tools and parameters (ours)
     counted: bool = True
-
-
-def _body(data: bytes) -> bytes | io.BytesIO:
-    """An upstream request body: a large one (a prompt with images) goes out in
-    chunks, letting the event loop breathe between them."""
-    return io.BytesIO(data) if len(data) > _LARGE_BODY else data
-
-
-def _error(adapter: Adapter, status: int, code: str, message: str) -> web.Response:
-    """Our own error (``code`` as in the REST API), in the provider's shape."""
-    body = adapter.error_body(status, code, message)
-    return web.Response(status=status, body=body, content_type="application/json")
 
 
 async def _snapshot(
@@ -404,7 +374,7 @@ async def proxy_call(
 ) -> web.StreamResponse:
     raw, body = await _read_json(request, adapter)
     if body is None:
-        return _error(adapter, 400, "invalid_request", "The request body must be a JSON object")
+        return own_error(adapter, 400, "invalid_request", "The request body must be a JSON object")
     upstream = request.app[UPSTREAM]
     if context_id is None:
         return await _pass_through(request, upstream, adapter, raw, adapter.is_stream(body))
@@ -428,15 +398,17 @@ async def proxy_call(
                     call = claimed
             turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
             upstream_body = adapter.build(body, turn.preamble, turn.window)
-            hide = adapter.prepare_stream(upstream_body) if stream else False
+            plain = upstream_body.copy()  # before ``prepare_stream`` adds to it
+            hide = stream and not upstream.refuses_usage and adapter.prepare_stream(upstream_body)
             payload = dumps(upstream_body)
         except FastpacaError as exc:
-            return _error(adapter, exc.status, exc.code, public_text(request, str(exc)))
+            return own_error(adapter, exc.status, exc.code, public_text(request, str(exc)))
         headers = upstream.request_headers(adapter.provider, request.headers)
         headers["Content-Type"] = "application/json"
         url = upstream.url(adapter.provider, adapter.path)
+        unasked = (lambda: dumps(plain)) if hide else None
         response = await _forward(
-            request, engine, adapter, context_id, turn, url, payload, headers, stream, hide
+            request, engine, adapter, context_id, turn, url, payload, headers, stream, unasked
         )
         if call is not None and isinstance(response, web.Response) and response.get(_STORED):
             body_bytes = response.body if isinstance(response.body, bytes) else b""
@@ -494,23 +466,38 @@ async def _forward(
     payload: bytes,
     headers: dict[str, str],
     stream: bool,
-    hide: bool,
+    unasked: Callable[[], bytes] | None,
 ) -> web.StreamResponse:
+    """Send the turn upstream and answer the client. ``unasked``: the payload
+    without what ``prepare_stream`` added (a stream's usage), for an upstream
+    that refuses ``stream_options`` (an OpenAI-compatible server, an older
+    Azure API version): it is asked again without, once, and when that
+    streams, later streams are sent as asked (their replies counted by the
+    server instead)."""
     upstream = request.app[UPSTREAM]
     counting = _count_later(engine, turn)
+    retried = False
     try:
-        async with upstream.session.post(
-            url, data=_body(payload), headers=headers, allow_redirects=False
-        ) as resp:
-            if stream and resp.status < 300 and _is_sse(resp):
-                return await _relay_stream(request, engine, adapter, context_id, turn, resp, hide)
-            data = await resp.read()
+        while True:
+            async with upstream.session.post(
+                url, data=request_body(payload), headers=headers, allow_redirects=False
+            ) as resp:
+                if stream and resp.status < 300 and is_sse(resp):
+                    upstream.refuses_usage = upstream.refuses_usage or retried
+                    hide = unasked is not None
+                    return await _relay_stream(
+                        request, engine, adapter, context_id, turn, resp, hide
+                    )
+                data = await resp.read()
+            if unasked is None or not _refuses_usage(resp.status, data):
+                break
+            payload, unasked, retried = unasked(), None, True
     except TimeoutError as exc:
         _drop_count(counting)
-        return _timeout(request, adapter, exc)
+        return timeout_error(request, adapter, exc)
     except aiohttp.ClientError as exc:
         _drop_count(counting)
-        return _unreachable(adapter, exc)
+        return unreachable_error(adapter, exc)
     except BaseException:
         _drop_count(counting)
         raise
@@ -533,26 +520,9 @@ async def _forward(
     return out
 
 
-def _timeout(request: web.Request, adapter: Adapter, exc: TimeoutError) -> web.Response:
-    """504: no connection within ``upstream_connect_timeout``, or no answer within
-    ``upstream_timeout``."""
-    settings = request.app[SETTINGS]
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        message = (
-            f"Could not connect to the upstream within {settings.upstream_connect_timeout:g} s"
-        )
-    else:
-        message = f"The upstream did not answer within {settings.upstream_timeout:g} s"
-    return _error(adapter, 504, "upstream_timeout", message)
-
-
-def _unreachable(adapter: Adapter, exc: aiohttp.ClientError) -> web.Response:
-    message = f"The upstream could not be reached: {type(exc).__name__}"
-    return _error(adapter, 502, "upstream_unreachable", message)
-
-
-def _is_sse(resp: aiohttp.ClientResponse) -> bool:
-    return resp.headers.get("Content-Type", "").startswith("text/event-stream")
+def _refuses_usage(status: int, data: bytes) -> bool:
+    """Whether an upstream's answer refuses the ``stream_options`` the proxy added."""
+    return status in (400, 422) and b"stream_options" in data
 
 
 async def _relay_stream(
@@ -570,9 +540,9 @@ async def _relay_stream(
     parser = SSEParser()
     assembler = adapter.assembler()
     client_gone = dropped = stored = False
-    out = _Relayed(status=resp.status, headers=out_headers)
+    out = Relayed(status=resp.status, headers=out_headers)
     await out.prepare(request)
-    headers_out = _hold_headers(out)
+    headers_out = hold_headers(out)
     try:
         async for chunk in resp.content.iter_any():
             for event in parser.feed(chunk):
@@ -603,7 +573,7 @@ async def _relay_stream(
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
         await asyncio.shield(_store(engine, context_id, turn, reply, usage))
-    await _finish(request, out, dropped, client_gone)
+    await finish_stream(request, out, dropped, client_gone)
     return out
 
 
@@ -624,24 +594,6 @@ def _feed(assembler: Assembler, event: SSEEvent, context_id: str) -> None:
         )
 
 
-async def _finish(
-    request: web.Request, out: web.StreamResponse, dropped: bool, client_gone: bool
-) -> None:
-    """End a relayed stream; when the upstream cut it off, cut the client's too."""
-    if client_gone:
-        return
-    if dropped:
-        if isinstance(out, _Relayed):
-            out.send_headers()  # flushed before the close below
-        if request.transport is not None:
-            request.transport.close()
-        return
-    try:
-        await out.write_eof()
-    except ConnectionError:
-        pass  # the client left at the very end; anything stored stays stored
-
-
 async def _pass_through(
     request: web.Request, upstream: Upstream, adapter: Adapter, raw: bytes, stream: bool
 ) -> web.StreamResponse:
@@ -650,43 +602,3 @@ async def _pass_through(
     headers["Content-Type"] = "application/json"
     url = upstream.url(adapter.provider, adapter.path)
     return await relay(request, upstream, "POST", url, headers, raw, adapter)
-
-
-async def relay(
-    request: web.Request,
-    upstream: Upstream,
-    method: str,
-    url: str,
-    headers: dict[str, str],
-    raw: bytes | None,
-    adapter: Adapter,
-) -> web.StreamResponse:
-    """Send one request upstream and copy the answer back, streaming when it streams."""
-    try:
-        body = None if raw is None else _body(raw)
-        async with upstream.session.request(
-            method, url, data=body, headers=headers, allow_redirects=False
-        ) as resp:
-            out_headers = upstream.response_headers(resp.headers)
-            if not _is_sse(resp):
-                data = await resp.read()
-                return web.Response(status=resp.status, body=data, headers=out_headers)
-            out = _Relayed(status=resp.status, headers=out_headers)
-            await out.prepare(request)
-            headers_out = _hold_headers(out)
-            dropped = client_gone = False
-            try:
-                async for chunk in resp.content.iter_any():
-                    await out.write(chunk)
-            except (TimeoutError, aiohttp.ClientError):
-                dropped = True
-            except ConnectionError:
-                client_gone = True
-            finally:
-                headers_out.cancel()
-            await _finish(request, out, dropped, client_gone)
-            return out
-    except TimeoutError as exc:
-        return _timeout(request, adapter, exc)
-    except aiohttp.ClientError as exc:
-        return _unreachable(adapter, exc)

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .adapters import Adapter
-from .flow import relay
+from .relaying import relay
 from .upstream import UPSTREAM, Provider
 
 __all__ = ["AS_IS", "AsIs", "as_is"]

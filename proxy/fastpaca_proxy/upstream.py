@@ -52,6 +52,9 @@ class Upstream:
         self.settings = settings
         self.session = session
         self.tenants = tenants or Tenants.from_settings(settings)
+        # the OpenAI upstream refused ``stream_options`` once: streams are sent as
+        # the client asked, and their replies counted by the server
+        self.refuses_usage = False
 
     def url(self, provider: Provider, path: str) -> str:
         base = (
