@@ -49,16 +49,17 @@ async def append(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
     key = _idempotency_key(request, body)
     if_version = body.get("if_version")
-    if "messages" in body:
-        if "message" in body:
+    # JSON null means absent (docs/http-api.md): a client whose model sends
+    # ``"messages": null`` beside its ``message`` makes a single append
+    message, batch = body.get("message"), body.get("messages")
+    if batch is not None:
+        if message is not None:
             raise ValidationError("message", "send either message or messages, not both")
-        result = await engine.append_batch(
-            cid, body["messages"], if_version=if_version, idempotency_key=key
-        )
+        result = await engine.append_batch(cid, batch, if_version=if_version, idempotency_key=key)
         return _replayed(json_response(result.to_json(batch=True), 201), result.replayed)
-    if "message" not in body:
+    if message is None:
         raise ValidationError("message", "is required")
-    result = await engine.append(cid, body["message"], if_version=if_version, idempotency_key=key)
+    result = await engine.append(cid, message, if_version=if_version, idempotency_key=key)
     return _replayed(json_response(result.to_json(), 201), result.replayed)
 
 

@@ -56,6 +56,9 @@ async def page_response(
         return web.Response(body=_OPEN + part + _CLOSE, content_type="application/json")
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     await response.prepare(request)
+    if request.method == "HEAD":  # the headers alone: body bytes would corrupt the connection
+        await response.write_eof()
+        return response
     patience = request.app[SETTINGS].request_timeout
     try:
         await asyncio.wait_for(response.write(_OPEN + part), patience)

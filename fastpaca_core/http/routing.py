@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aiohttp import HttpVersion11, web
+from aiohttp import HttpVersion11, hdrs, web
 
 __all__ = ["add_routes", "expect"]
 
@@ -20,9 +20,17 @@ async def expect(request: web.Request) -> None:
 
 
 def add_routes(app: web.Application, table: web.RouteTableDef) -> None:
-    """``app.add_routes(table)``, with :func:`expect` as every route's ``Expect`` handler."""
+    """``app.add_routes(table)``, with :func:`expect` as every route's ``Expect`` handler.
+
+    A ``GET`` route answers ``HEAD`` too, as ``app.add_routes`` has it
+    (``allow_head``, default true; RFC 9110: a server supports HEAD wherever
+    it supports GET): a load balancer's ``HEAD /health/live`` is not a 405.
+    """
     for route in table:
         assert isinstance(route, web.RouteDef), route
-        app.router.add_route(
-            route.method, route.path, route.handler, expect_handler=expect, **route.kwargs
-        )
+        kwargs = dict(route.kwargs)
+        allow_head = kwargs.pop("allow_head", True)
+        resource = app.router.add_resource(route.path, name=kwargs.pop("name", None))
+        if route.method == hdrs.METH_GET and allow_head:
+            resource.add_route(hdrs.METH_HEAD, route.handler, expect_handler=expect, **kwargs)
+        resource.add_route(route.method, route.handler, expect_handler=expect, **kwargs)

@@ -275,6 +275,10 @@ class _Session:
 
     async def start(self, cursor: int) -> None:
         ctx = await self.engine.get_context(self.cid)
+        if cursor > ctx.version and ctx.tombstoned:  # (a cursor from elsewhere)
+            # the one thing left to say, at its own version: no `reset` to it first
+            await self.send(Event(self.cid, "tombstoned", ctx.version))
+            return
         if cursor > ctx.version:
             await self._send_json({"type": "reset", "version": ctx.version})
             self.last = ctx.version
@@ -285,7 +289,9 @@ class _Session:
             self.next_seq = await first_seq_after(store, self.cid, ctx.last_seq, cursor)
             await self.catch_up(ctx.version)
         if ctx.tombstoned and not self.finished:
-            if cursor == ctx.version:  # the client has it: nothing after its cursor
+            # the client has the tombstone's version already (its cursor, or a
+            # `gap` to it): a `tombstoned` event would repeat it
+            if self.last >= ctx.version:
                 self.finished = True
                 await close_within(self.ws, self.close_timeout, code=1000, message=b"tombstoned")
             else:  # (replayed above, when the store holds it)

@@ -29,6 +29,7 @@ from fastpaca_core.jsonutil import dumps, loads
 from fastpaca_core.settings import Settings
 from fastpaca_proxy import install_proxy
 from fastpaca_proxy.fake_upstream import FakeUpstream
+from fastpaca_proxy.passthrough import AS_IS
 from fastpaca_proxy.routes import routes as proxy_routes
 
 DEFAULT_KEY = "key-default"
@@ -173,7 +174,8 @@ def _is_error_shape(reply: Answer, code: str) -> None:
 
 def _provider_of(path: str) -> str:
     """The provider whose shape a proxy route's errors come in."""
-    return "anthropic" if path.endswith("/messages") else "openai"
+    anthropic = "/anthropic/" in path or path.startswith("/v1/messages")
+    return "anthropic" if anthropic else "openai"
 
 
 async def test_every_api_route_needs_a_key(server: Server) -> None:
@@ -421,10 +423,49 @@ PROXY_CALLS = [
 ]
 
 
+# every proxy route that reads a context to count a request (stores nothing)
+PROXY_COUNTS = [
+    (
+        "/v1/contexts/{id}/openai/responses/input_tokens",
+        "/v1/responses/input_tokens",
+        _RESPONSES,
+        {},
+    ),
+    (
+        "/v1/contexts/{id}/anthropic/v1/messages/count_tokens",
+        "/v1/messages/count_tokens",
+        {k: v for k, v in _ANTHROPIC.items() if k != "max_tokens"},
+        {"anthropic-version": "2023-06-01"},
+    ),
+]
+
+
 def test_proxy_calls_cover_every_proxy_post_route() -> None:
     posts = {path for method, path in _proxy_routes() if method == "POST"}
-    listed = {p for call in PROXY_CALLS for p in call[:2]}
-    assert posts == listed
+    as_is = {path for route in AS_IS if "POST" in route.methods for path in route.paths()}
+    listed = {p for call in PROXY_CALLS + PROXY_COUNTS for p in call[:2]}
+    assert posts - as_is == listed
+
+
+async def test_a_count_never_reads_another_tenants_context(server: Server) -> None:
+    await server.put("acme", "secret")
+    assert (await server.say("acme", "secret", "acme private history")).status == 201
+    for in_path, header_form, body, extra in PROXY_COUNTS:
+        for path, headers in (
+            (_concrete(in_path, "secret"), {}),
+            (header_form, {"X-Fastpaca-Context": "secret"}),
+        ):
+            sent = {**_provider_headers(extra), **headers}
+            reply = await server.call("POST", path, "globex", json=body, headers=sent)
+            assert reply.status == 200, (path, reply.body)
+            assert reply.headers["X-Fastpaca-Context"] == "secret"
+            assert not _leaks(reply)
+            upstream = server.fake.last
+            assert upstream.path.endswith(("count_tokens", "input_tokens"))
+            assert "acme private" not in upstream.raw_body.decode()
+            assert "globex question" in upstream.raw_body.decode()
+    # counting created nothing for globex
+    assert (await server.call("GET", "/v1/contexts/secret", "globex")).status == 404
 
 
 def _provider_headers(extra: dict[str, str]) -> dict[str, str]:
@@ -467,7 +508,7 @@ async def test_internal_ids_cannot_be_named_from_outside(server: Server) -> None
             reply = await server.call("GET", f"/v1/contexts/{spelled}/messages", intruder)
             assert reply.status in (400, 404), reply.body
             assert b"acme private" not in reply.body
-        for _, header_form, body, extra in PROXY_CALLS:
+        for _, header_form, body, extra in PROXY_CALLS + PROXY_COUNTS:
             reply = await server.call(
                 "POST",
                 header_form,
