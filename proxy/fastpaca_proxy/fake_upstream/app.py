@@ -234,32 +234,28 @@ async def _messages(request: web.Request) -> web.StreamResponse:
 
 
 async def _count_tokens(request: web.Request) -> web.Response:
-    fake = request.app[FAKE]
-    recorded = await _record(request, None)
-    problem = _access(fake, "anthropic", recorded)
-    if problem is None and not isinstance(recorded.body, dict):
-        problem = ErrorReply(400, "Request body must be a JSON object")
-    if problem is not None:
-        return _error(fake, "anthropic", recorded, problem)
-    recorded.protocol = "anthropic"
-    tokens = fake.prompt_tokens(recorded)
-    recorded.protocol = None
-    return web.json_response({"input_tokens": tokens}, headers=_base_headers(fake, "anthropic"))
+    return await _count(request, "anthropic", {})
 
 
 async def _input_tokens(request: web.Request) -> web.Response:
+    return await _count(request, "openai_responses", {"object": "response.input_tokens"})
+
+
+async def _count(request: web.Request, protocol: Protocol, shape: dict[str, Any]) -> web.Response:
+    """A token count: the prompt tokens the request would be reported with."""
     fake = request.app[FAKE]
+    family: Family = "anthropic" if protocol == "anthropic" else "openai"
     recorded = await _record(request, None)
-    problem = _access(fake, "openai", recorded)
+    problem = _access(fake, family, recorded)
     if problem is None and not isinstance(recorded.body, dict):
         problem = ErrorReply(400, "Request body must be a JSON object")
     if problem is not None:
-        return _error(fake, "openai", recorded, problem)
-    recorded.protocol = "openai_responses"
+        return _error(fake, family, recorded, problem)
+    recorded.protocol = protocol
     tokens = fake.prompt_tokens(recorded)
     recorded.protocol = None
-    body = {"object": "response.input_tokens", "input_tokens": tokens}
-    return web.json_response(body, headers=_base_headers(fake, "openai"))
+    body = {**shape, "input_tokens": tokens}
+    return web.json_response(body, headers=_base_headers(fake, family))
 
 
 async def _embeddings(request: web.Request) -> web.Response:
