@@ -1,7 +1,8 @@
 """The PostgreSQL store's schema: a numbered list of migrations, and where it lives.
 
-:meth:`.postgres.PostgresStore.open` applies the migrations a database has not
-seen yet, under an advisory lock, and records each in ``schema_version``.
+:meth:`.postgres.PostgresStore.open` creates the URL's schema when missing
+(:func:`create_schema`) and applies the migrations a database has not seen yet,
+under an advisory lock, recording each in ``schema_version`` (:func:`migrate`).
 :func:`split_url` takes the ``?schema=`` out of a store URL; :func:`channel_of`
 names the schema's NOTIFY channel.
 """
@@ -9,13 +10,16 @@ names the schema's NOTIFY channel.
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..errors import ValidationError
 
-__all__ = ["MIGRATIONS", "channel_of", "split_url"]
+__all__ = ["MIGRATE_TIMEOUT", "MIGRATIONS", "channel_of", "create_schema", "migrate", "split_url"]
 
 NAME_MAX = 63  # bytes in a PostgreSQL name (a schema, a channel)
+MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
+MIGRATE_TIMEOUT = 60.0  # migrating may wait for another process's migration
 
 MIGRATIONS: list[str] = [
     # 1: the log, contexts with their window, idempotency keys, stored events
@@ -118,3 +122,38 @@ def split_url(url: str) -> tuple[str, str | None]:
         raise ValidationError("store", f"the schema name must be at most {NAME_MAX} bytes")
     dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(rest), parts.fragment))
     return dsn, schema
+
+
+async def create_schema(conn: Any, schema: str, timeout: float) -> None:
+    """``schema``, created when missing: under the migration lock (waited for
+    as migrations wait), as CREATE SCHEMA IF NOT EXISTS is not safe against
+    another process creating it at the same moment. A schema that exists takes
+    no lock (another schema's migration may hold it). ``conn``: an asyncpg
+    connection."""
+    exists = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
+    if await conn.fetchval(exists, schema, timeout=timeout):
+        return
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=MIGRATE_TIMEOUT
+        )
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"', timeout=timeout)
+
+
+async def migrate(conn: Any) -> None:
+    """Apply the migrations the database (``conn``'s search path) has not seen."""
+    timeout = MIGRATE_TIMEOUT
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK, timeout=timeout)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version int NOT NULL)", timeout=timeout
+        )
+        current = await conn.fetchval(
+            "SELECT coalesce(max(version), 0) FROM schema_version", timeout=timeout
+        )
+        for number, script in enumerate(MIGRATIONS, start=1):
+            if number > current:
+                await conn.execute(script, timeout=timeout)
+                await conn.execute(
+                    "INSERT INTO schema_version (version) VALUES ($1)", number, timeout=timeout
+                )

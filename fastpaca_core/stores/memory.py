@@ -6,14 +6,22 @@ import asyncio
 import bisect
 import copy
 import time
+from dataclasses import replace
 from datetime import datetime
 
 from ..events import Event
-from ..jsonutil import dumps_str
+from ..jsonutil import dumps_str, loads
 from ..model import ContextRecord, StoredMessage, SummaryRecord
 from .base import IdempotencyRecord, Op, Store, T, tenant_range
 
 __all__ = ["MemoryStore"]
+
+
+def _copy(row: StoredMessage) -> StoredMessage:
+    """``row`` sharing nothing with anyone: as a durable store's rows, written
+    and read as JSON, the log holds what was appended, whatever its caller (or
+    a reader) changes in its own objects later."""
+    return replace(row, parts=loads(dumps_str(row.parts)), metadata=loads(dumps_str(row.metadata)))
 
 
 class _MemoryTx:
@@ -44,11 +52,11 @@ class _MemoryTx:
             if row.seq != next_seq:
                 raise AssertionError(f"seq {row.seq} is not the next seq {next_seq}")
             next_seq += 1
-        self.rows.extend(rows)
+        self.rows.extend(_copy(row) for row in rows)
 
     async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
         log = self._store._logs.get(self.context_id, []) + self.rows
-        return log[max(from_seq, 1) - 1 : max(to_seq, 0)]
+        return [_copy(row) for row in log[max(from_seq, 1) - 1 : max(to_seq, 0)]]
 
     async def get_idempotency(self, key: str) -> IdempotencyRecord | None:
         return self._store._keys.get((self.context_id, key))
@@ -148,13 +156,13 @@ class MemoryStore(Store):
         log = self._logs.get(context_id, [])
         rows = log[max(from_seq, 1) - 1 : max(to_seq, 0)]
         if max_bytes is None:
-            return rows
+            return [_copy(row) for row in rows]
         size = 0
         for count, row in enumerate(rows, 1):  # the same JSON the durable stores hold
             size += len(dumps_str(row.parts)) + len(dumps_str(row.metadata))
             if size >= max_bytes:
-                return rows[:count]
-        return rows
+                return [_copy(row) for row in rows[:count]]
+        return [_copy(row) for row in rows]
 
     async def read_events(self, context_id: str, after_version: int, limit: int) -> list[Event]:
         events = self._events.get(context_id, [])

@@ -11,9 +11,8 @@ written). Under load such writes on different contexts share statements
 (:mod:`._pggroup`). An operation that lost that race, or needs a lock
 (creating a context, leases, summaries), runs again in a transaction that
 locks the row (``SELECT ... FOR UPDATE``), its writes still sent as one
-statement. Schema
-migrations (:mod:`._pgschema`) are a numbered list applied under an advisory
-lock and recorded in ``schema_version``.
+statement. Schema migrations (:mod:`._pgschema`) are a numbered list applied
+under an advisory lock and recorded in ``schema_version``.
 
 URL options: ``?schema=NAME`` puts the tables in their own schema (created on
 open). Multi-host URLs with ``target_session_attrs=read-write``
@@ -69,7 +68,8 @@ from ._codec import (
 )
 from ._pggroup import GROUP_SQL, GroupWriter, Write, group_args
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
-from ._pgschema import MIGRATIONS, channel_of, split_url
+from ._pgschema import MIGRATE_TIMEOUT, channel_of, create_schema, migrate, split_url
+from ._pgschema import MIGRATIONS as MIGRATIONS  # where older tools found it
 from ._pgtx import READ_MESSAGES_CAPPED_SQL, READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
 from ._rowcache import Plan, RowCache, SizedRows, row_size
 from .base import Op, Store, tenant_range, window_start
@@ -77,11 +77,9 @@ from .base import Op, Store, tenant_range, window_start
 __all__ = ["PostgresStore"]
 
 R = TypeVar("R")
-_MIGRATION_LOCK = 0x66617374  # advisory lock id held while migrating
 _RETRIES = 5  # for serialisation failures, deadlocks, a lost insert race
 _KNOWN_ROWS = 1024  # context rows kept as last written (the contexts in use)
 _CONTENDED_FOR = 1.0  # seconds a context that lost an optimistic race is written locked
-_MIGRATE_TIMEOUT = 60.0  # migrating may wait for another process's migration
 DEFAULT_TIMEOUT = 3.0
 log = logging.getLogger("fastpaca.store")
 
@@ -244,7 +242,7 @@ class PostgresStore(Store):
             if self.schema:
                 conn = await asyncpg.connect(self._dsn, timeout=self.timeout)
                 try:
-                    await self._create_schema(conn)
+                    await create_schema(conn, self.schema, self.timeout)
                 finally:
                     await conn.close(timeout=self.timeout)
             self._pool = await asyncpg.create_pool(
@@ -260,8 +258,8 @@ class PostgresStore(Store):
                 # timer is re-armed on every release, ~4% of a worker's CPU
                 max_inactive_connection_lifetime=0,
             )
-            async with self._pool.acquire(timeout=_MIGRATE_TIMEOUT) as pooled:
-                await self._migrate(pooled)
+            async with self._pool.acquire(timeout=MIGRATE_TIMEOUT) as pooled:
+                await migrate(pooled)
         except _UNAVAILABLE as exc:
             await self.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
@@ -279,37 +277,6 @@ class PostgresStore(Store):
             except FAILED:
                 pool.terminate()
             self._rows.clear()
-
-    async def _create_schema(self, conn: asyncpg.Connection) -> None:
-        """The URL's schema, created when missing: under the migration lock
-        (waited for as migrations wait), as CREATE SCHEMA IF NOT EXISTS is not
-        safe against another process creating it at the same moment. A schema
-        that exists takes no lock (another schema's migration may hold it)."""
-        exists = "SELECT 1 FROM pg_namespace WHERE nspname = $1"
-        if await conn.fetchval(exists, self.schema, timeout=self.timeout):
-            return
-        async with conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK, timeout=_MIGRATE_TIMEOUT
-            )
-            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"', timeout=self.timeout)
-
-    async def _migrate(self, conn: Conn) -> None:
-        timeout = _MIGRATE_TIMEOUT
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK, timeout=timeout)
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_version (version int NOT NULL)", timeout=timeout
-            )
-            current = await conn.fetchval(
-                "SELECT coalesce(max(version), 0) FROM schema_version", timeout=timeout
-            )
-            for number, script in enumerate(MIGRATIONS, start=1):
-                if number > current:
-                    await conn.execute(script, timeout=timeout)
-                    await conn.execute(
-                        "INSERT INTO schema_version (version) VALUES ($1)", number, timeout=timeout
-                    )
 
     async def _guard(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
         """Run ``fn`` on a pooled connection (see :meth:`_guard_lease`)."""
@@ -481,16 +448,16 @@ class PostgresStore(Store):
                         raise _Stale if tx.from_known else Conflict
                     tx.written_xmin = xmin
                 else:
-                    if tx.pending:
-                        await lease.get()  # connecting is not committing
-                    committing = tx.pending  # the one write statement commits by itself
                     try:
+                        if tx.pending:
+                            await lease.get()  # connecting is not committing
+                        committing = tx.pending  # the one write statement commits by itself
                         await tx.flush()
                     except Conflict:
                         if tx.from_known:  # another process wrote the row since
                             raise _Stale from None
                         raise
-                    finally:
+                    finally:  # also when connecting failed
                         if lane:
                             group.done()
         except _UNAVAILABLE as exc:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ..errors import StoreError, StoreUnavailable, ValidationError
+from ..errors import StoreError, StoreUnavailable
 from ..events import Event
 from ..jsonutil import loads
 from ..model import ContextRecord, StoredMessage, SummaryRecord, format_time
@@ -47,6 +47,7 @@ from ._codec import (
     summary_from_row,
 )
 from ._rowcache import Plan, RowCache, SizedRows
+from ._sqliteschema import MIGRATIONS, path_of
 from ._sqlitetx import SQLiteTx, is_busy, read_messages, read_messages_sized
 from .base import Op, Store, tenant_range, window_start
 
@@ -59,88 +60,6 @@ MAX_BATCH = 512
 KNOWN_ROWS = 1024  # context rows the writer keeps as last committed (see _run_batch)
 INLINE_COMMIT_LIMIT = 0.02  # s; a lone commit slower than this on the loop ...
 INLINE_PAUSE = 100  # ... sends this many of the next lone commits to the thread
-
-MIGRATIONS: list[str] = [
-    # 1: the log, contexts with their window, idempotency keys, stored events
-    """
-    CREATE TABLE contexts (
-        id TEXT PRIMARY KEY,
-        token_budget INTEGER NOT NULL,
-        trigger_ratio REAL NOT NULL,
-        policy TEXT NOT NULL,
-        metadata TEXT NOT NULL,
-        status TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        last_seq INTEGER NOT NULL,
-        total_tokens INTEGER NOT NULL,
-        prefix TEXT NOT NULL,
-        live_from_seq INTEGER NOT NULL,
-        live_base_tokens INTEGER NOT NULL,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX contexts_by_update ON contexts (updated_at DESC, id DESC);
-    CREATE TABLE messages (
-        context_id TEXT NOT NULL,
-        seq INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        parts TEXT NOT NULL,
-        metadata TEXT NOT NULL,
-        token_count INTEGER NOT NULL,
-        cum_tokens INTEGER NOT NULL,
-        version INTEGER NOT NULL,
-        inserted_at TEXT NOT NULL,
-        PRIMARY KEY (context_id, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE idempotency_keys (
-        context_id TEXT NOT NULL,
-        key TEXT NOT NULL,
-        request_hash TEXT NOT NULL,
-        response TEXT NOT NULL,
-        created_at TEXT NOT NULL,
-        PRIMARY KEY (context_id, key)
-    ) WITHOUT ROWID;
-    CREATE TABLE events (
-        context_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        type TEXT NOT NULL,
-        data TEXT NOT NULL,
-        PRIMARY KEY (context_id, version)
-    ) WITHOUT ROWID;
-    """,
-    # 2: token calibration, summary records, summariser leases
-    """
-    ALTER TABLE contexts ADD COLUMN calibration REAL NOT NULL DEFAULT 1.0;
-    ALTER TABLE contexts ADD COLUMN calibration_samples INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE summaries (
-        context_id TEXT NOT NULL,
-        version INTEGER NOT NULL,
-        from_seq INTEGER NOT NULL,
-        to_seq INTEGER NOT NULL,
-        provider TEXT NOT NULL,
-        model TEXT NOT NULL,
-        prompt_sha256 TEXT NOT NULL,
-        token_count INTEGER NOT NULL,
-        created_at TEXT NOT NULL,
-        message TEXT NOT NULL,
-        PRIMARY KEY (context_id, version)
-    ) WITHOUT ROWID;
-    CREATE TABLE leases (
-        context_id TEXT PRIMARY KEY,
-        holder TEXT NOT NULL,
-        expires_at REAL NOT NULL
-    ) WITHOUT ROWID;
-    """,
-]
-
-
-def _path_of(url: str) -> str:
-    prefix = "sqlite:///"
-    if not url.startswith(prefix) or len(url) == len(prefix):
-        raise ValidationError(
-            "store", "SQLite URLs look like sqlite:///relative.db or sqlite:////abs.db"
-        )
-    return url[len(prefix) :].split("?", 1)[0]
 
 
 def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
@@ -165,7 +84,7 @@ class _Job:
 class SQLiteStore(Store):
     def __init__(self, url: str, *, read_threads: int = 2, timeout: float | None = None) -> None:
         self.url = url
-        self.path = _path_of(url)
+        self.path = path_of(url)
         self._read_threads = read_threads
         # how long a write waits for another process's write lock before 503
         self.timeout = 3.0 if timeout is None else timeout
@@ -212,6 +131,9 @@ class SQLiteStore(Store):
         except sqlite3.Error as exc:
             raise StoreUnavailable(f"cannot open SQLite store at {self.path}: {exc}") from exc
         self._queue = asyncio.Queue()
+        # rows known before a close may be stale now, and the new connection's
+        # data_version cannot be compared with the old one's
+        self._forget_known()
         self._writer = asyncio.create_task(self._write_loop(), name="fastpaca-sqlite-writer")
 
     async def close(self) -> None:

@@ -629,3 +629,25 @@ async def test_a_store_without_the_size_cap_reads_whole_ranges() -> None:
         await engine.append_batch("old", [text("user", "x" * n) for n in (5_000, 5_000, 10)])
         assert [m.seq for m in await engine.read_log("old", 1, 3, 100)] == [1, 2, 3]
         assert [m.seq for m in await engine.read_log("old", 2, 3)] == [2, 3]
+
+
+async def test_the_log_keeps_what_was_appended_whatever_callers_change_later(
+    engine: Engine,
+) -> None:
+    """The durable stores write a message as JSON and decode each read afresh;
+    the memory store kept the caller's own objects, so a caller changing its
+    message after the append (or a reader changing what it read) rewrote the
+    log for every later reader."""
+    await engine.put_context("c", policy={"strategy": "manual"})
+    sent = call("c1", metadata={"trace": {"step": 1}})
+    await engine.append("c", sent)
+    sent["parts"][0]["input"]["city"] = "Paris"
+    sent["metadata"]["trace"]["step"] = 2
+    (read,) = await engine.messages("c")
+    assert read.parts[0]["input"] == {"city": "Oslo"}
+    assert read.metadata == {"trace": {"step": 1}}
+    read.parts[0]["input"]["city"] = "Rome"
+    (tail,) = await engine.tail("c")
+    assert tail.parts[0]["input"] == {"city": "Oslo"}
+    window = await engine.window("c")
+    assert window.to_json()["messages"][0]["parts"][0]["input"] == {"city": "Oslo"}
