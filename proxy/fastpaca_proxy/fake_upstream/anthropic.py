@@ -5,7 +5,7 @@ with the input tokens), per content block ``content_block_start`` /
 ``content_block_delta`` (``text_delta``, ``input_json_delta``,
 ``thinking_delta``, ``signature_delta``) / ``content_block_stop``, a ``ping``
 after the first block starts, then ``message_delta`` (``stop_reason`` and the
-output tokens) and ``message_stop``.
+cumulative usage: input, cache and output tokens) and ``message_stop``.
 
 Token figures: the neutral ``prompt_tokens`` is the whole prompt, so
 ``input_tokens`` is it minus cache reads and cache writes, as Anthropic counts.
@@ -29,6 +29,15 @@ _STOP: dict[FinishReason, str] = {
 }
 
 SIGNATURE = "ZmFrZS1zaWduYXR1cmU="
+
+
+# what ``message_delta`` reports (the SDK's ``MessageDeltaUsage``)
+_DELTA_USAGE = (
+    "input_tokens",
+    "cache_creation_input_tokens",
+    "cache_read_input_tokens",
+    "output_tokens",
+)
 
 
 def usage(turn: Turn, *, output_tokens: int | None = None) -> dict[str, Any]:
@@ -125,7 +134,9 @@ def stream(turn: Turn) -> Iterator[Event]:
         {
             "type": "message_delta",
             "delta": {"stop_reason": _STOP[turn.finish_reason], "stop_sequence": None},
-            "usage": {"output_tokens": turn.completion_tokens},
+            # cumulative figures, input ones included, as Anthropic sends them now
+            # (langchain-anthropic reads a stream's usage from this event only)
+            "usage": {k: v for k, v in usage(turn).items() if k in _DELTA_USAGE},
         }
     )
     yield _e({"type": "message_stop"})
