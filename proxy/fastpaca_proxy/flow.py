@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +32,7 @@ from fastpaca_core.errors import (
     ContextTombstoned,
     FastpacaError,
     ValidationError,
+    VersionConflict,
 )
 from fastpaca_core.http import ENGINE
 from fastpaca_core.http.tenants import public_id, public_text, scoped_id
@@ -50,6 +51,7 @@ from fastpaca_core.toolcalls import tool_refs
 from fastpaca_core.window import WindowItem
 
 from .adapters import Adapter, Assembler, Usage
+from .adapters.base import sendable
 from .calibration import usage_sample
 from .relaying import (
     Relayed,
@@ -64,7 +66,15 @@ from .relaying import (
 )
 from .retries import RETRIES, Answer, retry_key
 from .sse import SSEEvent, SSEParser
-from .turns import Alignment, align, name_results, tail_match, tail_size, window_sizes
+from .turns import (
+    Alignment,
+    align,
+    fingerprint,
+    name_results,
+    tail_match,
+    tail_size,
+    window_sizes,
+)
 from .upstream import UPSTREAM, Upstream
 
 __all__ = ["proxy_call"]
@@ -83,10 +93,12 @@ class _Turn:
     preamble: list[dict[str, Any]]
     new: list[Message]  # with their token counts, unless not ``counted`` yet
     rewind_to_seq: int | None
-    window: list[Message]
+    window: Sequence[Message]
     used_tokens: int  # the window's, calibrated; only when ``counted``
     base_tokens: int  # the window's tokens besides the new turn (ours)
     reserved_tokens: int  # the request's preamble, tools and parameters (ours)
+    adapter: Adapter
+    request: list[Message]  # the request's messages besides the preamble
     counted: bool = True
 
 
@@ -228,10 +240,12 @@ async def _prepare(
         chat.preamble,
         new if counted else alignment.new,
         alignment.rewind_to_seq,
-        window.messages,
+        sendable(window.messages),  # (calls the conversation went past left out)
         window.used_tokens if counted else 0,
         base,
         ours_reserved,
+        adapter,
+        chat.messages,
         counted=counted,
     )
 
@@ -342,13 +356,7 @@ async def _store(
     sample = usage_sample(ours + turn.reserved_tokens, usage.prompt_tokens)
     try:
         check_json([reply.parts, reply.metadata], "reply")  # the upstream's, stored as given
-        stored = await engine.append_batch(
-            context_id,
-            [*new, reply],
-            rewind_to_seq=turn.rewind_to_seq,
-            usage=sample,
-            reply_before_sync=True,
-        )
+        stored = await _append(engine, context_id, turn, new, reply, sample)
     except FastpacaError as exc:
         # The client has its answer; losing the turn is logged, not turned into an error
         # that would make the client pay for the same call again.
@@ -357,6 +365,48 @@ async def _store(
         )
         return None, used
     return stored, used
+
+
+_REALIGNS = 8  # a turn aligned again this often is then appended as it stands
+
+
+async def _append(
+    engine: Engine,
+    context_id: str,
+    turn: _Turn,
+    new: list[Message],
+    reply: Message,
+    usage: tuple[int, int] | None,
+) -> AppendResult:
+    """Append the turn as aligned with the snapshot it was built from, unless
+    another call stored the same turn meanwhile (a double click, two tabs, a
+    retry on another worker): its first rows after the snapshot are this
+    turn's first message. The request is then aligned again with the log as
+    it is now, as if it had come after that call (a resent history
+    regenerates the answer, resent tool results replace theirs), instead of
+    giving the window the turn twice, or a call two results. Other writes
+    meanwhile (other turns, compactions) leave the turn as it was aligned."""
+    ctx, rewind, attempts = turn.ctx, turn.rewind_to_seq, 0
+    while True:
+        try:
+            return await engine.append_batch(
+                context_id,
+                [*new, reply],
+                if_version=None if attempts == _REALIGNS else ctx.version,
+                rewind_to_seq=rewind,
+                usage=usage,
+                reply_before_sync=True,
+            )
+        except VersionConflict:
+            attempts += 1
+        since = await engine.read_log(context_id, ctx.last_seq + 1, ctx.last_seq + 1)
+        if not (new and since and fingerprint(since[0]) == fingerprint(new[0])):
+            attempts = _REALIGNS  # others' turns: this one follows them as aligned
+            continue
+        ctx, _, alignment = await _align(engine, turn.adapter, context_id, turn.request, None)
+        counts = await engine.tokens.acount_fresh(alignment.new)
+        new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
+        rewind = alignment.rewind_to_seq
 
 
 def _headers(

@@ -148,10 +148,13 @@ class Retries:
         self._bound()
 
     def _forget(self, context_id: str) -> None:
+        """Let the context's call go. One still running is not settled here:
+        retries waiting on it get its outcome when it finishes (another call
+        of the context, or the bounds, must not send them upstream while it
+        may still store the turn)."""
         call = self._calls.pop(context_id, None)
         if call is not None:
             self.size -= call.size
-            _settle(call, None)
 
     def _bound(self) -> None:
         """Within the bounds, and without answers kept past ``KEEP_FOR``."""

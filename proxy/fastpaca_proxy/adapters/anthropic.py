@@ -25,7 +25,7 @@ from fastpaca_core.jsonutil import JSONError, loads
 from fastpaca_core.model import Message
 
 from ..sse import SSEEvent
-from .base import Adapter, Assembler, Usage, anthropic_error, keep_sent, without_dropped_calls
+from .base import Adapter, Assembler, Usage, anthropic_error, keep_sent
 
 __all__ = ["AnthropicMessages"]
 
@@ -202,7 +202,7 @@ class AnthropicMessages(Adapter):
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
     ) -> dict[str, Any]:
-        payload = to_anthropic(without_dropped_calls(window))
+        payload = to_anthropic(window)
         turns = payload.messages
         own, _, _ = keep_sent(turns, body.get("messages"))
         # the last turn holds the request's newest message, whatever the walk found

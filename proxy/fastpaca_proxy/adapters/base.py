@@ -15,7 +15,7 @@ from fastpaca_core.toolcalls import is_result_part, part_call_id, tool_refs
 from ..sse import SSEEvent
 from ..upstream import Provider
 
-__all__ = ["Adapter", "Assembler", "Usage", "keep_sent", "without_dropped_calls"]
+__all__ = ["Adapter", "Assembler", "Usage", "keep_sent", "sendable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,9 +229,10 @@ def keep_sent(
 _BARE = frozenset({"reasoning", "step-start"})
 
 
-def without_dropped_calls(window: Sequence[Message]) -> Sequence[Message]:
-    """``window`` without the tool calls that no later message answers, but
-    for those of its last message (``window`` itself when there are none).
+def sendable(window: Sequence[Message]) -> Sequence[Message]:
+    """The window's messages to send: without the tool calls that no later
+    message answers, but for those of its last message (``window`` itself
+    when there are none).
 
     Such a call was left unanswered and the conversation went on past it: a
     reply by function calling no one ran (``with_structured_output``), an
@@ -251,7 +252,8 @@ def without_dropped_calls(window: Sequence[Message]) -> Sequence[Message]:
             open_calls = calls - answered
             if open_calls:
                 dropped[index] = open_calls
-        answered |= results
+        if results:
+            answered |= results
     if not dropped:
         return window
     out: list[Message] = []

@@ -17,7 +17,7 @@ from fastpaca_core.jsonutil import JSONError, loads
 from fastpaca_core.model import Message
 
 from ..sse import SSEEvent
-from .base import Adapter, Assembler, Usage, keep_sent, openai_error, without_dropped_calls
+from .base import Adapter, Assembler, Usage, keep_sent, openai_error
 
 __all__ = ["OpenAIChat"]
 
@@ -221,7 +221,7 @@ class OpenAIChat(Adapter):
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
     ) -> dict[str, Any]:
-        messages = to_openai_chat(without_dropped_calls(window))
+        messages = to_openai_chat(window)
         sent = body.get("messages")
         own, start, interleaved = keep_sent(messages, sent, _apart)
         if not interleaved:

@@ -32,7 +32,7 @@ from fastpaca_core.jsonutil import JSONError, loads
 from fastpaca_core.model import Message, StoredMessage
 
 from ..sse import SSEEvent
-from .base import Adapter, Assembler, Usage, keep_sent, openai_error, without_dropped_calls
+from .base import Adapter, Assembler, Usage, keep_sent, openai_error
 
 __all__ = ["OpenAIResponses"]
 
@@ -138,7 +138,7 @@ class OpenAIResponses(Adapter):
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]
     ) -> dict[str, Any]:
         out = {k: v for k, v in body.items() if k != "previous_response_id"}
-        items = to_responses_input(without_dropped_calls(window))
+        items = to_responses_input(window)
         sent = body.get("input")
         own, start, interleaved = keep_sent(items, sent, _apart)
         logged = len(items) - own  # the items from the log come first
