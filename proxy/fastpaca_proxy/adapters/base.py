@@ -10,7 +10,7 @@ from typing import Any
 from fastpaca_core.formats import ChatInput
 from fastpaca_core.jsonutil import dumps
 from fastpaca_core.model import Message, StoredMessage
-from fastpaca_core.toolcalls import is_result_part, part_call_id, tool_refs
+from fastpaca_core.toolcalls import OPENAI_ITEM_TYPE, is_result_part, part_call_id, tool_refs
 
 from ..sse import SSEEvent
 from ..upstream import Provider
@@ -229,6 +229,18 @@ def keep_sent(
 _BARE = frozenset({"reasoning", "step-start"})
 
 
+def _first_call(window: Sequence[Message], end: int) -> int | None:
+    """The index of the first assistant message before ``end`` with a part
+    that may be a tool call (most windows have none: a quick look, no ids)."""
+    for index in range(end):
+        message = window[index]
+        if message.role == "assistant":
+            for part in message.parts:
+                if "toolCallId" in part or part.get("type") == OPENAI_ITEM_TYPE:
+                    return index
+    return None
+
+
 def sendable(window: Sequence[Message]) -> Sequence[Message]:
     """The window's messages to send: without the tool calls that no later
     message answers, but for those of its last message (``window`` itself
@@ -244,9 +256,12 @@ def sendable(window: Sequence[Message]) -> Sequence[Message]:
     before it) is left out.
     """
     last = len(window) - 1
+    first = _first_call(window, last)
+    if first is None:
+        return window
     answered: set[str] = set()
     dropped: dict[int, frozenset[str]] = {}
-    for index in range(last, -1, -1):
+    for index in range(last, first - 1, -1):
         calls, results = tool_refs(window[index])
         if calls and index < last:
             open_calls = calls - answered
