@@ -14,7 +14,7 @@ from .model import ContextRecord, StoredMessage
 from .policies import get_policy
 from .stores.base import Tx
 from .toolcalls import parts_refs
-from .window import WindowItem, apply_items, items_of, valid_cuts
+from .window import WindowItem, apply_items, drop_orphan_results, items_of, valid_cuts
 
 __all__ = ["calls_answered", "rewind", "run_policy"]
 
@@ -88,26 +88,34 @@ async def _read_items(tx: Tx, from_seq: int, to_seq: int) -> list[WindowItem]:
 async def run_policy(tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage]) -> Event | None:
     policy = get_policy(ctx.policy.strategy)
     due = policy.should_run(ctx, ctx.policy.config)
-    # A result whose call an earlier compaction cut away (a call bigger than the
-    # budget, say) would sit in the window as an orphan: repair that too.
+    # A result whose call the window does not hold (one an earlier compaction cut
+    # away, a call bigger than the budget, say; or one never made) would sit in
+    # the window as an orphan: repair that too.
     answered: set[str] = set()
-    if policy.compacts and (ctx.prefix or ctx.live_from_seq > 1):
-        for row in new_rows:
+    if policy.compacts:
+        for row in new_rows:  # most appends hold no result: nothing more to see
             answered |= parts_refs(row.parts)[1]
+        if answered:  # the calls made before these rows that they answer
+            answered = calls_answered([WindowItem.of_row(row) for row in new_rows])
+    first_new = new_rows[0].seq if new_rows else ctx.last_seq + 1
+    if not due and answered:
+        # the call is usually in the prefix or the newest row before the new ones
+        for entry in ctx.prefix:
+            answered -= parts_refs(entry.message.parts)[0]
+        if answered and ctx.live_from_seq < first_new:
+            for item in await _read_items(tx, first_new - 1, first_new - 1):
+                answered -= item.refs[0]
     if not due and not answered:
         return None
-    first_new = new_rows[0].seq if new_rows else ctx.last_seq + 1
     items = items_of(ctx, [])
     if ctx.live_from_seq < first_new:
         items.extend(await _read_items(tx, ctx.live_from_seq, first_new - 1))
     items.extend(WindowItem.of_row(row) for row in new_rows if row.seq >= ctx.live_from_seq)
     if not due:
-        calls: set[str] = set()
-        for item in items:
-            calls |= item.refs[0]
-        if answered <= calls:
-            return None
-    result = policy.compact(items, ctx, ctx.policy.config)
+        # only the orphan results go: the window is within what the policy allows
+        result = drop_orphan_results(items)[0]
+    else:
+        result = policy.compact(items, ctx, ctx.policy.config)
     kept = {id(item) for item in result}
     original = {id(item) for item in items}
     gone = [item for item in items if id(item) not in kept]

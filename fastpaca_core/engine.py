@@ -28,9 +28,6 @@ from .errors import ContextNotFound, ValidationError, VersionConflict
 from .events import Event, EventBus
 from .folding import FoldPlan
 from .model import (
-    DEFAULT_POLICY,
-    DEFAULT_TOKEN_BUDGET,
-    DEFAULT_TRIGGER_RATIO,
     ContextRecord,
     Message,
     StoredMessage,
@@ -45,6 +42,7 @@ from .model import (
     validate_trigger_ratio,
 )
 from .policies import parse_policy
+from .policies.base import trigger_level
 from .policies.summarize import wants_summary
 from .results import (
     AppendResult,
@@ -60,7 +58,7 @@ from .results import (
 from .stores.base import Store, Tx, read_capped
 from .tokens import TokenCounter
 from .toolcalls import parts_refs
-from .window import WindowItem, fit, items_of, without_results
+from .window import WindowItem, drop_orphan_results, fit, items_of, without_results
 
 __all__ = ["AppendResult", "ContextPage", "Engine", "SummaryPage", "Window"]
 
@@ -124,21 +122,13 @@ class Engine:
         async def op(tx: Tx) -> tuple[ContextRecord, bool]:
             ctx = await tx.load_context()
             if ctx is None:
-                ctx = ContextRecord(
-                    id=context_id,
-                    token_budget=budget or DEFAULT_TOKEN_BUDGET,
-                    trigger_ratio=ratio or DEFAULT_TRIGGER_RATIO,
-                    policy=spec or DEFAULT_POLICY,
-                    metadata=meta or {},
-                    status="active",
-                    version=0,
-                    last_seq=0,
-                    total_tokens=0,
-                    prefix=[],
-                    live_from_seq=1,
-                    live_base_tokens=0,
-                    created_at=now,
-                    updated_at=now,
+                ctx = ContextRecord.new(
+                    context_id,
+                    now,
+                    token_budget=budget,
+                    trigger_ratio=ratio,
+                    policy=spec,
+                    metadata=meta,
                 )
                 await tx.save_context(ctx, created=True)
                 return ctx, True
@@ -407,7 +397,8 @@ class Engine:
             items = fit(items, ctx.estimate_limit(limit), keep_last=keep_last)
             used = sum(item.tokens for item in items)
         shown = calibrated(used, ctx.calibration)
-        return Window(ctx.version, items, shown, shown > limit * ctx.trigger_ratio, used)
+        level = trigger_level(limit, ctx.trigger_ratio)
+        return Window(ctx.version, items, shown, shown > level, used)
 
     async def _answer_pending(
         self,
@@ -467,13 +458,17 @@ class Engine:
             kept = [i for i in items if i.is_row or i.kind != "live" or i.from_seq < low]
             at = next((k for k, item in enumerate(kept) if item.is_row), len(kept))
             out = [*kept[:at], *map(WindowItem.of_row, recovered), *kept[at:]]
+            # the rows come as logged: without the orphan results a compaction took out
+            out = drop_orphan_results(out)[0]
         if not wanted:
             return out, news, keep_last
         tail_from = len(news) - keep_last
         trimmed: list[WindowItem] = []
         kept_last = 0
+        made: set[str] = set()  # a result after a pending call of its id answers that call
         for index, item in enumerate(news):
-            left = without_results(item, wanted)
+            left = without_results(item, wanted - made)
+            made |= item.refs[0]
             if left is not None:
                 trimmed.append(left)
                 kept_last += index >= tail_from

@@ -40,6 +40,7 @@ __all__ = [
     "validate_metadata",
     "validate_public_id",
     "validate_token_budget",
+    "trigger_level",
     "validate_trigger_ratio",
 ]
 
@@ -66,6 +67,16 @@ def calibrated(tokens: int, factor: float) -> int:
 def uncalibrated(tokens: float, factor: float) -> int:
     """The estimate that corresponds to ``tokens`` provider tokens (rounded down)."""
     return int(tokens) if factor == 1.0 else int(tokens / factor + _EPSILON)
+
+
+def trigger_level(budget: int, ratio: float) -> float:
+    """``budget * ratio`` as the decimal figures mean it: in floating point
+    ``100 * 0.57`` is ``56.99999999999999``, and 57 tokens would be over it.
+    A product within 1e-9 of a whole number is that number (``round`` to
+    decimals would format the float: a few microseconds on every append)."""
+    level = budget * ratio
+    whole = round(level)
+    return whole if abs(level - whole) <= 1e-9 * max(1.0, level) else level
 
 
 def utcnow() -> datetime:
@@ -357,8 +368,8 @@ class ContextRecord:
         return uncalibrated(tokens, self.calibration)
 
     def needs_compaction(self, budget: int | None = None) -> bool:
-        limit = (budget if budget is not None else self.token_budget) * self.trigger_ratio
-        return self.used_tokens > limit
+        limit = budget if budget is not None else self.token_budget
+        return self.used_tokens > trigger_level(limit, self.trigger_ratio)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -38,9 +38,11 @@ __all__ = [
     "RawRow",
     "WindowItem",
     "apply_items",
+    "drop_orphan_results",
     "fit",
     "is_request",
     "items_of",
+    "pinned_count",
     "segments_of",
     "valid_cuts",
     "without_results",
@@ -266,11 +268,11 @@ def without_results(item: WindowItem, call_ids: frozenset[str] | set[str]) -> Wi
     if not parts:
         return None
     ratio = len(parts) / len(item.message.parts)
-    tokens = max(1, round(item.tokens * ratio))
+    tokens = min(item.tokens, max(1, round(item.tokens * ratio)))  # never more than before
     return item.rewritten(Message(item.message.role, parts, item.message.metadata, tokens))
 
 
-def _drop_orphan_results(
+def drop_orphan_results(
     items: Sequence[WindowItem], keep_last: int = 0
 ) -> tuple[list[WindowItem], int]:
     """Remove result parts whose call is not earlier in the window; and how
@@ -310,12 +312,15 @@ def _start(
     suffix = [0] * (n + 1)
     for index in range(n - 1, -1, -1):
         suffix[index] = suffix[index + 1] + rest[index].tokens
-    start = 0
+    # the first valid cut: 0 in a whole window, but after a pinned request a pair
+    # whose call was cut may reach past it (``cuts[n]`` always holds)
+    first = next(k for k in range(n + 1) if cuts[k])
+    start = first
     if limit is not None and pinned + n > limit:
         keep = limit if limit_target is None else min(limit, limit_target)
-        start = next(k for k in range(max(0, n - keep), n + 1) if cuts[k])
-        if start == n and n > 0:  # the newest group alone exceeds the limit: keep it
-            start = max(k for k in range(n) if cuts[k])
+        start = next(k for k in range(max(first, n - keep), n + 1) if cuts[k])
+        if start == n and n > first:  # the newest group alone exceeds the limit: keep it
+            start = max(k for k in range(first, n) if cuts[k])
     goal = min(budget, target if target is not None else budget)
     if used + suffix[start] > goal:
         fits = [k for k in range(start, n + 1) if cuts[k] and used + suffix[k] <= budget]
@@ -377,12 +382,70 @@ def _pin_request(
         return None
     sub = _start(after, sub_cuts, used, budget, limit, target, limit_target, len(pinned) + 1)
     if keep_last and sub > m - keep_last:
-        sub = max((k for k in range(m - keep_last + 1) if sub_cuts[k]), default=0)
+        sub = max((k for k in range(m - keep_last + 1) if sub_cuts[k]), default=-1)
+        if sub < 0:  # the turn in flight pairs with a call cut before the request
+            return None
     if used + sum(item.tokens for item in after[sub:]) > budget:
         return None  # the turn in flight does not fit beside the request: it wins
     if sub == m and m and start < n:
         return None  # the newest message fits only without the request: it wins
     return [*pinned, own, *after[sub:]]
+
+
+def pinned_count(items: Sequence[WindowItem], end: int | None = None) -> int:
+    """How many of the first ``end`` items (default: all) are system messages
+    at the front of the window: what a cut pins."""
+    stop = len(items) if end is None else end
+    count = 0
+    while count < stop and items[count].role == "system":
+        count += 1
+    return count
+
+
+def _log_leading(items: Sequence[WindowItem], end: int) -> int:
+    """How many of the first ``end`` items are the log's own leading system
+    messages (its rows 1, 2, ...): not summaries, nor a system message from
+    further on in the log that a cut brought to the front."""
+    count = 0
+    while count < end:
+        item = items[count]
+        if item.role != "system" or item.kind != "live" or item.from_seq != count + 1:
+            break
+        count += 1
+    return count
+
+
+_Arrangement = tuple[list[WindowItem], int, list[WindowItem], list[bool], int]
+
+
+def _arrange(
+    work: Sequence[WindowItem],
+    pinned_end: int,
+    budget: int,
+    limit: int | None,
+    target: int | None,
+    limit_target: int | None,
+) -> _Arrangement:
+    """``work[:pinned_end]`` pinned (while they fit), and where the cut of the
+    rest starts: ``(pinned, their tokens, rest, its valid cuts, start)``."""
+    pinned: list[WindowItem] = []
+    used = 0
+    for item in work[:pinned_end]:
+        if used + item.tokens > budget:
+            break
+        pinned.append(item)
+        used += item.tokens
+    rest = list(work[pinned_end:])
+    n = len(rest)
+    cuts = valid_cuts(rest)
+    start = _start(rest, cuts, used, budget, limit, target, limit_target, len(pinned))
+    if start == n and n > 0 and any(item.kind == "summary" for item in pinned):
+        lean = [item for item in pinned if item.kind != "summary"]
+        lean_used = sum(item.tokens for item in lean)
+        lean_start = _start(rest, cuts, lean_used, budget, limit, target, limit_target, len(lean))
+        if lean_start < n:
+            pinned, start, used = lean, lean_start, lean_used
+    return pinned, used, rest, cuts, start
 
 
 def fit(
@@ -403,8 +466,10 @@ def fit(
     at most ``limit_target`` remain), and the tokens stay within ``target``
     (default: the budget) -- or within ``budget`` when only that keeps the
     newest group. A summary among the pinned messages gives way when only
-    that keeps the newest group. The last ``keep_last`` items are never cut (a
-    turn about to be sent), even when the budget cannot then be kept.
+    that keeps the newest group; so does a system message that is at the
+    front only because a cut took what was before it in the log. The last
+    ``keep_last`` items are never cut (a turn about to be sent), even when
+    the budget cannot then be kept.
 
     The newest user request (a ``user`` message not made only of tool
     results) is pinned too when the cut would remove it: it follows the
@@ -414,27 +479,22 @@ def fit(
     messages and the turn in flight, or when only dropping it keeps the
     newest message.
     """
-    work, keep_last = _drop_orphan_results(items, max(0, keep_last))
-    pinned_end = 0  # (the kept tail is never among the pinned messages, which may go)
-    while pinned_end < len(work) - keep_last and work[pinned_end].role == "system":
-        pinned_end += 1
-    pinned: list[WindowItem] = []
-    used = 0
-    for item in work[:pinned_end]:
-        if used + item.tokens > budget:
-            break
-        pinned.append(item)
-        used += item.tokens
-    rest = work[pinned_end:]
+    work, keep_last = drop_orphan_results(items, max(0, keep_last))
+    # (the kept tail is never among the pinned messages, which may go)
+    pinned_end = pinned_count(work, len(work) - keep_last)
+    pinned, used, rest, cuts, start = _arrange(
+        work, pinned_end, budget, limit, target, limit_target
+    )
     n = len(rest)
-    cuts = valid_cuts(rest)
-    start = _start(rest, cuts, used, budget, limit, target, limit_target, len(pinned))
-    if start == n and n > 0 and any(item.kind == "summary" for item in pinned):
-        lean = [item for item in pinned if item.kind != "summary"]
-        lean_used = sum(item.tokens for item in lean)
-        lean_start = _start(rest, cuts, lean_used, budget, limit, target, limit_target, len(lean))
-        if lean_start < n:
-            pinned, start, used = lean, lean_start, lean_used
+    if (start == n and n > 0) or len(pinned) < pinned_end == len(work):
+        # the newest message is lost: a system message that is at the front
+        # only because a cut took what was before it in the log gives way too
+        leading = _log_leading(work, pinned_end)
+        if leading < pinned_end:
+            other = _arrange(work, leading, budget, limit, target, limit_target)
+            if other[4] < len(other[2]):
+                pinned, used, rest, cuts, start = other
+                n = len(rest)
     if keep_last and start > n - keep_last:
         start = max((k for k in range(n - keep_last + 1) if cuts[k]), default=0)
     if start > 0:

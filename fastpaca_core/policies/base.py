@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from ..errors import ValidationError
-from ..model import ContextRecord
+from ..model import ContextRecord, trigger_level
 from ..window import WindowItem, fit
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "limit_target",
     "over_trigger",
     "positive_int",
+    "trigger_level",
     "window_count",
 ]
 
@@ -57,7 +58,7 @@ def window_count(ctx: ContextRecord) -> int:
 
 def over_trigger(ctx: ContextRecord) -> bool:
     """``used_tokens`` (calibrated) over ``token_budget * trigger_ratio``."""
-    return ctx.used_tokens > ctx.token_budget * ctx.trigger_ratio
+    return ctx.used_tokens > trigger_level(ctx.token_budget, ctx.trigger_ratio)
 
 
 def due(ctx: ContextRecord, limit: int) -> bool:
@@ -74,7 +75,7 @@ def budget_limit(ctx: ContextRecord) -> int:
 
 def hysteresis_target(ctx: ContextRecord) -> int:
     """Where a compaction cuts down to: the trigger level, in estimated tokens."""
-    return ctx.estimate_limit(ctx.token_budget * ctx.trigger_ratio)
+    return ctx.estimate_limit(trigger_level(ctx.token_budget, ctx.trigger_ratio))
 
 
 def limit_target(ctx: ContextRecord, limit: int) -> int:

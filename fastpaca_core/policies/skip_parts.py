@@ -7,7 +7,8 @@ an earlier cut took that message away) is left whole, and so are the newest
 message with the calls and results it pairs with, and every call still
 waiting for its result: an agent loop never loses the call or the result it
 is about to answer. A call whose result is dropped loses its call too, and
-the reverse: tool pairs are never split.
+the reverse: tool pairs are never split. The system messages at the front of
+the window, which a cut pins, are kept whole, whatever their parts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from ..errors import ValidationError
 from ..model import ContextRecord, Message
 from ..toolcalls import RESULT_TYPE, part_call_id
-from ..window import WindowItem, valid_cuts
+from ..window import WindowItem, pinned_count, valid_cuts
 from .base import cut, due, positive_int
 from .open_calls import open_calls
 
@@ -70,7 +71,9 @@ class SkipParts:
     ) -> list[WindowItem]:
         kinds = tuple(config["skip_kinds"])
         in_flight = _in_flight(items)
-        older, current = items[:in_flight], items[in_flight:]
+        # the pinned system messages are kept as they are, whatever their parts
+        lead = pinned_count(items, in_flight)
+        older, current = items[lead:in_flight], items[in_flight:]
         waiting = open_calls(items)  # calls with no result yet: never skipped
 
         def skipped(part: dict[str, Any]) -> bool:
@@ -83,7 +86,7 @@ class SkipParts:
                 if call_id is not None and skipped(part):
                     dropped_ids.add(call_id)
 
-        kept: list[WindowItem] = []
+        kept: list[WindowItem] = list(items[:lead])
         for item in older:
             parts = [
                 p
@@ -95,7 +98,7 @@ class SkipParts:
                 kept.append(item)
             elif parts:
                 ratio = len(parts) / len(item.message.parts)
-                tokens = max(1, round(item.tokens * ratio))
+                tokens = min(item.tokens, max(1, round(item.tokens * ratio)))
                 message = Message(item.message.role, parts, item.message.metadata, tokens)
                 kept.append(item.rewritten(message))
         kept.extend(current)
