@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from .errors import ValidationError
-from .jsonutil import dumps
+from .jsonutil import dumps_sorted
 from .model import (
     MAX_INT,
     ContextRecord,
@@ -140,7 +140,10 @@ def check_key(key: object) -> str | None:
 
 
 def request_hash(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(dumps(payload)).hexdigest()
+    """The digest an idempotency key's request is known by. Object keys are
+    sorted: a retry whose JSON lists the same keys in another order (a map
+    with no fixed order, in Swift or Kotlin, say) is the same request."""
+    return hashlib.sha256(dumps_sorted(payload)).hexdigest()
 
 
 def encode_cursor(updated_at: datetime, context_id: str) -> str:

@@ -188,3 +188,28 @@ async def test_reads_of_missing_context_are_404(api: Api) -> None:
         reply = await api.get(f"/v1/contexts/ghost/{route}")
         assert reply.status == 404, route
         assert reply.json()["error"] == "context_not_found"
+
+
+async def test_a_retry_with_its_keys_in_another_order_is_the_same_request(
+    any_api: Api, cid: str
+) -> None:
+    """A client whose maps keep no order (Swift, Kotlin) retries with the same
+    JSON in another key order: the first answer, not 422."""
+    await any_api.create(cid)
+    path = f"/v1/contexts/{cid}/messages"
+    headers = {"Idempotency-Key": "k-order"}
+    part = {"type": "text", "text": "hi"}
+    first = {"role": "user", "parts": [part], "metadata": {"a": 1, "b": {"x": 1, "y": 2}}}
+    again = {  # the same, every object's keys reversed (dicts keep their order)
+        "metadata": {"b": {"y": 2, "x": 1}, "a": 1},
+        "parts": [{"text": "hi", "type": "text"}],
+        "role": "user",
+    }
+    one = await any_api.post(path, json={"message": first}, headers=headers)
+    two = await any_api.post(path, json={"message": again}, headers=headers)
+    assert one.status == two.status == 201, two.body
+    assert two.json() == one.json()
+    assert two.headers.get("Idempotent-Replayed") == "true"
+    assert (await any_api.get(f"/v1/contexts/{cid}")).json()["last_seq"] == 1
+    changed = {**again, "metadata": {"b": {"y": 3, "x": 1}, "a": 1}}
+    assert (await any_api.post(path, json={"message": changed}, headers=headers)).status == 422
