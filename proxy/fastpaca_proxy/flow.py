@@ -235,12 +235,16 @@ async def _prepare(
     # (negative when older messages of the new turn were cut: base + the turn's
     # counts is still what was sent, as ``_count`` adds them up)
     base = (window.used_tokens if ours is None else ours) - sum(counts)
+    messages = window.messages
+    sent = sendable(messages)  # (calls the conversation went past left out)
+    if sent is not messages:  # what is sent is what the calibration learns from
+        base -= await _left_out(engine, messages, sent)
     return _Turn(
         ctx,
         chat.preamble,
         new if counted else alignment.new,
         alignment.rewind_to_seq,
-        sendable(window.messages),  # (calls the conversation went past left out)
+        sent,
         window.used_tokens if counted else 0,
         base,
         ours_reserved,
@@ -248,6 +252,15 @@ async def _prepare(
         chat.messages,
         counted=counted,
     )
+
+
+async def _left_out(engine: Engine, window: list[Message], sent: Sequence[Message]) -> int:
+    """The tokens ``sendable`` took out of ``window``: the messages it dropped
+    or rewrote, as counted in the window, less the rewrites' own counts."""
+    ours, theirs = {id(m) for m in window}, {id(m) for m in sent}
+    gone = sum(m.token_count or 0 for m in window if id(m) not in theirs)
+    rewrites = [m for m in sent if id(m) not in ours]
+    return gone - sum(await engine.tokens.acount_fresh(rewrites))
 
 
 def _in_flight(new: list[Message]) -> int:

@@ -17,7 +17,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from .adapters import Adapter
-from .relaying import relay
+from .relaying import own_error, relay
 from .upstream import UPSTREAM, Provider
 
 __all__ = ["AS_IS", "AsIs", "as_is"]
@@ -58,7 +58,10 @@ def as_is(adapter: Adapter, path: str, before: Callable[[web.Request], None]) ->
     async def handler(request: web.Request) -> web.StreamResponse:
         before(request)
         upstream = request.app[UPSTREAM]
-        names = {k: quote(v, safe="") for k, v in request.match_info.items() if k != "id"}
+        names = {k: v for k, v in request.match_info.items() if k != "id"}
+        if any(v in (".", "..") for v in names.values()):  # a segment, not a way up
+            return own_error(adapter, 404, "not_found", f"No such resource: {request.path}")
+        names = {k: quote(v, safe="") for k, v in names.items()}
         url = upstream.url(adapter.provider, path.format_map(names))
         if request.rel_url.raw_query_string:
             url = f"{url}?{request.rel_url.raw_query_string}"

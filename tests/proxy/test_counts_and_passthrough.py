@@ -247,3 +247,17 @@ def test_a_passed_through_call_with_the_upstream_down_is_a_502() -> None:
         reply = httpx.post(f"{base}/v1/embeddings", json={"model": "m", "input": "x"})
     assert reply.status_code == 502
     assert reply.json()["error"]["type"]
+
+
+def test_a_dot_segment_is_not_a_way_up(stack: Stack) -> None:
+    for path in (
+        "/v1/models/%2E%2E",
+        "/v1/responses/%2E%2E/cancel",
+        "/v1/contexts/pt-d/openai/responses/%2E%2E",
+        "/v1/contexts/pt-d/anthropic/v1/models/%2E",
+    ):
+        method = "POST" if path.endswith("cancel") else "GET"
+        reply = stack.api.request(method, path, headers={"anthropic-version": "2023-06-01"})
+        assert reply.status_code == 404, (path, reply.text)
+        assert "error" in reply.json()
+    assert stack.fake.requests == []  # nothing reached the upstream
