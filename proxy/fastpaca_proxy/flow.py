@@ -462,7 +462,9 @@ async def proxy_call(
             turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
             upstream_body = adapter.build(body, turn.preamble, turn.window)
             plain = upstream_body.copy()  # before ``prepare_stream`` adds to it
-            hide = stream and not upstream.refuses_usage and adapter.prepare_stream(upstream_body)
+            model = str(body.get("model"))  # an upstream may refuse stream usage for one model
+            asks = model not in upstream.refuses_usage
+            hide = stream and asks and adapter.prepare_stream(upstream_body)
             payload = dumps(upstream_body)
         except FastpacaError as exc:
             return own_error(adapter, exc.status, exc.code, public_text(request, str(exc)))
@@ -535,8 +537,8 @@ async def _forward(
     without what ``prepare_stream`` added (a stream's usage), for an upstream
     that refuses ``stream_options`` (an OpenAI-compatible server, an older
     Azure API version): it is asked again without, once, and when that
-    streams, later streams are sent as asked (their replies counted by the
-    server instead)."""
+    streams, later streams for the same model are sent as asked (their
+    replies counted by the server instead)."""
     upstream = request.app[UPSTREAM]
     counting = _count_later(engine, turn)
     retried = False
@@ -546,7 +548,8 @@ async def _forward(
                 url, data=request_body(payload), headers=headers, allow_redirects=False
             ) as resp:
                 if stream and resp.status < 300 and is_sse(resp):
-                    upstream.refuses_usage = upstream.refuses_usage or retried
+                    if retried:
+                        upstream.refuses_usage.add(str(loads(payload).get("model")))
                     hide = unasked is not None
                     return await _relay_stream(
                         request, engine, adapter, context_id, turn, resp, hide

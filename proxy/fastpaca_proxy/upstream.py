@@ -52,9 +52,10 @@ class Upstream:
         self.settings = settings
         self.session = session
         self.tenants = tenants or Tenants.from_settings(settings)
-        # the OpenAI upstream refused ``stream_options`` once: streams are sent as
-        # the client asked, and their replies counted by the server
-        self.refuses_usage = False
+        # the models for which the OpenAI upstream refused ``stream_options``: their
+        # streams are sent as the client asked, and their replies counted by the
+        # server (a gateway before several models may refuse it for some only)
+        self.refuses_usage: set[str] = set()
 
     def url(self, provider: Provider, path: str) -> str:
         base = (

@@ -85,3 +85,17 @@ def test_a_retry_refused_again_is_the_clients_answer(stack: Stack) -> None:
     assert stack.fake.requests_for("openai_chat")[2].json["stream_options"] == {
         "include_usage": True
     }
+
+
+def test_a_refusal_for_one_model_leaves_the_others_asked(stack: Stack) -> None:
+    sdk = gpt(stack, "so-5")
+    stack.fake.script(REFUSAL, Reply(text="first"), Reply(text="other model"))
+    assert _streamed(sdk, "hello") == "first"
+    chunks = sdk.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "again"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "other model"
+    sent = stack.fake.requests_for("openai_chat")
+    assert len(sent) == 3
+    assert sent[2].json["model"] == "gpt-4o-mini"
+    assert sent[2].json["stream_options"] == {"include_usage": True}  # still asked
