@@ -40,7 +40,7 @@ import aiohttp
 
 from . import _support as s
 from .http_appends import BODY
-from .proxy_overhead import Conversation, Servers, Side
+from .proxy_clients import Conversation, Servers, Side
 
 SCENARIOS = ("appends", "proxy")
 CONTEXTS = 64  # appends: contexts, and concurrent appends per round
