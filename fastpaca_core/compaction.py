@@ -85,6 +85,9 @@ async def _read_items(tx: Tx, from_seq: int, to_seq: int) -> list[WindowItem]:
     return [WindowItem.of_row(row) for row in await tx.read_messages(from_seq, to_seq)]
 
 
+_NEAR_ROWS = 16  # rows before an append read for the calls its results answer
+
+
 async def run_policy(tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessage]) -> Event | None:
     policy = get_policy(ctx.policy.strategy)
     due = policy.should_run(ctx, ctx.policy.config)
@@ -102,9 +105,15 @@ async def run_policy(tx: Tx, ctx: ContextRecord, new_rows: Sequence[StoredMessag
         # the call is usually in the prefix or the newest row before the new ones
         for entry in ctx.prefix:
             answered -= parts_refs(entry.message.parts)[0]
-        if answered and ctx.live_from_seq < first_new:
-            for item in await _read_items(tx, first_new - 1, first_new - 1):
+        # (then a few rows more: results of parallel calls sent one per message)
+        end = first_new - 1
+        for span in (1, _NEAR_ROWS):
+            start = max(ctx.live_from_seq, first_new - span)
+            if not answered or start > end:
+                break
+            for item in await _read_items(tx, start, end):
                 answered -= item.refs[0]
+            end = start - 1
     if not due and not answered:
         return None
     items = items_of(ctx, [])

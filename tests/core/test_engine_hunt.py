@@ -245,3 +245,26 @@ async def test_a_call_read_back_for_a_pending_result_comes_without_its_orphans(
     window = await engine.window("c", pending=[result("a", token_count=0)], budget_tokens=3)
     assert shape(window) == [("assistant", 1), ("tool", 2)]
     assert result_ids(window) == ["a"]
+
+
+async def test_results_sent_one_per_message_keep_their_calls_near_and_far(
+    engine: Engine,
+) -> None:
+    """An append of results looks for their calls in the rows just before it,
+    then in the whole window: results of parallel calls sent one per message
+    (their call a few rows back), and one whose call is further back than
+    that look, all stay beside their calls."""
+    await engine.put_context("c", token_budget=100_000)
+    many = {
+        "role": "assistant",
+        "parts": [call(f"p{i}")["parts"][0] for i in range(20)],
+    }
+    await engine.append("c", text("user", "weather everywhere", token_count=3))
+    await engine.append("c", many)
+    for i in range(20):  # the 20th result's call is 20 rows back
+        await engine.append("c", result(f"p{i}", token_count=2))
+    window = await engine.window("c")
+    assert result_ids(window) == [f"p{i}" for i in range(20)]
+    assert [role for role, _ in shape(window)] == ["user", "assistant", *["tool"] * 20]
+    await engine.append("c", result("never-made", token_count=2))  # an orphan still goes
+    assert result_ids(await engine.window("c")) == [f"p{i}" for i in range(20)]
