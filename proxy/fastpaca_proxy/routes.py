@@ -96,32 +96,37 @@ async def messages(request: web.Request) -> web.StreamResponse:
     return await _call(request, _MESSAGES, False)
 
 
+_COUNT_TOKENS = "v1/messages/count_tokens"
+_INPUT_TOKENS = "responses/input_tokens"
+
+
+async def _count(
+    request: web.Request, adapter: Adapter, in_path: bool, path: str
+) -> web.StreamResponse:
+    """A token count at the upstream's ``path`` (see ``counting``), as ``_call``."""
+    _wait_for_upstream(request)
+    context_id = request.match_info["id"] if in_path else _from_header(request)
+    return await count_call(request, adapter, context_id, path)
+
+
 @routes.post("/v1/contexts/{id}/anthropic/v1/messages/count_tokens")
 async def count_tokens_in_path(request: web.Request) -> web.StreamResponse:
-    _wait_for_upstream(request)
-    return await count_call(request, _MESSAGES, request.match_info["id"], _COUNT_TOKENS)
+    return await _count(request, _MESSAGES, True, _COUNT_TOKENS)
 
 
 @routes.post("/v1/messages/count_tokens")
 async def count_tokens(request: web.Request) -> web.StreamResponse:
-    _wait_for_upstream(request)
-    return await count_call(request, _MESSAGES, _from_header(request), _COUNT_TOKENS)
+    return await _count(request, _MESSAGES, False, _COUNT_TOKENS)
 
 
 @routes.post("/v1/contexts/{id}/openai/responses/input_tokens")
 async def input_tokens_in_path(request: web.Request) -> web.StreamResponse:
-    _wait_for_upstream(request)
-    return await count_call(request, _RESPONSES, request.match_info["id"], _INPUT_TOKENS)
+    return await _count(request, _RESPONSES, True, _INPUT_TOKENS)
 
 
 @routes.post("/v1/responses/input_tokens")
 async def input_tokens(request: web.Request) -> web.StreamResponse:
-    _wait_for_upstream(request)
-    return await count_call(request, _RESPONSES, _from_header(request), _INPUT_TOKENS)
-
-
-_COUNT_TOKENS = "v1/messages/count_tokens"
-_INPUT_TOKENS = "responses/input_tokens"
+    return await _count(request, _RESPONSES, False, _INPUT_TOKENS)
 
 
 _BY_PROVIDER: dict[Provider, Adapter] = {"openai": _CHAT, "anthropic": _MESSAGES}
