@@ -21,7 +21,7 @@ from .errors import DIALECTS, Dialects
 from .limits import DEADLINES, RATE_LIMITER, Deadlines, RateLimiter, lift_deadline
 from .metrics import MeteredBus, Metrics, TimedStore
 from .middleware import request_middleware
-from .routing import add_routes
+from .routing import add_routes, expect_everywhere
 from .state import ENGINE, METRICS, SETTINGS, STREAMS, SUMMARIZER, Streams
 from .tenants import TENANTS, Tenants
 
@@ -165,4 +165,5 @@ def create_app(settings: Settings | None = None) -> web.Application:
     add_routes(app, summaries.routes)
     add_routes(app, stream.routes)
     add_routes(app, ops.routes)
+    expect_everywhere(app)
     return app

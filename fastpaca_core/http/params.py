@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import ValidationError
-from ..jsonutil import JSONError, loads
+from ..jsonutil import JSONError, loads_exact
 from .errors import HttpError
 from .state import SETTINGS
 from .tenants import scoped_id
@@ -88,7 +88,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
             f"Request body must be application/json, not {request.content_type[:80]!r}",
         )
     try:
-        value = loads(body)
+        value = loads_exact(body)
     except JSONError as exc:
         raise HttpError(400, "invalid_json", f"Request body is not valid JSON: {exc}") from exc
     if not isinstance(value, dict):
