@@ -8,6 +8,7 @@ from aiohttp import web
 
 from ..errors import ValidationError
 from ..formats import to_anthropic, to_openai_chat
+from ..sendable import sendable
 from .pages import page_response
 from .params import context_id, int_param, limit_param, read_json
 from .respond import json_response
@@ -94,9 +95,9 @@ async def window(request: web.Request) -> web.Response:
     data = result.to_json()
     if fmt == "openai":
         data["format"] = "openai"
-        data["messages"] = to_openai_chat(result.messages)
+        data["messages"] = to_openai_chat(sendable(result.messages))
     elif fmt == "anthropic":
-        converted = to_anthropic(result.messages)
+        converted = to_anthropic(sendable(result.messages))
         data["format"] = "anthropic"
         data["system"] = converted.system
         data["messages"] = converted.messages
