@@ -9,7 +9,8 @@ upstream, pass the reply through, and store the turn once the call succeeded.
   of the request (preamble, tools, parameters) takes.
 - The new turn and the reply are appended together, atomically, once the
   upstream answered 2xx and, for streams, finished its stream. A failed call
-  stores nothing, so the client's retry is clean.
+  stores nothing, so the client's retry is clean. (The log side of this, the
+  alignment read and the append, is in ``storing``.)
 - Streams are passed through event by event as they arrive. A client that
   goes away mid-stream does not stop the reply: it is read to the end and
   stored, so the log holds what the model said (and was paid for).
@@ -20,39 +21,28 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from fastpaca_core.engine import AppendResult, Engine, Window
-from fastpaca_core.errors import (
-    ContextNotFound,
-    ContextTombstoned,
-    FastpacaError,
-    ValidationError,
-    VersionConflict,
-)
+from fastpaca_core.engine import Engine, Window
+from fastpaca_core.errors import FastpacaError, ValidationError
 from fastpaca_core.http import ENGINE
 from fastpaca_core.http.tenants import public_id, public_text, scoped_id
 from fastpaca_core.jsonutil import JSONError, check_json, dumps, dumps_str, loads
 from fastpaca_core.model import (
-    MAX_INT,
     ContextRecord,
     Message,
-    StoredMessage,
     calibrated,
     uncalibrated,
-    utcnow,
     validate_context_id,
 )
 from fastpaca_core.toolcalls import tool_refs
 from fastpaca_core.window import WindowItem
 
-from .adapters import Adapter, Assembler, Usage
+from .adapters import Adapter, Assembler
 from .adapters.base import sendable
-from .calibration import usage_sample
 from .relaying import (
     Relayed,
     finish_stream,
@@ -66,14 +56,14 @@ from .relaying import (
 )
 from .retries import RETRIES, Answer, retry_key
 from .sse import SSEEvent, SSEParser
-from .turns import (
-    Alignment,
-    align,
-    fingerprint,
-    name_results,
-    tail_match,
-    tail_size,
-    window_sizes,
+from .storing import (
+    Turn,
+    align_with_log,
+    count_later,
+    count_turn,
+    drop_count,
+    store_answered,
+    store_turn,
 )
 from .upstream import UPSTREAM, Upstream
 
@@ -87,78 +77,6 @@ _STORED = web.ResponseKey("turn_stored", bool)  # set on a non-streamed call's r
 MAX_MESSAGES = 10_000
 
 
-@dataclass(frozen=True, slots=True)
-class _Turn:
-    ctx: ContextRecord
-    preamble: list[dict[str, Any]]
-    new: list[Message]  # with their token counts, unless not ``counted`` yet
-    rewind_to_seq: int | None
-    window: Sequence[Message]
-    used_tokens: int  # the window's, calibrated; only when ``counted``
-    base_tokens: int  # the window's tokens besides the new turn (ours)
-    reserved_tokens: int  # the request's preamble, tools and parameters (ours)
-    adapter: Adapter
-    request: list[Message]  # the request's messages besides the preamble
-    counted: bool = True
-
-
-async def _snapshot(
-    engine: Engine,
-    context_id: str,
-    newest: int,
-    oldest: int,
-    before_create: Callable[[], None] | None,
-) -> tuple[ContextRecord, list[StoredMessage], list[StoredMessage]]:
-    """The context (created with the server's defaults when it does not exist
-    yet), its live rows, and its newest ``newest`` and first ``oldest`` log
-    rows: one snapshot, one store read in the common case.
-
-    ``before_create`` raises, before the context is created, what ``_prepare``
-    would refuse later (JSON nested too deeply to store or send on), so such
-    a request leaves no context behind. None: a missing context is not
-    created, but read as the empty one it would be (a token count)."""
-    try:
-        return await engine.read_turn(context_id, newest, oldest)
-    except ContextNotFound:
-        if before_create is None:
-            return ContextRecord.new(context_id, utcnow()), [], []
-        before_create()
-        return await engine.put_context(context_id), [], []
-
-
-async def _align(
-    engine: Engine,
-    adapter: Adapter,
-    context_id: str,
-    request: list[Message],
-    before_create: Callable[[], None] | None,
-) -> tuple[ContextRecord, list[StoredMessage], Alignment]:
-    """The snapshot (context and live rows) and the request aligned with the log.
-
-    First on the newest ``tail_size`` rows only (a client that resends its
-    history, or sends only its newest message); the wider read of
-    ``window_sizes`` only when that does not settle it.
-    """
-    newest = tail_size(len(request))
-    ctx, live, rows = await _snapshot(engine, context_id, newest, 0, before_create)
-    if ctx.tombstoned:
-        raise ContextTombstoned(context_id)
-    messages = adapter.resolve(request, rows)
-    if ctx.last_seq <= newest:  # these rows are the whole log: nothing wider to read
-        return ctx, live, name_results(align(messages, rows, ctx.last_seq), rows)
-    if not adapter.unresolved(messages):
-        alignment = tail_match(messages, rows, ctx.last_seq)
-        if alignment is not None:
-            return ctx, live, name_results(alignment, rows)
-    ctx, live, rows = await _snapshot(
-        engine, context_id, *window_sizes(len(request)), before_create
-    )
-    if ctx.tombstoned:
-        raise ContextTombstoned(context_id)
-    messages = adapter.resolve(request, rows)
-    return ctx, live, name_results(align(messages, rows, ctx.last_seq), rows)
-
-
 async def _prepare(
     engine: Engine,
     adapter: Adapter,
@@ -167,10 +85,10 @@ async def _prepare(
     *,
     defer_count: bool,
     create: bool = True,
-) -> _Turn:
+) -> Turn:
     """The turn to send. ``defer_count``: when the window keeps the whole new
     turn even at its largest possible size (``TokenCounter.at_most``), its
-    exact count can wait until the request has gone out (see ``_count``).
+    exact count can wait until the request has gone out (see ``count_turn``).
     ``create``: a context that does not exist yet is created (a call), or
     read as the empty one it would be (a token count, which stores nothing)."""
     validate_context_id(context_id, "context")
@@ -187,7 +105,7 @@ async def _prepare(
         storable(chat.messages)
         dumps([rest, chat.preamble])
 
-    ctx, live, alignment = await _align(
+    ctx, live, alignment = await align_with_log(
         engine, adapter, context_id, chat.messages, fresh if create else None
     )
     storable(alignment.new)
@@ -233,13 +151,13 @@ async def _prepare(
         window = await window_with(new)
     ours = window.used_tokens_estimate
     # (negative when older messages of the new turn were cut: base + the turn's
-    # counts is still what was sent, as ``_count`` adds them up)
+    # counts is still what was sent, as ``count_turn`` adds them up)
     base = (window.used_tokens if ours is None else ours) - sum(counts)
     messages = window.messages
     sent = sendable(messages)  # (calls the conversation went past left out)
     if sent is not messages:  # what is sent is what the calibration learns from
         base -= await _left_out(engine, messages, sent)
-    return _Turn(
+    return Turn(
         ctx,
         chat.preamble,
         new if counted else alignment.new,
@@ -297,131 +215,6 @@ def _as_assumed(items: list[WindowItem], ctx: ContextRecord, new: list[Message])
     return first_row is None or first_row.from_seq >= ctx.live_from_seq
 
 
-def _count_later(engine: Engine, turn: _Turn) -> asyncio.Future[list[int]] | None:
-    """The count of a turn not counted before it was sent, started now and run
-    once the request has gone out, while the upstream works (the event loop
-    would only wait), not after the reply came. None when the turn is counted."""
-    if turn.counted:
-        return None
-
-    async def count() -> list[int]:
-        # one step later: the request's body is written by a task aiohttp starts
-        # after this one (Python < 3.12), which goes first
-        await asyncio.sleep(0)
-        return await engine.tokens.acount_fresh(turn.new)
-
-    return asyncio.ensure_future(count())
-
-
-def _drop_count(counting: asyncio.Future[list[int]] | None) -> None:
-    """A count no one awaits (the call failed): stopped, or its outcome taken."""
-    if counting is None:
-        return
-    if not counting.done():
-        counting.cancel()
-    elif not counting.cancelled():
-        counting.exception()  # taken: a failed count is no "never retrieved" warning
-
-
-async def _count(
-    engine: Engine, turn: _Turn, counting: asyncio.Future[list[int]] | None = None
-) -> tuple[list[Message], int, int]:
-    """The new turn with its token counts, and the window's tokens with it:
-    calibrated, and ours. A turn not counted before it was sent is counted now,
-    or taken from ``counting`` (``_count_later``)."""
-    if turn.counted:
-        counts = [m.token_count or 0 for m in turn.new]
-        return turn.new, turn.used_tokens, turn.base_tokens + sum(counts)
-    try:
-        counts = await (counting or engine.tokens.acount_fresh(turn.new))
-    except Exception:  # noqa: BLE001 - no thread to count on (shutting down): count here
-        counts = [engine.tokens.count_fresh(m) for m in turn.new]
-    new = [m.with_tokens(c) for m, c in zip(turn.new, counts, strict=True)]
-    ours = turn.base_tokens + sum(counts)
-    return new, calibrated(ours, turn.ctx.calibration), ours
-
-
-async def _store(
-    engine: Engine,
-    context_id: str,
-    turn: _Turn,
-    reply: Message,
-    usage: Usage,
-    counting: asyncio.Future[list[int]] | None = None,
-) -> tuple[AppendResult | None, int]:
-    """Append the turn (with the reply) and, in the same write, what the
-    provider's prompt count teaches the context's calibration. Returns the
-    append's result (None when storing failed) and the window's tokens as
-    sent (see ``_count``).
-
-    The reply (a stream's last event) need not wait for the disk
-    (``reply_before_sync``), as the client has its answer whether or not the
-    turn is stored (a store failure is logged, below): on SQLite the turn's
-    COMMIT follows the reply, and every later request still finds the turn."""
-    completion = usage.completion_tokens
-    if isinstance(completion, int) and not isinstance(completion, bool):
-        # a count no 64-bit column holds: ours instead, as for any message
-        fits = 0 <= completion <= MAX_INT
-        reply = reply.with_tokens(completion) if fits else replace(reply, token_count=None)
-    new, used, ours = await _count(engine, turn, counting)
-    # what the upstream was sent, by our count: the window as stored and counted
-    # (the counts the calibration factor scales) and the rest of the request
-    sample = usage_sample(ours + turn.reserved_tokens, usage.prompt_tokens)
-    try:
-        check_json([reply.parts, reply.metadata], "reply")  # the upstream's, stored as given
-        stored = await _append(engine, context_id, turn, new, reply, sample)
-    except FastpacaError as exc:
-        # The client has its answer; losing the turn is logged, not turned into an error
-        # that would make the client pay for the same call again.
-        log.warning(
-            "turn not stored", extra={"fields": {"context_id": context_id, "error": exc.code}}
-        )
-        return None, used
-    return stored, used
-
-
-_REALIGNS = 8  # a turn aligned again this often is then appended as it stands
-
-
-async def _append(
-    engine: Engine,
-    context_id: str,
-    turn: _Turn,
-    new: list[Message],
-    reply: Message,
-    usage: tuple[int, int] | None,
-) -> AppendResult:
-    """Append the turn as aligned with the snapshot it was built from, unless
-    another call stored the same turn meanwhile (a double click, two tabs, a
-    retry on another worker): its first rows after the snapshot are this
-    turn's first message. The request is then aligned again with the log as
-    it is now, as if it had come after that call (a resent history
-    regenerates the answer, resent tool results replace theirs), instead of
-    giving the window the turn twice, or a call two results. Other writes
-    meanwhile (other turns, compactions) leave the turn as it was aligned."""
-    ctx, rewind, attempts = turn.ctx, turn.rewind_to_seq, 0
-    while True:
-        try:
-            return await engine.append_batch(
-                context_id,
-                [*new, reply],
-                if_version=None if attempts == _REALIGNS else ctx.version,
-                rewind_to_seq=rewind,
-                usage=usage,
-                reply_before_sync=True,
-            )
-        except VersionConflict:
-            attempts += 1
-        since = await engine.read_log(context_id, ctx.last_seq + 1, ctx.last_seq + 1)
-        if not (new and since and fingerprint(since[0]) == fingerprint(new[0])):
-            attempts = _REALIGNS  # others' turns: this one follows them as aligned
-            continue
-        ctx, _, alignment = await _align(engine, turn.adapter, context_id, turn.request, None)
-        counts = await engine.tokens.acount_fresh(alignment.new)
-        new = [m.with_tokens(c) for m, c in zip(alignment.new, counts, strict=True)]
-        rewind = alignment.rewind_to_seq
-
-
 def _headers(
     request: web.Request, context_id: str, version: int, used_tokens: int
 ) -> dict[str, str]:
@@ -439,7 +232,7 @@ async def proxy_call(
     if body is None:
         return own_error(adapter, 400, "invalid_request", "The request body must be a JSON object")
     upstream = request.app[UPSTREAM]
-    if context_id is None:
+    if context_id is None or adapter.passes_through(body):
         return await _pass_through(request, upstream, adapter, raw, adapter.is_stream(body))
     engine = request.app[ENGINE]
     retries = request.app[RETRIES]
@@ -526,7 +319,7 @@ async def _forward(
     engine: Engine,
     adapter: Adapter,
     context_id: str,
-    turn: _Turn,
+    turn: Turn,
     url: str,
     payload: bytes,
     headers: dict[str, str],
@@ -540,7 +333,7 @@ async def _forward(
     streams, later streams for the same model are sent as asked (their
     replies counted by the server instead)."""
     upstream = request.app[UPSTREAM]
-    counting = _count_later(engine, turn)
+    counting = count_later(engine, turn)
     retried = False
     try:
         while True:
@@ -559,30 +352,30 @@ async def _forward(
                 break
             payload, unasked, retried = unasked(), None, True
     except TimeoutError as exc:
-        _drop_count(counting)
+        drop_count(counting)
         return timeout_error(request, adapter, exc)
     except aiohttp.ClientError as exc:
-        _drop_count(counting)
+        drop_count(counting)
         return unreachable_error(adapter, exc)
     except BaseException:
-        _drop_count(counting)
+        drop_count(counting)
         raise
-    version, used = turn.ctx.version, None
+    version, used, stored = turn.ctx.version, None, False
     if 200 <= resp.status < 300:
         try:
             reply, usage = adapter.reply(loads(data))
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
-            stored, used = await _store(engine, context_id, turn, reply, usage, counting)
-            if stored is not None:
-                version, used = stored.version, stored.used_tokens or used
-    if used is None:  # nothing stored: the window as sent
-        _, used, _ = await _count(engine, turn, counting)
+            version, used, stored = await store_answered(
+                request, engine, context_id, turn, reply, usage, counting
+            )
+    if used is None:  # no store tried: the window as sent
+        _, used, _ = await count_turn(engine, turn, counting)
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, version, used))
     out = web.Response(status=resp.status, body=data, headers=out_headers)
-    out[_STORED] = version != turn.ctx.version  # the turn is stored: a retry gets this answer
+    out[_STORED] = stored  # a retry gets this answer
     return out
 
 
@@ -596,7 +389,7 @@ async def _relay_stream(
     engine: Engine,
     adapter: Adapter,
     context_id: str,
-    turn: _Turn,
+    turn: Turn,
     resp: aiohttp.ClientResponse,
     hide: bool,
 ) -> web.StreamResponse:
@@ -619,7 +412,7 @@ async def _relay_stream(
                     # stream finds the turn
                     stored = True
                     reply, usage = assembler.reply()
-                    await asyncio.shield(_store(engine, context_id, turn, reply, usage))
+                    await asyncio.shield(store_turn(engine, context_id, turn, reply, usage))
                 if client_gone or (hide and adapter.hide(event)):
                     continue
                 try:
@@ -638,7 +431,7 @@ async def _relay_stream(
     assembler.end()
     if assembler.complete and not (stored or assembler.failed or dropped):
         reply, usage = assembler.reply()
-        await asyncio.shield(_store(engine, context_id, turn, reply, usage))
+        await asyncio.shield(store_turn(engine, context_id, turn, reply, usage))
     await finish_stream(request, out, dropped, client_gone)
     return out
 

@@ -3,25 +3,32 @@
 An SDK that gives up on a call (its timeout, a dropped connection) sends the
 same request again; the proxy meanwhile carries the first one through (the
 upstream answers, the turn is stored). Without this, the retry is a second
-upstream call and a second copy of the turn. So each context's latest
-non-streamed call is remembered here from its arrival, by its request (body,
-and ``Idempotency-Key`` when sent), and a call that says it is a retry
+upstream call and a second copy of the turn. So each context's recent
+non-streamed calls are remembered here from their arrival, by their request
+(body, and ``Idempotency-Key`` when sent), and a call that says it is a retry
 (``X-Stainless-Retry-Count`` of 1 or more, as the OpenAI and Anthropic SDKs
-send, or an ``Idempotency-Key``) of that same request gets its answer instead:
+send, or an ``Idempotency-Key``) of one of them gets its answer instead:
 awaited while the call runs, and afterwards only when the answer could not be
 delivered to its own client (who gave up waiting), or when the call had an
 ``Idempotency-Key``; kept for ``KEEP_FOR`` seconds. An answer its client
 received is not replayed for a mere retry count: the same request again is a
 new turn ("yes", "continue"). A call that stored nothing leaves
-the retry to go upstream, as the one new latest call (:meth:`Retries.claim`
-answers or registers in one step, so two retries waiting on one failed call
-do not both go).
+the retry to go upstream, as a new call (:meth:`Retries.claim` answers or
+registers in one step, so two retries waiting on one failed call do not both
+go).
+
+Other calls of the context in between (another tab's turn, a regenerate
+that replaced the turn the retry belongs to) do not make a retry a new call:
+as with OpenAI's and Anthropic's idempotency keys, a request repeated is
+answered as it was the first time, never paid for twice. So a context keeps
+its last ``MAX_CALLS`` calls, the newest matching one answering.
 
 In this process only (a retry that reaches another worker is a new call), and
-bounded: the ``MAX_CONTEXTS`` contexts called most recently, answers of up to
-``MAX_ANSWER_BYTES`` each and ``MAX_BYTES`` in all (the oldest go first). A
-request is remembered by its bytes when small (compared only when a retry
-comes: nothing to compute on the hot path), by a digest when large.
+bounded: the ``MAX_CONTEXTS`` contexts called most recently, ``MAX_CALLS``
+calls each, answers of up to ``MAX_ANSWER_BYTES`` each and ``MAX_BYTES`` in
+all (the oldest go first). A request is remembered by its bytes when small
+(compared only when a retry comes: nothing to compute on the hot path), by a
+digest when large.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ __all__ = ["RETRIES", "Answer", "Retries", "retry_key"]
 
 KEEP_FOR = 600.0  # s an answer is kept for a retry (the SDKs' default timeout)
 MAX_CONTEXTS = 1024
+MAX_CALLS = 8  # calls remembered per context: a retry may come after others' calls
 MAX_ANSWER_BYTES = 1024 * 1024
 MAX_BYTES = 16 * 1024 * 1024  # requests and answers kept, all contexts together
 _KEPT_AS_IS = 16 * 1024  # requests up to this size are kept as they are, not digested
@@ -58,7 +66,7 @@ class Answer:
         return web.Response(status=self.status, body=self.body, headers=headers)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # one call is itself alone, whatever it holds
 class _Call:
     request: bytes  # see retry_key
     answer: asyncio.Future[Answer | None] = field(
@@ -68,6 +76,7 @@ class _Call:
     size: int = 0  # bytes held
     keyed: bool = False  # sent with an Idempotency-Key: its answer is kept even once received
     waiting: int = 0  # retries awaiting its answer
+    earlier: _Call | None = None  # the context's call before this one, still remembered
 
     def wants_answer(self, delivered: bool) -> bool:
         """Whether anyone could be given this call's answer (else it need not be
@@ -92,6 +101,8 @@ def retry_key(headers: Mapping[str, str], body: bytes) -> tuple[bytes, bool, boo
 
 class Retries:
     def __init__(self) -> None:
+        # each context's newest call (its earlier ones linked from it); the
+        # contexts called most recently last
         self._calls: OrderedDict[str, _Call] = OrderedDict()
         self.size = 0  # bytes held by the calls remembered
 
@@ -99,10 +110,10 @@ class Retries:
         self, context_id: str, request: bytes, retry: bool, keyed: bool = False
     ) -> Answer | _Call:
         """A retry's answer (see the module doc), or this call, registered as the
-        context's latest call with no await before it."""
+        context's newest call with no await before it."""
         while retry:
-            call = self._calls.get(context_id)
-            if call is None or call.request != request:
+            call = self._find(context_id, request)
+            if call is None:
                 break
             if call.finished is not None:
                 fresh = time.monotonic() - call.finished <= KEEP_FOR
@@ -120,12 +131,22 @@ class Retries:
             # that call failed: look again (another retry may have taken its place)
         return self.start(context_id, request, keyed)
 
+    def _find(self, context_id: str, request: bytes) -> _Call | None:
+        """The context's newest call of ``request`` (a retry's only: compares bytes)."""
+        call = self._calls.get(context_id)
+        while call is not None and call.request != request:
+            call = call.earlier
+        return call
+
     def start(self, context_id: str, request: bytes, keyed: bool = False) -> _Call:
-        """Remember a call as the context's latest."""
-        call = _Call(request, keyed=keyed)
-        self._forget(context_id)
-        self._calls[context_id] = call
+        """Remember a call as the context's newest. (Its earlier calls are
+        usually none: a call whose client got its answer is let go.)"""
+        earlier = self._calls.pop(context_id, None)
+        call = _Call(request, keyed=keyed, earlier=earlier)
+        self._calls[context_id] = call  # the most recently called context last
         self.size += call.size
+        if earlier is not None:
+            self._cut(call)
         self._bound()
         return call
 
@@ -138,34 +159,69 @@ class Retries:
             answer = None
         _settle(call, answer)  # retries waiting meanwhile get it either way
         call.finished = time.monotonic()
-        if self._calls.get(context_id) is not call:
-            return  # another call of the context came since, or this one was let go
         if answer is None or (delivered and not call.keyed):
-            self._forget(context_id)  # nothing to give a later retry
+            self._forget(context_id, call)  # nothing to give a later retry
             return
+        if not self._holds(context_id, call):
+            return  # let go meanwhile (the bounds)
         call.size += len(answer.body)
         self.size += len(answer.body)
         self._bound()
 
-    def _forget(self, context_id: str) -> None:
-        """Let the context's call go. One still running is not settled here:
-        retries waiting on it get its outcome when it finishes (another call
-        of the context, or the bounds, must not send them upstream while it
-        may still store the turn)."""
+    def _holds(self, context_id: str, call: _Call) -> bool:
+        kept = self._calls.get(context_id)
+        while kept is not None and kept is not call:
+            kept = kept.earlier
+        return kept is not None
+
+    def _cut(self, newest: _Call) -> None:
+        """Let the calls past a context's ``MAX_CALLS`` newest go."""
+        call, count = newest, 1
+        while call.earlier is not None and count < MAX_CALLS:
+            call, count = call.earlier, count + 1
+        gone, call.earlier = call.earlier, None
+        while gone is not None:
+            self.size -= gone.size
+            gone = gone.earlier
+
+    def _forget(self, context_id: str, call: _Call) -> None:
+        """Let one call go. One still running is not settled here: retries
+        waiting on it get its outcome when it finishes (the bounds must not
+        send them upstream while it may still store the turn)."""
+        newest = self._calls.get(context_id)
+        if newest is call:
+            if call.earlier is None:
+                del self._calls[context_id]
+            else:
+                self._calls[context_id] = call.earlier
+        else:
+            later = newest
+            while later is not None and later.earlier is not call:
+                later = later.earlier
+            if later is None:
+                return  # let go already
+            later.earlier = call.earlier
+        call.earlier = None
+        self.size -= call.size
+
+    def _forget_context(self, context_id: str) -> None:
         call = self._calls.pop(context_id, None)
-        if call is not None:
+        while call is not None:
             self.size -= call.size
+            call = call.earlier
 
     def _bound(self) -> None:
-        """Within the bounds, and without answers kept past ``KEEP_FOR``."""
+        """Within the bounds, and without answers kept past ``KEEP_FOR``: the
+        least recently called context goes first, with all its calls."""
         calls = self._calls
         now = time.monotonic()
         while calls:
-            oldest = calls[next(iter(calls))]
-            expired = oldest.finished is not None and now - oldest.finished > KEEP_FOR
+            context_id = next(iter(calls))
+            newest = calls[context_id]
+            expired = newest.finished is not None and now - newest.finished > KEEP_FOR
             if not (expired or len(calls) > MAX_CONTEXTS or self.size > MAX_BYTES):
                 return
-            self._forget(next(iter(calls)))
+            self._forget_context(context_id)
 
 
 def _settle(call: _Call, answer: Answer | None) -> None:
