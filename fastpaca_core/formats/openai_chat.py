@@ -15,7 +15,10 @@ In (:func:`from_openai_chat`, :func:`reply_from_chat_completion`):
   parts; ``arguments`` parsed into ``input``, see ``_openai``);
 - ``tool``: one ``tool`` message per OpenAI message, with one ``tool-result``
   part (``toolName`` from the calls earlier in the list, else ``""``; a
-  content list becomes a list of our parts as ``output``).
+  content list becomes a list of our parts as ``output``);
+- the legacy ``function_call`` of an assistant and the ``function`` message
+  answering it: a call part and a ``tool`` message as above, under a
+  synthetic id and flagged ``openai.legacyFunction`` (see ``_chat_functions``).
 
 Keys we do not map (``name``, ``audio``, ...) are kept verbatim, per message
 in ``metadata.providerMetadata.openai.chat``, per content item / tool call in
@@ -48,6 +51,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..model import Message
+from ._chat_functions import LEGACY, Pairing, call_id_for, is_legacy
 from ._openai import (
     OPENAI,
     arguments_of,
@@ -155,8 +159,9 @@ def _content_parts(content: Any, media: bool = True) -> list[dict[str, Any]]:
     raise TypeError("content must be a string or a list")
 
 
-def _message_meta(message: Mapping[str, Any]) -> dict[str, Any]:
-    extras = rest(message, _KNOWN)
+def _message_meta(message: Mapping[str, Any], also: str | None = None) -> dict[str, Any]:
+    """The message's keys we do not map (nor ``also``, one mapped here)."""
+    extras = rest(message, _KNOWN if also is None else (*_KNOWN, also))
     return {"providerMetadata": {OPENAI: {"chat": extras}}} if extras else {}
 
 
@@ -182,7 +187,24 @@ def _call_part(raw: Mapping[str, Any], names: dict[str, str]) -> dict[str, Any]:
     return call_part(call_id, name, value, OPENAI, {**extras, **_chat(leftovers)})
 
 
-def _assistant(message: Mapping[str, Any], names: dict[str, str]) -> Message:
+def _function_call(raw: Any) -> dict[str, Any] | None:
+    """A legacy ``function_call`` as a call part; None when it cannot be read
+    (it is then kept verbatim with the message's other keys)."""
+    call = clean(raw) if isinstance(raw, Mapping) else {}
+    name, arguments = call.get("name"), call.get("arguments")
+    if not isinstance(name, str) or not name or not isinstance(arguments, str):
+        return None
+    value, extras = parse_arguments(arguments)
+    inner = rest(call, ("name", "arguments"))
+    if inner:
+        extras["chatInner"] = inner
+    extras[LEGACY] = True
+    return call_part(call_id_for(name, arguments), name, value, OPENAI, extras)
+
+
+def _assistant(
+    message: Mapping[str, Any], names: dict[str, str], pairing: Pairing | None = None
+) -> Message:
     parts: list[dict[str, Any]] = []
     if "reasoning_content" in message:
         text = _str(message["reasoning_content"])
@@ -191,11 +213,19 @@ def _assistant(message: Mapping[str, Any], names: dict[str, str]) -> Message:
         parts.extend(_content_parts(message["content"], media=False))
     if "refusal" in message:
         parts.append(with_meta(text_part(_str(message["refusal"])), OPENAI, {"refusal": True}))
+    legacy = None
+    if "function_call" in message:
+        legacy = _function_call(message["function_call"])
+        if legacy is not None:
+            parts.append(legacy)
     calls = message.get("tool_calls") or []
     if not isinstance(calls, list):
         raise TypeError("tool_calls must be a list")
     parts.extend(_call_part(call, names) for call in calls)
-    return Message("assistant", parts, _message_meta(message))
+    if legacy is not None and pairing is not None:  # read whole: results may answer it
+        pairing.call(message["function_call"]["name"], legacy["toolCallId"])
+    mapped = None if legacy is None else "function_call"  # (else kept with the extras)
+    return Message("assistant", parts, _message_meta(message, mapped))
 
 
 def _tool(message: Mapping[str, Any], names: dict[str, str]) -> Message:
@@ -206,14 +236,27 @@ def _tool(message: Mapping[str, Any], names: dict[str, str]) -> Message:
     return Message("tool", [part], _message_meta(message))
 
 
-def _message(message: Mapping[str, Any], names: dict[str, str]) -> Message:
+def _function(message: Mapping[str, Any], pairing: Pairing) -> Message:
+    """A legacy ``function`` message: the result of the call ``pairing`` names."""
+    name = _str(message["name"])
+    if not name:
+        raise ValueError("a function message names its function")
+    content = message.get("content")
+    output = _content_parts(content, media=False) if isinstance(content, list) else content
+    part = result_part(pairing.answer(name), name, output, False, OPENAI, {LEGACY: True})
+    return Message("tool", [part], _message_meta(message, "name"))
+
+
+def _message(message: Mapping[str, Any], names: dict[str, str], pairing: Pairing) -> Message:
     role = message["role"]
     if role == "user":
         return Message("user", _content_parts(message["content"]), _message_meta(message))
     if role == "assistant":
-        return _assistant(message, names)
+        return _assistant(message, names, pairing)
     if role == "tool":
         return _tool(message, names)
+    if role == "function":
+        return _function(message, pairing)
     raise ValueError(f"unknown role {role!r}")
 
 
@@ -221,6 +264,7 @@ def from_openai_chat(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
     preamble: list[dict[str, Any]] = []
     out: list[Message] = []
     names: dict[str, str] = {}
+    pairing = Pairing()
     for raw in messages:
         role = raw.get("role")
         if isinstance(role, str) and role in _PREAMBLE:
@@ -234,7 +278,7 @@ def from_openai_chat(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
             out.append(Message(role, [text_part(text)]))  # the common case, as _message does it
             continue
         try:
-            message = _message(clean(raw), names)
+            message = _message(clean(raw), names, pairing)
             if not message.parts and not message.metadata:
                 raise ValueError("nothing to send back")  # e.g. an assistant's empty list
             out.append(message)
@@ -346,7 +390,14 @@ def _output(output: Any) -> Any:
     return result_text(output)
 
 
-def _tool_message(result: ToolResult, extras: Mapping[str, Any]) -> dict[str, Any]:
+def _tool_message(
+    result: ToolResult, part: dict[str, Any], extras: Mapping[str, Any]
+) -> dict[str, Any]:
+    if is_legacy(part):  # a ``function`` message, as it came (it has no call id)
+        out: dict[str, Any] = {"role": "function", "name": result.name}
+        if result.output is not None:
+            out["content"] = _output(result.output)
+        return {**out, **extras}
     return {
         "role": "tool",
         "tool_call_id": result.call_id,
@@ -367,6 +418,13 @@ def _call(call: ToolCall, part: Mapping[str, Any]) -> dict[str, Any]:
     return {"id": call.call_id, "type": "function", "function": function, **chat}
 
 
+def _function_call_out(call: ToolCall, extras: Mapping[str, Any]) -> dict[str, Any]:
+    """A legacy call's ``function_call`` object."""
+    inner = extras.get("chatInner")
+    inner = inner if isinstance(inner, Mapping) else {}
+    return {"name": call.name, "arguments": arguments_of(call, extras), **inner}
+
+
 class _Turn:
     """One Chat Completions assistant message being filled, fields in wire order."""
 
@@ -374,6 +432,7 @@ class _Turn:
         self.reasoning: list[str] = []
         self.content: list[dict[str, Any]] = []
         self.refusal: str | None = None
+        self.function_call: dict[str, Any] | None = None  # the legacy one
         self.calls: list[dict[str, Any]] = []
 
     def fits(self, stage: str) -> bool:
@@ -382,7 +441,9 @@ class _Turn:
         After a call everything fits: a message with ``tool_calls`` must be
         followed by its ``tool`` messages, so later text joins the content.
         """
-        if self.calls or stage == "call":
+        if stage == "function":  # one per message
+            return self.function_call is None
+        if self.calls or self.function_call is not None or stage == "call":
             return True
         if stage == "reasoning":
             return not self.content and self.refusal is None
@@ -397,6 +458,8 @@ class _Turn:
             out["content"] = text
         if self.refusal is not None:
             out["refusal"] = self.refusal
+        if self.function_call is not None:
+            out["function_call"] = self.function_call
         if self.calls:
             out["tool_calls"] = self.calls
         out.update(extras)  # e.g. ``audio`` of a spoken reply
@@ -430,10 +493,10 @@ def _assistant_out(message: Message) -> list[dict[str, Any]]:
         elif kind in _TEXT_KINDS:
             stage = "content"
         elif is_call:
-            stage = "call"
+            stage = "function" if call is not None and part_extras.get(LEGACY) else "call"
         else:
             if (result := tool_result(part)) is not None:
-                answers.append(_tool_message(result, {}))
+                answers.append(_tool_message(result, part, {}))
             continue
         if not turns[-1].fits(stage):
             turns.append(_Turn())
@@ -447,9 +510,12 @@ def _assistant_out(message: Message) -> list[dict[str, Any]]:
         elif call is None:
             turn.calls.append(dict(part["data"]))
         else:
-            turn.calls.append(_call(call, part))
+            if stage == "function":
+                turn.function_call = _function_call_out(call, part_extras)
+            else:
+                turn.calls.append(_call(call, part))
             if (result := tool_result(part)) is not None:
-                answers.append(_tool_message(result, {}))
+                answers.append(_tool_message(result, part, {}))
     flush()
     return out
 
@@ -490,7 +556,7 @@ def to_openai_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
             for part in parts:
                 result = tool_result(part)
                 if result is not None:
-                    out.append(_tool_message(result, extras))
+                    out.append(_tool_message(result, part, extras))
         elif message.role == "system":
             if text := _system_text(message):
                 out.append({"role": "system", "content": text})

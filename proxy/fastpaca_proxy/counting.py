@@ -40,7 +40,7 @@ async def count_call(
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
     url = upstream.url(adapter.provider, path)
-    if context_id is None:
+    if context_id is None or adapter.passes_through(body):
         return await relay(request, upstream, "POST", url, headers, raw, adapter)
     engine = request.app[ENGINE]
     try:

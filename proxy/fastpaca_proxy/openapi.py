@@ -68,7 +68,7 @@ def _schemas() -> dict[str, Any]:
         },
         "ResponsesRequest": {
             "type": "object",
-            "required": ["model", "input"],
+            "required": ["model"],
             "properties": {
                 "model": model,
                 "input": text,

@@ -151,7 +151,7 @@ def test_refusals_reasoning_and_custom_calls() -> None:
 
 def test_unreadable_messages_and_items_are_kept_verbatim() -> None:
     history: list[dict[str, Any]] = [
-        {"role": "function", "name": "f", "content": "42"},
+        {"role": "function", "content": "42"},  # no name: unreadable
         {"role": "user"},
         {"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x"}}]},
         {"role": "assistant", "tool_calls": [{"id": "z", "type": "mystery", "mystery": {}}]},

@@ -52,6 +52,11 @@ class Adapter(abc.ABC):
     def split(self, body: Mapping[str, Any]) -> ChatInput:
         """The request's preamble (kept verbatim) and its conversation (ours)."""
 
+    def passes_through(self, body: Mapping[str, Any]) -> bool:
+        """Whether a request with a context still goes upstream as sent, the
+        context neither read nor changed: it holds no conversation to keep."""
+        return False
+
     def resolve(
         self, messages: list[Message], log: Sequence[Message | StoredMessage]
     ) -> list[Message]:

@@ -1,4 +1,9 @@
-"""OpenAI Chat Completions: ``POST .../chat/completions``."""
+"""OpenAI Chat Completions: ``POST .../chat/completions``.
+
+Legacy ``function`` messages that a client sends without the
+``function_call`` they answer (it sends only its newest message) are paired
+with that call in the log before alignment (``resolve_function_results``).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,13 @@ from fastpaca_core.errors import ValidationError
 from fastpaca_core.formats import (
     ChatInput,
     from_openai_chat,
+    has_unpaired,
     reply_from_chat_completion,
+    resolve_function_results,
     to_openai_chat,
 )
 from fastpaca_core.jsonutil import JSONError, loads
-from fastpaca_core.model import Message
+from fastpaca_core.model import Message, StoredMessage
 
 from ..sse import SSEEvent
 from .base import Adapter, Assembler, Usage, keep_sent, openai_error
@@ -217,6 +224,17 @@ class OpenAIChat(Adapter):
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ValidationError("messages", "must be a list of message objects")
         return from_openai_chat(messages)
+
+    def resolve(
+        self, messages: list[Message], log: Sequence[Message | StoredMessage]
+    ) -> list[Message]:
+        """Legacy ``function`` messages sent without their call -> paired with it."""
+        if not has_unpaired(messages):
+            return messages
+        return resolve_function_results(messages, log)
+
+    def unresolved(self, messages: Sequence[Message]) -> bool:
+        return has_unpaired(messages)
 
     def build(
         self, body: Mapping[str, Any], preamble: list[dict[str, Any]], window: Sequence[Message]

@@ -12,6 +12,12 @@ log without its ``encrypted_content`` (the client did not ask for
 ``include: ["reasoning.encrypted_content"]``) names an item it cannot find
 (OpenAI answers 404): such items are left out, as ai-sdk leaves them out. The
 log keeps them, and the client's own items go as it sent them.
+
+A call of a stored prompt template (``prompt``) holding no conversation
+message (no ``input``, or only system / developer items) has no turn to store
+nor to put the context before: the template, which the upstream fills in, is
+its whole prompt, as ``instructions`` would be. It goes upstream as sent, the
+context playing no part (:meth:`OpenAIResponses.passes_through`).
 """
 
 from __future__ import annotations
@@ -116,6 +122,14 @@ class OpenAIResponses(Adapter):
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise ValidationError("input", "must be a string or a list of input items")
         return from_responses_input(items)
+
+    def passes_through(self, body: Mapping[str, Any]) -> bool:
+        """Whether the request goes upstream as sent, the context neither read
+        nor changed: a ``prompt`` template call with no conversation message."""
+        if body.get("prompt") is None:  # the common case: one look
+            return False
+        items = body.get("input")
+        return items is None or (isinstance(items, list) and all(map(_apart, items)))
 
     def resolve(
         self, messages: list[Message], log: Sequence[Message | StoredMessage]
