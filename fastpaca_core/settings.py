@@ -204,7 +204,8 @@ class Settings:
         default=30.0,
         metadata=_opt(
             "FASTPACA_REQUEST_TIMEOUT",
-            "seconds a request may take (websockets and proxied streams, once started, excepted)",
+            "seconds a request may take (websockets and proxied streams, once started, and a "
+            "proxied call once the upstream answered, excepted)",
         ),
     )
     body_timeout: float = field(
