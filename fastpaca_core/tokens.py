@@ -5,10 +5,10 @@ ships the same files (gzip). We load them from there, check the sha256 that
 tiktoken itself expects, and build a real ``tiktoken.Encoding``.
 
 A message costs a fixed overhead plus its parts: text-like parts are counted
-on their text, an image (a ``file`` part of an ``image/*`` type, also in a
-tool result's ``output``) as ``IMAGE_TOKENS`` plus the JSON of its keys besides
-``url``, every other part on its compact JSON. A client-supplied
-``token_count`` is always used verbatim.
+on their text, a file (an image, audio, a PDF...) as what providers bill for
+its content (:mod:`.mediatokens`) plus the JSON of its keys besides ``url``,
+every other part on its compact JSON. A client-supplied ``token_count`` is
+always used verbatim.
 
 Counts of text that repeats (a proxied request's system prompt, tools and
 parameters; the messages of a prompt re-estimated every turn) are cached by a
@@ -27,12 +27,12 @@ import importlib.resources
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 import tiktoken
 
 from .errors import ValidationError
 from .jsonutil import dumps_str
+from .mediatokens import IMAGE_TOKENS, media_out
 from .model import Message
 
 __all__ = ["ENCODINGS", "IMAGE_TOKENS", "MESSAGE_OVERHEAD", "TokenCounter", "load_encoding"]
@@ -42,43 +42,6 @@ MESSAGE_OVERHEAD = 4
 # Above this many characters, counting moves off the event loop.
 _INLINE_CHARS = 16_384
 _TEXT_PARTS = frozenset({"text", "reasoning"})
-# An image costs a provider tokens by its size in pixels, not by its bytes
-# (Anthropic: about width * height / 750, at most about 1,600; OpenAI: 85, plus
-# 170 per 512-pixel tile at high detail). A ``file`` part of an ``image/*``
-# type counts as this many, plus the JSON of its other keys, whatever its
-# ``url`` holds: a photo's base64 counted as text would be tens of thousands
-# of tokens, and its message would push the conversation out of the window.
-IMAGE_TOKENS = 1600
-
-
-def _is_image(part: dict[str, Any]) -> bool:
-    media = part.get("mediaType")
-    return part.get("type") == "file" and isinstance(media, str) and media.startswith("image/")
-
-
-def _without_url(part: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in part.items() if k != "url"}
-
-
-def _images_out(part: dict[str, Any]) -> tuple[dict[str, Any], int]:
-    """``part`` as counted, and how many images it holds: an image part, or
-    images in a tool result's ``output`` (a screenshot a tool returned), each
-    without its ``url``."""
-    if _is_image(part):
-        return _without_url(part), 1
-    output = part.get("output")
-    if type(output) is not list:
-        return part, 0
-    images = 0
-    kept: list[Any] = []
-    for item in output:
-        if isinstance(item, dict) and _is_image(item):
-            item = _without_url(item)
-            images += 1
-        kept.append(item)
-    return ({**part, "output": kept}, images) if images else (part, 0)
-
-
 # Cached counts (digest -> tokens) per counter; texts shorter than
 # _CACHE_MIN_CHARS count about as fast as they hash and are not cached.
 CACHE_SIZE = 8192
@@ -161,7 +124,7 @@ class TokenCounter:
     @staticmethod
     def _pieces(message: Message) -> tuple[list[str], int]:
         """The texts to tokenise, and the tokens counted without tokenising
-        (``IMAGE_TOKENS`` per image)."""
+        (images, audio, PDFs: :mod:`.mediatokens`)."""
         pieces: list[str] = []
         fixed = 0
         for part in message.parts:
@@ -169,9 +132,11 @@ class TokenCounter:
             if part.get("type") in _TEXT_PARTS and isinstance(text, str):
                 pieces.append(text)
             else:
-                counted, images = _images_out(part)
+                counted, tokens, held = media_out(part)
                 pieces.append(dumps_str(counted))
-                fixed += images * IMAGE_TOKENS
+                fixed += tokens
+                if held is not None:
+                    pieces.append(held)
         return pieces, fixed
 
     def _count_pieces(self, pieces: Sequence[str]) -> int:
@@ -190,9 +155,11 @@ class TokenCounter:
             if part.get("type") in _TEXT_PARTS and isinstance(text, str):
                 piece, least = text, len(text)
             else:  # its JSON is at least as long as its strings
-                part, images = _images_out(part)
-                fixed = images * IMAGE_TOKENS
+                part, fixed, held = media_out(part)
                 least = fixed + sum(len(v) for v in part.values() if isinstance(v, str))
+                if held is not None:
+                    fixed += len(held.encode("utf-8", "surrogatepass"))
+                    least = fixed
                 piece = None
             if limit is not None and total + least > limit:
                 return total + least

@@ -1,4 +1,4 @@
-"""Images count by what providers bill for them, not by their bytes."""
+"""Files count by what providers bill for them (images, audio, PDFs), not by their bytes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fastpaca_core.mediatokens import (
+    AUDIO_BYTES_PER_SECOND,
+    AUDIO_TOKENS_PER_SECOND,
+    OTHER_BYTES_PER_TOKEN,
+    PDF_BYTES_PER_PAGE,
+    PDF_PAGE_TOKENS,
+)
 from fastpaca_core.model import Message
 from fastpaca_core.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, TokenCounter
 
@@ -48,17 +55,84 @@ def test_a_screenshot_a_tool_returned_counts_as_an_image() -> None:
     assert counter.count_message(message) == count
 
 
-def test_other_files_still_count_on_their_json() -> None:
+def _file(media: str, data: bytes) -> Message:
+    url = f"data:{media};base64," + base64.b64encode(data).decode()
+    return Message("user", [{"type": "file", "mediaType": media, "url": url}])
+
+
+def _wav(seconds: float, rate: int = 16_000) -> bytes:
+    frames = int(seconds * rate) * 2  # 16-bit mono
+    byte_rate = rate * 2
+    header = (
+        b"RIFF"
+        + (36 + frames).to_bytes(4, "little")
+        + b"WAVEfmt "
+        + (16).to_bytes(4, "little")
+        + (1).to_bytes(2, "little")  # PCM
+        + (1).to_bytes(2, "little")  # mono
+        + rate.to_bytes(4, "little")
+        + byte_rate.to_bytes(4, "little")
+        + (2).to_bytes(2, "little")
+        + (16).to_bytes(2, "little")
+        + b"data"
+        + frames.to_bytes(4, "little")
+    )
+    return header + bytes(range(256)) * (frames // 256) + bytes(frames % 256)
+
+
+def test_audio_counts_by_its_length_not_by_its_base64() -> None:
+    """Three seconds of speech (96 KB of WAV) counted as ~90,000 tokens of
+    base64 text: one such message pushed the conversation out of the window.
+    OpenAI bills it as ~30."""
     counter = TokenCounter()
-    pdf = "data:application/pdf;base64," + base64.b64encode(b"%PDF" * 2000).decode()
-    message = Message("user", [{"type": "file", "mediaType": "application/pdf", "url": pdf}])
-    assert counter.count_fresh(message) > 1000
+    three = counter.count_fresh(_file("audio/wav", _wav(3.0)))
+    assert 3 * AUDIO_TOKENS_PER_SECOND <= three < 3 * AUDIO_TOKENS_PER_SECOND + 30
+    # another rate: the header says how long it is
+    assert counter.count_fresh(_file("audio/wav", _wav(3.0, rate=48_000))) == three
+    mp3 = bytes(range(256)) * (5 * AUDIO_BYTES_PER_SECOND // 256)  # five seconds at 128 kbit/s
+    count = counter.count_fresh(_file("audio/mpeg", mp3))
+    assert 5 * AUDIO_TOKENS_PER_SECOND <= count < 5 * AUDIO_TOKENS_PER_SECOND + 30
+
+
+def test_a_pdf_counts_by_its_pages() -> None:
+    counter = TokenCounter()
+    page = b"1 0 obj << /Type /Page /Parent 2 0 R >> endobj\n" + b"x" * 30_000
+    pdf = b"%PDF-1.4\n" + page * 3 + b"2 0 obj << /Type /Pages /Count 3 >> endobj\n%%EOF"
+    count = counter.count_fresh(_file("application/pdf", pdf))
+    assert 3 * PDF_PAGE_TOKENS <= count < 3 * PDF_PAGE_TOKENS + 30
+    # page objects compressed out of sight: pages estimated from the size
+    packed = b"%PDF-1.7\n" + bytes(range(256)) * (3 * PDF_BYTES_PER_PAGE // 256)
+    count = counter.count_fresh(_file("application/pdf", packed))
+    assert 3 * PDF_PAGE_TOKENS <= count < 3 * PDF_PAGE_TOKENS + 30
+
+
+def test_a_text_file_counts_its_text_and_other_files_their_bytes() -> None:
+    counter = TokenCounter()
+    text = "The quarterly numbers went up in every region but the north. " * 40
+    as_text = counter.count_fresh(Message("user", [{"type": "text", "text": text}]))
+    as_file = counter.count_fresh(_file("text/plain", text.encode()))
+    assert as_text <= as_file < as_text + 30
+    blob = bytes(range(256)) * 400
+    count = counter.count_fresh(_file("application/zip", blob))
+    assert len(blob) // OTHER_BYTES_PER_TOKEN <= count < len(blob) // OTHER_BYTES_PER_TOKEN + 30
+    # a file by reference: only its JSON is known
+    linked = {"type": "file", "mediaType": "application/pdf", "url": "https://x/y.pdf"}
+    assert counter.count_fresh(Message("user", [linked])) < 40
 
 
 _IMAGES = st.builds(
     lambda media, url, extra: {"type": "file", "mediaType": media, "url": url, **extra},
-    st.sampled_from(["image/png", "image/*", "application/pdf"]),
-    st.text(max_size=300),
+    st.sampled_from(
+        ["image/png", "image/*", "application/pdf", "audio/wav", "text/plain", "application/zip"]
+    ),
+    st.text(max_size=300)
+    | st.builds(
+        lambda media, data: f"data:{media};base64," + base64.b64encode(data).decode(),
+        st.sampled_from(["audio/wav", "audio/mpeg", "application/pdf", "text/csv", "x/y"]),
+        st.binary(max_size=2000)
+        | st.builds(lambda s: _wav(s), st.floats(0, 1))
+        | st.builds(lambda t: t.encode(), st.text(max_size=300)),
+    ),
     st.dictionaries(st.sampled_from(["filename", "x"]), st.text(max_size=20), max_size=2),
 )
 
