@@ -27,8 +27,10 @@ error that means the server cannot be reached, the operation raises
 reconnects once the server is back. (Waiting for a free pooled connection is
 load, not an outage, and is not timed.) A failure before the commit (``COMMIT``,
 or the optimistic write statement) was sent is retried once on a fresh
-connection; a connection lost during it leaves the outcome unknown and is
-reported as such: retrying with the same idempotency key is safe either way.
+connection, as is a commit refused unsent by a pooled connection the server
+had ended (after a restart); a connection lost during it leaves the outcome
+unknown and is reported as such: retrying with the same idempotency key is
+safe either way.
 
 After each committed write the store sends a hint ``NOTIFY fastpaca_<schema>``
 with ``token|version|id`` (coalesced, after the commit, not inside it: see
@@ -40,7 +42,6 @@ store's own writes apart).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -70,7 +71,18 @@ from ._pggroup import GROUP_SQL, GroupWriter, Write, group_args
 from ._pglisten import FAILED, UNAVAILABLE, Listener, Notifier, parse_hints
 from ._pgschema import MIGRATE_TIMEOUT, channel_of, create_schema, migrate, split_url
 from ._pgschema import MIGRATIONS as MIGRATIONS  # where older tools found it
-from ._pgtx import READ_MESSAGES_CAPPED_SQL, READ_MESSAGES_SQL, Conflict, NeedLock, PgTx
+from ._pgtx import (
+    READ_MESSAGES_CAPPED_SQL,
+    READ_MESSAGES_SQL,
+    Conflict,
+    Lease,
+    NeedLock,
+    PgTx,
+    drop,
+    no_reset,
+    protocol_of,
+    sent,
+)
 from ._rowcache import Plan, RowCache, SizedRows, row_size
 from .base import Op, Store, tenant_range, window_start
 
@@ -81,7 +93,6 @@ _RETRIES = 5  # for serialisation failures, deadlocks, a lost insert race
 _KNOWN_ROWS = 1024  # context rows kept as last written (the contexts in use)
 _CONTENDED_FOR = 1.0  # seconds a context that lost an optimistic race is written locked
 DEFAULT_TIMEOUT = 3.0
-log = logging.getLogger("fastpaca.store")
 
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
@@ -92,53 +103,23 @@ _LOST: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.ReadOnlySQLTransactionError,
+    # a pooled connection that heard its server's last words (the FATAL of a
+    # terminated backend) but not yet its close refuses the next statement
+    # with this, before sending it
+    asyncpg.exceptions.InternalClientError,
     ConnectionResetError,
     BrokenPipeError,
 )
-# asyncpg's own check of a parameter, before the statement is sent (an
-# InterfaceError, so it would otherwise read as a lost connection)
+# a parameter refused by asyncpg's own check, before the statement is sent: an
+# InterfaceError, so it would otherwise read as a lost connection, though no
+# retry changes it and the connection is left as it was. (asyncpg 0.32 raises
+# asyncpg.DataError instead, a PostgresError: a StoreError as it is.)
 _UNENCODABLE = asyncpg.exceptions._base.DataError
 _RETRYABLE: tuple[type[BaseException], ...] = (
     asyncpg.UniqueViolationError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
 )
-
-
-async def _release(
-    pool: asyncpg.Pool, conn: asyncpg.pool.PoolConnectionProxy, timeout: float
-) -> None:
-    """Give ``conn`` back to the pool. When resetting it fails the pool drops
-    it; that must not turn what ``fn`` did (perhaps a commit) into an error."""
-    try:
-        await pool.release(conn, timeout=timeout)
-    except FAILED as exc:
-        log.debug("dropped a broken pooled connection", extra={"fields": {"error": str(exc)}})
-
-
-async def _no_reset(conn: asyncpg.Connection) -> None:
-    """The pool's reset on release: nothing to send.
-
-    asyncpg's default sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
-    UNLISTEN *; RESET ALL`` on every release, a round trip per operation, for
-    session state this store never leaves behind: its one advisory lock
-    (migrations) is transaction-scoped, it opens no cursors, sets nothing per
-    session (``search_path`` is a connection parameter), and LISTENs only on
-    the listener's own connection. asyncpg still rolls back a transaction left
-    open and drops client-side listeners before calling this.
-    """
-
-
-def _drop(conn: Conn) -> None:
-    """Terminate ``conn`` so the pool never hands it out again. A pooled
-    connection that was already lost is detached from its proxy, which then
-    refuses every call (an ``InterfaceError``, even for ``is_closed``):
-    nothing is left to terminate then."""
-    try:
-        if not conn.is_closed():
-            conn.terminate()
-    except asyncpg.InterfaceError:
-        pass
 
 
 def _in_use(exc: BaseException) -> bool:
@@ -171,42 +152,6 @@ class _ContextTurn:
         self.users = 0  # running or waiting
 
 
-class _Lease:
-    """One operation's pooled connection, taken at its first statement (see
-    :meth:`PostgresStore._guard_lease`); from then on its work has ``timeout``
-    seconds, after which the connection is terminated (``expired``)."""
-
-    __slots__ = ("_pool", "_timeout", "_timer", "conn", "expired")
-
-    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._timer: asyncio.TimerHandle | None = None
-        self.conn: asyncpg.pool.PoolConnectionProxy | None = None
-        self.expired = False
-
-    async def get(self) -> Conn:
-        conn = self.conn
-        if conn is None:
-            conn = self.conn = await self._pool.acquire()
-            self._timer = asyncio.get_running_loop().call_later(self._timeout, self._expire)
-        return conn
-
-    def _expire(self) -> None:
-        self.expired = True
-        if self.conn is not None:
-            _drop(self.conn)
-
-    async def release(self) -> None:
-        """Give the connection back (if one was taken); the lease may take
-        another later."""
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            if self._timer is not None:
-                self._timer.cancel()
-            await _release(self._pool, conn, self._timeout)
-
-
 class PostgresStore(Store):
     def __init__(
         self,
@@ -232,6 +177,7 @@ class PostgresStore(Store):
         self._shared: dict[str, float] = {}  # context id -> when its known row was stale
         self._turns: dict[str, _ContextTurn] = {}  # contexts with operations under way
         self._rows = RowCache()  # decoded log rows, for the next window read
+        self._renewed = 0  # how many times the pool's connections were renewed (_renew)
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -253,7 +199,7 @@ class PostgresStore(Store):
                 timeout=self.timeout,  # connecting
                 # no command_timeout: _guard's one timer bounds an operation's
                 # statements together, and a timer per statement costs CPU
-                reset=_no_reset,
+                reset=no_reset,
                 # idle connections stay open (up to max_size): asyncpg's idle
                 # timer is re-armed on every release, ~4% of a worker's CPU
                 max_inactive_connection_lifetime=0,
@@ -281,12 +227,12 @@ class PostgresStore(Store):
     async def _guard(self, fn: Callable[[Conn], Awaitable[R]]) -> R:
         """Run ``fn`` on a pooled connection (see :meth:`_guard_lease`)."""
 
-        async def eager(lease: _Lease) -> R:
+        async def eager(lease: Lease) -> R:
             return await fn(await lease.get())
 
         return await self._guard_lease(eager)
 
-    async def _guard_lease(self, fn: Callable[[_Lease], Awaitable[R]]) -> R:
+    async def _guard_lease(self, fn: Callable[[Lease], Awaitable[R]]) -> R:
         """Run ``fn`` with a lease on a pooled connection, translating driver errors.
 
         The lease takes its connection at the first statement. Waiting for a
@@ -296,26 +242,31 @@ class PostgresStore(Store):
         whatever ``fn`` awaits at once (the server rolls back), so the caller
         hears within the deadline and the pool connects afresh. A connection
         found dead inside ``fn`` (stale after a restart) is replaced and ``fn``
-        tried once more, unless the deadline passed; serialisation failures,
-        deadlocks and a lost insert race are retried a few times.
+        tried once more, unless the deadline passed, on a connection made
+        afresh (see :meth:`_renew`); serialisation failures, deadlocks and a lost
+        insert race are retried a few times.
         """
         pool = self._pool
         if pool is None:
             raise StoreUnavailable("the PostgreSQL store is not open")
         retried_lost = False
         for remaining in range(_RETRIES, 0, -1):
-            lease = _Lease(pool, self.timeout)
+            renewed = self._renewed
+            lease = Lease(pool, self.timeout)
             try:
                 try:
                     return await fn(lease)
                 except FAILED as exc:
-                    if isinstance(exc, _UNAVAILABLE) and lease.conn is not None:
-                        _drop(lease.conn)  # e.g. a standby after failover: never reuse it
+                    lost = isinstance(exc, _UNAVAILABLE) and not isinstance(exc, _UNENCODABLE)
+                    if lost and lease.conn is not None:
+                        drop(lease.conn)  # e.g. a standby after failover: never reuse it
                     raise
                 finally:
                     await lease.release()
             except FastpacaError:
                 raise
+            except _UNENCODABLE as exc:
+                raise StoreError(f"a value the database cannot take: {exc}") from exc
             except _UNAVAILABLE as exc:
                 if lease.expired:
                     raise StoreUnavailable(
@@ -324,12 +275,30 @@ class PostgresStore(Store):
                 if retried_lost or remaining == 1 or not _in_use(exc):
                     raise StoreUnavailable(f"PostgreSQL is unavailable: {exc}") from exc
                 retried_lost = True
+                await self._renew(pool, renewed)
             except _RETRYABLE as exc:
                 if remaining == 1:
                     raise StoreError(f"PostgreSQL error: {exc}") from exc
             except asyncpg.PostgresError as exc:
                 raise StoreError(f"PostgreSQL error: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def _renew(self, pool: asyncpg.Pool, renewed: int) -> None:
+        """A pooled connection was found lost: replace each one when next taken.
+
+        A restart or a failover ends every connection, and a connection hears
+        of it only when it next reads: until then the pool takes it for alive,
+        and hands it out before a connection it knows is gone (the one just
+        dropped), so the retry would likely meet another dead one. Expiring
+        them (asyncpg's pool generation) makes the retry's connection new. Only
+        once for the connections lost together (``renewed``: the count when the
+        failed attempt began): a burst of operations that each found one dead
+        does not make the pool connect over and over. Costs one reconnect per
+        pooled connection, after a loss only.
+        """
+        if renewed == self._renewed:
+            self._renewed += 1
+            await pool.expire_connections()
 
     async def ping(self) -> None:
         async def ping(conn: Conn) -> None:
@@ -415,7 +384,7 @@ class PostgresStore(Store):
 
     async def _attempt(
         self,
-        lease: _Lease,
+        lease: Lease,
         context_id: str,
         op: Op[R],
         locked: bool,
@@ -423,12 +392,16 @@ class PostgresStore(Store):
     ) -> R:
         tx = PgTx(lease, context_id, locked=locked, known=known)
         committing = False
+        protocol: Any = None  # of the connection the commit goes to, and
+        before = 0  # its count of statements sent then (see sent)
         try:
             if locked:
                 conn = await lease.get()
                 async with conn.transaction():
                     result = await op(tx)
                     await tx.flush()
+                    protocol = protocol_of(conn)
+                    before = sent(protocol)
                     committing = True  # leaving the block sends COMMIT
             else:
                 try:
@@ -450,7 +423,9 @@ class PostgresStore(Store):
                 else:
                     try:
                         if tx.pending:
-                            await lease.get()  # connecting is not committing
+                            conn = await lease.get()  # connecting is not committing
+                            protocol = protocol_of(conn)
+                            before = sent(protocol)
                         committing = tx.pending  # the one write statement commits by itself
                         await tx.flush()
                     except Conflict:
@@ -461,9 +436,11 @@ class PostgresStore(Store):
                         if lane:
                             group.done()
         except _UNAVAILABLE as exc:
-            if committing:
+            # a commit never sent (the connection was found dead first) changed
+            # nothing: _guard_lease tries the operation again on a fresh one
+            if committing and sent(protocol) != before:
                 if lease.conn is not None:
-                    _drop(lease.conn)
+                    drop(lease.conn)
                 raise _Unknown() from exc
             raise
         if tx.version is not None:
@@ -478,12 +455,14 @@ class PostgresStore(Store):
         args = group_args(writes)
 
         async def send(conn: Conn) -> dict[str, int]:
+            protocol = protocol_of(conn)
+            before = sent(protocol)
             try:
                 rows = await conn.fetch(GROUP_SQL, *args)
-            except _UNENCODABLE as exc:  # refused before anything was sent
-                raise StoreError(f"a value the database cannot take: {exc}") from exc
             except _UNAVAILABLE as exc:
-                _drop(conn)
+                if sent(protocol) == before:  # refused before it was sent: see _guard_lease
+                    raise
+                drop(conn)
                 raise _Unknown() from exc
             return {row[0]: row[1] for row in rows}
 

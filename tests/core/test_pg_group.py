@@ -226,8 +226,10 @@ async def _kill(admin: asyncpg.Connection, statement: str, store: PostgresStore)
     for _ in range(200):
         own = [h._con.get_server_pid() for h in store._pool._holders if h._con is not None]
         pids = await admin.fetch(
+            # in the trigger's pg_sleep: the statement was sent (killed while
+            # still being prepared, nothing was sent, and the write is retried)
             "SELECT pid FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 "
-            "AND pid = ANY($2::int[])",
+            "AND wait_event = 'PgSleep' AND pid = ANY($2::int[])",
             statement + "%",
             own,
         )
