@@ -110,4 +110,11 @@ def loads_exact(data: bytes) -> Any:
     value = orjson.loads(data)
     if data.translate(_DIGITS).find(_LONG_RUN) < 0:
         return value
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError as exc:
+        # the standard library recurses per level and runs out of stack near
+        # 1,000, below orjson's 1,024: refused as any body that deep is
+        raise ValidationError(
+            "body", f"is nested too deeply (arrays and objects at most {MAX_DEPTH} levels deep)"
+        ) from exc

@@ -44,6 +44,7 @@ __all__ = [
     "OTHER_BYTES_PER_TOKEN",
     "PDF_BYTES_PER_PAGE",
     "PDF_PAGE_TOKENS",
+    "held_chars",
     "media_out",
 ]
 
@@ -100,6 +101,8 @@ def _wav_seconds(data: bytes) -> float | None:
 
 def _file_tokens(media: str, data: bytes) -> tuple[int, str | None]:
     """What a file's bytes cost: tokens counted here, or its text to tokenise."""
+    if media.startswith("image/"):  # a part naming no image type, its URL one
+        return IMAGE_TOKENS, None
     if media.startswith("audio/"):
         seconds = _wav_seconds(data) if "wav" in media else None
         if seconds is None:
@@ -111,6 +114,16 @@ def _file_tokens(media: str, data: bytes) -> tuple[int, str | None]:
     if _is_text(media):
         return 0, data.decode("utf-8", "replace")
     return -(-len(data) // OTHER_BYTES_PER_TOKEN), None
+
+
+def held_chars(part: dict[str, Any]) -> int:
+    """The length of the ``data:`` URL whose bytes :func:`media_out` reads
+    (decodes, scans) to count ``part``; 0 when it reads none (most parts, an
+    image: at one look)."""
+    if part.get("type") != "file" or _is_image(part):
+        return 0
+    url = part.get("url")
+    return len(url) if isinstance(url, str) and url.startswith("data:") else 0
 
 
 def media_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:

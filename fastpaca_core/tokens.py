@@ -32,10 +32,17 @@ import tiktoken
 
 from .errors import ValidationError
 from .jsonutil import dumps_str
-from .mediatokens import IMAGE_TOKENS, media_out
+from .mediatokens import IMAGE_TOKENS, held_chars, media_out
 from .model import Message
 
-__all__ = ["ENCODINGS", "IMAGE_TOKENS", "MESSAGE_OVERHEAD", "TokenCounter", "load_encoding"]
+__all__ = [
+    "ENCODINGS",
+    "IMAGE_TOKENS",
+    "MESSAGE_OVERHEAD",
+    "TokenCounter",
+    "load_encoding",
+    "reads_much",
+]
 
 # Per-message overhead, as in OpenAI's chat accounting (role and separators).
 MESSAGE_OVERHEAD = 4
@@ -101,6 +108,17 @@ def load_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
     return tiktoken.Encoding(
         name=name, pat_str=pattern, mergeable_ranks=ranks, special_tokens=special
     )
+
+
+def reads_much(message: Message) -> bool:
+    """A file in ``message`` whose bytes take long to read (a 20 MB PDF: its
+    base64 decoded, its pages scanned, ~90 ms): counted wholly off the event
+    loop (and not bounded by :meth:`TokenCounter.at_most`, which would read
+    them on it). Most messages: one key looked up per part."""
+    for part in message.parts:
+        if part.get("type") == "file" and held_chars(part) > _INLINE_CHARS:
+            return True
+    return False
 
 
 class TokenCounter:
@@ -225,6 +243,9 @@ class TokenCounter:
         the event loop."""
         counts: list[int] = []
         for message in messages:
+            if reads_much(message):
+                counts.append(await asyncio.to_thread(self.count_fresh, message))
+                continue
             pieces, fixed = self._pieces(message)
             key = self._digest(b"m%d" % fixed, pieces)
             count = self._lookup(key) if self.cache_size > 0 else None
@@ -257,6 +278,9 @@ class TokenCounter:
         for message in messages:
             if message.token_count is not None:
                 counts.append(message.token_count)
+                continue
+            if reads_much(message):
+                counts.append(await asyncio.to_thread(self.count_message, message))
                 continue
             pieces, fixed = self._pieces(message)
             if sum(len(p) for p in pieces) > _INLINE_CHARS:

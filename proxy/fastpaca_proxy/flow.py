@@ -38,6 +38,7 @@ from fastpaca_core.model import (
     uncalibrated,
     validate_context_id,
 )
+from fastpaca_core.tokens import reads_much
 from fastpaca_core.toolcalls import tool_refs
 from fastpaca_core.window import WindowItem
 
@@ -118,6 +119,9 @@ async def _prepare(
     if defer_count:  # what the turn may take at most, measured only up to the room left
         room = uncalibrated(budget, ctx.calibration) - ctx.used_tokens_estimate
         for message in alignment.new:
+            if reads_much(message):  # a big file: its bytes are read once, off the loop
+                fits = False
+                break
             bounds.append(engine.tokens.at_most(message, room - sum(bounds)))
             if sum(bounds) > room:  # (the last bound may be partial): count it
                 fits = False
