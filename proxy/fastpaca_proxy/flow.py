@@ -63,6 +63,7 @@ from .storing import (
     count_later,
     count_turn,
     drop_count,
+    lift_deadline,
     store_answered,
     store_turn,
 )
@@ -351,6 +352,7 @@ async def _forward(
                     return await _relay_stream(
                         request, engine, adapter, context_id, turn, resp, hide
                     )
+                lift_deadline(request)  # an answer is coming: it is stored whatever the time
                 data = await resp.read()
             if unasked is None or not _refuses_usage(resp.status, data):
                 break

@@ -47,6 +47,7 @@ __all__ = [
     "count_later",
     "count_turn",
     "drop_count",
+    "lift_deadline",
     "store_answered",
     "store_turn",
 ]
@@ -255,6 +256,16 @@ async def _append(
         rewind = alignment.rewind_to_seq
 
 
+def lift_deadline(request: web.Request) -> None:
+    """The request deadline no longer applies (one attribute set): called once
+    the upstream's answer has begun (its status line came; its body follows
+    within the upstream's own timeout), so that the deadline cannot cancel
+    the call between the answer arriving and its turn being stored."""
+    deadline = request.get(DEADLINE)
+    if deadline is not None:
+        deadline.when = None
+
+
 async def store_answered(
     request: web.Request,
     engine: Engine,
@@ -274,9 +285,7 @@ async def store_answered(
     existed. The store bounds the wait itself (``store_timeout``). A turn
     that is not stored (the context deleted meanwhile, the store failing) is
     not claimed: the headers then describe the context as it is, without it."""
-    deadline = request.get(DEADLINE)
-    if deadline is not None:
-        deadline.when = None
+    lift_deadline(request)
     stored, used = await store_turn(engine, context_id, turn, reply, usage, counting)
     if stored is not None:
         return stored.version, stored.used_tokens or used, True
