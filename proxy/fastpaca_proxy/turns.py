@@ -25,7 +25,11 @@ result after their answer, which no provider accepts.
 
 Messages are compared by their content (text, tool calls, tool results,
 files), not by ids or token counts, so an assistant reply we stored matches
-the same reply when the client sends it back.
+the same reply when the client sends it back. A turn's tool results are
+compared as a set of consecutive result-only messages when the request
+groups them unlike the log (a conversation continued on another provider's
+route: OpenAI sends a message per result, Anthropic one for all; see
+``align``).
 
 The common cases are checked first on few rows (``tail_match``): a client
 that resends its history sends, before its new message, exactly the newest
@@ -161,25 +165,42 @@ def _replaced_results(message: Message, log: Sequence[StoredMessage], last_seq: 
 
     A second result for an answered call is valid nowhere but in place of the
     first, which is therefore what it replaces: the turn is appended with
-    ``rewind_to_seq`` at that message.
+    ``rewind_to_seq`` at that message. Results the log holds one per message
+    (from OpenAI) that ``message`` gives all at once (from Anthropic) are
+    replaced from the first of those messages.
     """
     results = parts_refs(message.parts)[1]
     if not results:
         return 0
     expected = last_seq
+    found = 0
+    left: frozenset[str] = frozenset()  # results found in no row yet, once one is found
     for row in reversed(log):
         if row.seq != expected:
             break  # a gap: the rows before it were not read
         expected -= 1
         calls, answered = parts_refs(row.parts)
+        if found:
+            # the turn's other results, each in a message of its own
+            if calls or not answered <= left or not answered or row.role != "tool":
+                return found
+            found, left = row.seq, left - answered
+            if not left:
+                return found
+            continue
         if calls & results:
             return 0  # the call (made again) is open: this is its first result
         if answered & results:
             # the rewind keeps every call answered: only results all given again
-            return row.seq if answered <= results and row.role != "assistant" else 0
+            if not answered <= results or row.role == "assistant":
+                return 0
+            if answered == results:
+                return row.seq
+            found, left = row.seq, results - answered
+            continue
         if row.role != "assistant":
             return 0  # the conversation went on after the turn
-    return None if expected >= 1 else 0
+    return None if expected >= 1 else found
 
 
 def tail_match(
@@ -214,27 +235,9 @@ def tail_match(
     return Alignment(list(request[-1:]), len(wanted), None)
 
 
-def align(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: int) -> Alignment:
-    """Split ``request`` into held history and the new turn.
-
-    ``log`` is any set of log rows (typically the newest ``2m + 16`` and the
-    first ``m``, for a request of ``m`` messages), in seq order.
-
-    History is held as runs of consecutive log messages, each run later in
-    the log than the one before; between two runs the log holds a branch the
-    context abandoned (a regenerated or edited turn), and the run after it
-    starts where the turn that replaced it did: with a client's message (not
-    a reply, nor one of only parts not compared). The longest start of the
-    request's history held so is held; its last message is placed at the
-    latest log message it can be (the context follows the newest branch), and
-    a rewind, if any, goes right after it.
-    """
-    if not request:
-        return Alignment([], 0, None)
-    if len(request) == 1:
-        return Alignment(list(request), 0, _replaced_results(request[0], log, last_seq) or None)
-    if not log:
-        return Alignment(list(request), 0, None)
+def _runs(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: int) -> Alignment:
+    """``align``'s runs over the messages as they are grouped (``request`` of
+    two messages or more, ``log`` not empty)."""
     at: dict[tuple[Any, ...], list[int]] = {}
     for row in log:
         key = fingerprint(row)
@@ -278,3 +281,119 @@ def align(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: in
         return Alignment(list(request), 0, None)
     end = held[-1]
     return Alignment(list(request[count:]), count, None if end >= last_seq else end + 1)
+
+
+def align(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: int) -> Alignment:
+    """Split ``request`` into held history and the new turn.
+
+    ``log`` is any set of log rows (typically the newest ``2m + 16`` and the
+    first ``m``, for a request of ``m`` messages), in seq order.
+
+    History is held as runs of consecutive log messages, each run later in
+    the log than the one before; between two runs the log holds a branch the
+    context abandoned (a regenerated or edited turn), and the run after it
+    starts where the turn that replaced it did: with a client's message (not
+    a reply, nor one of only parts not compared). The longest start of the
+    request's history held so is held; its last message is placed at the
+    latest log message it can be (the context follows the newest branch), and
+    a rewind, if any, goes right after it.
+
+    A turn's tool results are one message per result from OpenAI and one
+    message for all of them from Anthropic, so a conversation continued on
+    the other provider's route brings its held results grouped unlike the
+    log's rows. When the request diverges from the log as grouped, it is
+    aligned again with every run of consecutive result-only messages taken
+    as one, on both sides (``_regrouped``), and held as far as that goes.
+    """
+    if not request:
+        return Alignment([], 0, None)
+    if len(request) == 1:
+        return Alignment(list(request), 0, _replaced_results(request[0], log, last_seq) or None)
+    if not log:
+        return Alignment(list(request), 0, None)
+    alignment = _runs(request, log, last_seq)
+    if alignment.rewind_to_seq is None and alignment.matched:
+        return alignment  # held up to the log's end: no grouping holds more
+    regrouped = _regrouped(request, log, last_seq)
+    return regrouped if regrouped and regrouped.matched > alignment.matched else alignment
+
+
+def _result_only(message: Message | StoredMessage) -> bool:
+    parts = message.parts
+    return (
+        message.role == "tool" and bool(parts) and all(p.get("type") == RESULT_TYPE for p in parts)
+    )
+
+
+def _merged(messages: Sequence[Message | StoredMessage]) -> list[dict[str, Any]] | None:
+    """The results of consecutive result-only ``messages`` in one order (by
+    call id: a client converting its history may list them in another), or
+    None when they are one message already in that order."""
+    parts = [p for m in messages for p in m.parts]
+    ordered = sorted(parts, key=lambda p: part_call_id(p) or "")
+    return None if len(messages) == 1 and ordered == parts else ordered
+
+
+def _regrouped(
+    request: Sequence[Message], log: Sequence[StoredMessage], last_seq: int
+) -> Alignment | None:
+    """``_runs`` with each run of consecutive result-only messages merged into
+    one, in the request's history and in ``log`` (rows of consecutive seqs
+    only); None when that merges nothing or holds nothing.
+
+    The merged log rows get seqs of their own, consecutive where the rows
+    were (a gap in ``log`` stays a gap); the answer is mapped back to the
+    request's messages and the log's seqs.
+    """
+    history = request[:-1]
+    if not any(m.role == "tool" for m in history) or not any(r.role == "tool" for r in log):
+        return None  # results on one side only: merging holds nothing more
+    messages: list[Message] = []
+    ends: list[int] = []  # per merged request message: how many of ``request`` it ends
+    changed = False
+    start = 0
+    while start < len(history):
+        stop = start + 1
+        parts = None
+        if _result_only(history[start]):
+            while stop < len(history) and _result_only(history[stop]):
+                stop += 1
+            parts = _merged(history[start:stop])
+        changed = changed or parts is not None
+        message = history[start]
+        messages.append(message if parts is None else replace(message, parts=parts))
+        ends.append(stop)
+        start = stop
+    messages.append(request[-1])
+
+    rows: list[StoredMessage] = []
+    last_of: dict[int, int] = {}  # a merged row's seq -> the seq of its last log row
+    seq = 0
+    start = 0
+    while start < len(log):
+        row = log[start]
+        stop = start + 1
+        parts = None
+        if _result_only(row):
+            while (
+                stop < len(log)
+                and log[stop].seq == log[stop - 1].seq + 1
+                and _result_only(log[stop])
+            ):
+                stop += 1
+            parts = _merged(log[start:stop])
+        changed = changed or parts is not None
+        seq += 1 if start and row.seq == log[start - 1].seq + 1 else 2
+        rows.append(replace(row, seq=seq, parts=row.parts if parts is None else parts))
+        last_of[seq] = log[stop - 1].seq
+        start = stop
+    if not changed:
+        return None
+    alignment = _runs(messages, rows, seq if log[-1].seq >= last_seq else seq + 1)
+    if not alignment.matched:
+        return None
+    matched = ends[alignment.matched - 1]
+    rewind = alignment.rewind_to_seq
+    return Alignment(
+        list(request[matched:]), matched, None if rewind is None else last_of[rewind - 1] + 1
+    )
