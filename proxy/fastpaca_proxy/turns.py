@@ -311,6 +311,14 @@ def align(request: Sequence[Message], log: Sequence[StoredMessage], last_seq: in
         return Alignment(list(request), 0, _replaced_results(request[0], log, last_seq) or None)
     if not log:
         return Alignment(list(request), 0, None)
+    if _result_only(request[0]) and all(map(_result_only, request)):
+        # a client that sends only its newest messages, giving a turn's
+        # results again a message each (OpenAI): they replace the log's as
+        # the same results in one message would
+        merged = Message("tool", [p for m in request for p in m.parts])
+        rewind = _replaced_results(merged, log, last_seq)
+        if rewind:
+            return Alignment(list(request), 0, rewind)
     alignment = _runs(request, log, last_seq)
     if alignment.rewind_to_seq is None and alignment.matched:
         return alignment  # held up to the log's end: no grouping holds more

@@ -277,3 +277,29 @@ def test_results_sent_alone_replace_the_results_of_the_other_provider(stack: Sta
     log = shape(stack.log("cross-alone"))
     assert log == [*CHAT_TURN, ("assistant", ANSWER), *turn]
     assert shape(stack.window("cross-alone")["messages"]) == [*log[:2], *turn]
+
+
+def test_results_sent_again_one_per_message_replace_the_logs(stack: Stack) -> None:
+    """The same within one provider: an OpenAI client that sends only its
+    newest messages regenerates a turn of parallel calls by sending their
+    results again, a message each. They were appended after the log's
+    results (each call then had two, which every provider refuses); they now
+    replace them, from the first."""
+    start_on_chat(stack, "chat-alone")
+    stack.fake.script(Reply(text="Oslo and Paris: mild."))
+    again = [
+        {"role": "tool", "tool_call_id": call_id, "content": f"{output}, cloudy"}
+        for call_id, output in RESULTS.items()
+    ]
+    openai_client(stack, "chat-alone").chat.completions.create(model=OPENAI_MODEL, messages=again)
+    sent = stack.fake.last.json["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "tool"]
+    assert [m["content"] for m in sent[2:]] == ["3 degrees, cloudy", "18 degrees, cloudy"]
+    turn = [
+        ("tool", ["call_oslo"]),
+        ("tool", ["call_paris"]),
+        ("assistant", "Oslo and Paris: mild."),
+    ]
+    log = shape(stack.log("chat-alone"))
+    assert log == [*CHAT_TURN, ("assistant", ANSWER), *turn]
+    assert shape(stack.window("chat-alone")["messages"]) == [*log[:2], *turn]
