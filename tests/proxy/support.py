@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+import anthropic
 import httpx
+import openai
 from aiohttp import web
 from loopback import serve_app
 
@@ -165,3 +167,19 @@ async def proxy_before(
             await runner.cleanup()
     finally:
         await up_runner.cleanup()
+
+
+def openai_client(stack: Stack, context_id: str) -> openai.OpenAI:
+    """The OpenAI SDK pointed at ``context_id``'s base URL (closed with the stack)."""
+    return stack.track(
+        openai.OpenAI(base_url=stack.openai_url(context_id), api_key="sk-client", max_retries=0)
+    )
+
+
+def anthropic_client(stack: Stack, context_id: str) -> anthropic.Anthropic:
+    """The Anthropic SDK pointed at ``context_id``'s base URL (closed with the stack)."""
+    return stack.track(
+        anthropic.Anthropic(
+            base_url=stack.anthropic_url(context_id), api_key="sk-ant-client", max_retries=0
+        )
+    )

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import anthropic
-import openai
-
 from fastpaca_proxy.fake_upstream import Reply, ToolCall
 
-from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack
+from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack, anthropic_client, openai_client
 
 QUESTION = "Weather in Oslo and Paris?"
 CALLS = [
@@ -25,20 +22,6 @@ CALLS = [
 ]
 RESULTS = {"call_oslo": "3 degrees", "call_paris": "18 degrees"}
 ANSWER = "Oslo 3C, Paris 18C."
-
-
-def openai_client(stack: Stack, context_id: str) -> openai.OpenAI:
-    return stack.track(
-        openai.OpenAI(base_url=stack.openai_url(context_id), api_key="sk-client", max_retries=0)
-    )
-
-
-def anthropic_client(stack: Stack, context_id: str) -> anthropic.Anthropic:
-    return stack.track(
-        anthropic.Anthropic(
-            base_url=stack.anthropic_url(context_id), api_key="sk-ant-client", max_retries=0
-        )
-    )
 
 
 def anthropic_history(follow_up: str) -> list[Any]:

@@ -10,22 +10,15 @@ import json
 from typing import Any
 
 import anthropic
-import openai
 import pytest
 
 from fastpaca_core.model import Message
 from fastpaca_core.tokens import TokenCounter
 from fastpaca_proxy.fake_upstream import Reply, ToolCall
 
-from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack
+from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack, openai_client
 
 BIG_QUERY = {"q": "word " * 300}  # a call of about 375 tokens: alone over a budget of 60
-
-
-def openai_client(stack: Stack, context_id: str) -> openai.OpenAI:
-    return stack.track(
-        openai.OpenAI(base_url=stack.openai_url(context_id), api_key="k", max_retries=0)
-    )
 
 
 def tiny_context(stack: Stack, context_id: str) -> None:

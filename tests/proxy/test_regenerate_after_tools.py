@@ -21,23 +21,9 @@ from fastpaca_core.model import Message, StoredMessage
 from fastpaca_proxy.fake_upstream import Reply, ToolCall
 from fastpaca_proxy.turns import align, tail_match, tail_size
 
-from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack
+from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack, anthropic_client, openai_client
 
 QUESTION = {"role": "user", "content": "Weather in Oslo?"}
-
-
-def openai_client(stack: Stack, context_id: str) -> openai.OpenAI:
-    return stack.track(
-        openai.OpenAI(base_url=stack.openai_url(context_id), api_key="sk-client", max_retries=0)
-    )
-
-
-def anthropic_client(stack: Stack, context_id: str) -> anthropic.Anthropic:
-    return stack.track(
-        anthropic.Anthropic(
-            base_url=stack.anthropic_url(context_id), api_key="sk-ant-client", max_retries=0
-        )
-    )
 
 
 def window_texts(stack: Stack, context_id: str) -> list[tuple[str, Any]]:
