@@ -186,20 +186,30 @@ async def test_a_consumer_that_pauses_then_reads_gets_every_event(
         overflow(sub, newest)
 
     monkeypatch.setattr(Subscription, "_overflow", counted)
+    bus = api.engine.bus
+    subscribe = bus.subscribe
+
+    def small(context_id: str | None = None, *args: Any, **kw: Any) -> Subscription:
+        # a buffer of two events: what the sockets take on the way (the kernel's
+        # buffers grow to several MB on loopback) cannot keep it from overflowing
+        kw.setdefault("max_bytes", 2 * BIG)
+        return subscribe(context_id, *args, **kw)
+
+    monkeypatch.setattr(bus, "subscribe", small)
     await api.create(cid, policy={"strategy": "manual"}, token_budget=10**9)
     # aiohttp's client stops reading its socket while the app does not receive
     ws = await api.ws(f"/v1/contexts/{cid}/stream")
     assert (await ws.receive_json(timeout=WAIT))["type"] == "context"
-    await fill(api, cid, 50)
+    await fill(api, cid, 80)  # ~16 MB: past the sockets' buffers and the bound
     versions: list[int] = []
-    while not versions or versions[-1] < 50:
+    while not versions or versions[-1] < 80:
         msg = await ws.receive(timeout=WAIT)
         assert msg.type == aiohttp.WSMsgType.TEXT, msg
         event = msg.json()
         if event["type"] in ("message", "gap", "compaction"):
             assert event["type"] == "message", event
             versions.append(event["version"])
-    assert versions == list(range(1, 51))
+    assert versions == list(range(1, 81))
     assert overflows, "the buffer never overflowed: the test proves nothing"
     await ws.close()
 
