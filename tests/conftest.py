@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import fastpaca_core.mediatokens as mediatokens
 from fastpaca_core import Engine, Store, open_store
 
 PG_URL = os.environ.get("FASTPACA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -125,3 +128,18 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 @pytest.fixture
 def engine(store: Store) -> Engine:
     return Engine(store)
+
+
+@pytest.fixture
+def readers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads that read a data URL's bytes to count a file
+    (``mediatokens._held``), in order: a big file must be read off the loop."""
+    names: list[str] = []
+    held = mediatokens._held
+
+    def spy(url: Any) -> tuple[str, bytes] | None:
+        names.append(threading.current_thread().name)
+        return held(url)
+
+    monkeypatch.setattr(mediatokens, "_held", spy)
+    return names

@@ -8,9 +8,6 @@ import base64
 import threading
 from typing import Any
 
-import pytest
-
-import fastpaca_core.mediatokens as mediatokens
 from fastpaca_core.mediatokens import IMAGE_TOKENS
 from fastpaca_core.model import Message
 from fastpaca_core.tokens import TokenCounter
@@ -21,20 +18,10 @@ def _file(media: str, data: bytes, **extra: Any) -> Message:
     return Message("user", [{"type": "file", "url": url, **extra}])
 
 
-async def test_a_big_files_bytes_are_read_off_the_event_loop(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_a_big_files_bytes_are_read_off_the_event_loop(readers: list[str]) -> None:
     """Counting moves off the loop above ``_INLINE_CHARS`` of pieces; with the
     URL no longer a piece, a large PDF's base64 decode and page scan (~90 ms
     for 20 MB) ran on the loop, stalling every other request."""
-    readers: list[str] = []
-    held = mediatokens._held
-
-    def spy(url: Any) -> tuple[str, bytes] | None:
-        readers.append(threading.current_thread().name)
-        return held(url)
-
-    monkeypatch.setattr(mediatokens, "_held", spy)
     loop_thread = threading.current_thread().name
     pdf = b"%PDF-1.7\n" + b"1 0 obj << /Type /Page >> endobj\n" + bytes(200_000)
     counter = TokenCounter()

@@ -5,34 +5,16 @@ took ~90 ms, twice, stalling every other request meanwhile."""
 from __future__ import annotations
 
 import base64
-import threading
-from typing import Any
 
 import anthropic
 import openai
-import pytest
 
-import fastpaca_core.mediatokens as mediatokens
 from fastpaca_core.mediatokens import PDF_PAGE_TOKENS
 
 from .support import ANTHROPIC_MODEL, OPENAI_MODEL, Stack
 
 _PDF = b"%PDF-1.7\n" + b"1 0 obj << /Type /Page >> endobj\n" * 2 + bytes(60_000)
 _B64 = base64.b64encode(_PDF).decode()
-
-
-@pytest.fixture
-def readers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The threads that read a data URL's bytes to count them."""
-    names: list[str] = []
-    held = mediatokens._held
-
-    def spy(url: Any) -> tuple[str, bytes] | None:
-        names.append(threading.current_thread().name)
-        return held(url)
-
-    monkeypatch.setattr(mediatokens, "_held", spy)
-    return names
 
 
 # the stack's servers run their event loops on a thread of this name (support.py)
