@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -114,12 +114,14 @@ async def align_with_log(
     if ctx.tombstoned:
         raise ContextTombstoned(context_id)
     messages = adapter.resolve(request, rows)
-    if ctx.last_seq <= newest:  # these rows are the whole log: nothing wider to read
-        return ctx, live, name_results(align(messages, rows, ctx.last_seq), rows)
+    # a request that holds the log's newest messages, then its new turn (the
+    # common case, whole log or not): settled on those messages alone
     if not adapter.unresolved(messages):
         alignment = tail_match(messages, rows, ctx.last_seq)
         if alignment is not None:
             return ctx, live, name_results(alignment, rows)
+    if ctx.last_seq <= newest:  # these rows are the whole log: nothing wider to read
+        return ctx, live, name_results(align(messages, rows, ctx.last_seq), rows)
     ctx, live, rows = await _snapshot(
         engine, context_id, *window_sizes(len(request)), before_create
     )
@@ -194,7 +196,7 @@ async def store_turn(
     if isinstance(completion, int) and not isinstance(completion, bool):
         # a count no 64-bit column holds: ours instead, as for any message
         fits = 0 <= completion <= MAX_INT
-        reply = reply.with_tokens(completion) if fits else replace(reply, token_count=None)
+        reply = reply.with_tokens(completion if fits else None)
     new, used, ours = await count_turn(engine, turn, counting)
     # what the upstream was sent, by our count: the window as stored and counted
     # (the counts the calibration factor scales) and the rest of the request

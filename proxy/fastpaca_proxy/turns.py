@@ -230,6 +230,9 @@ def tail_match(
     if len(tail) != len(wanted) or tail[0].seq != first or tail[-1].seq != last_seq:
         return None
     for message, row in zip(reversed(wanted), reversed(tail), strict=True):
+        # equal parts have equal fingerprints: compared as they are first (in C)
+        if message.role == row.role and message.parts == row.parts:
+            continue
         if fingerprint(message) != fingerprint(row):
             return None
     return Alignment(list(request[-1:]), len(wanted), None)
