@@ -28,7 +28,7 @@ JSONError = orjson.JSONDecodeError
 MAX_DEPTH = 254
 # what a stored value may take: answers wrap it in a few more levels (a message
 # in a page, an event, a converted window), and each must still be writable
-INPUT_DEPTH = MAX_DEPTH - 16
+INPUT_DEPTH = MAX_DEPTH - 16  # (``check_json`` wraps a value in 16 lists)
 
 
 def dumps(value: Any) -> bytes:
@@ -68,9 +68,8 @@ def check_json(value: Any, field_name: str) -> None:
     """Refuse, naming ``field_name``, a value that could not be stored and
     answered as JSON: not serialisable (non-string keys, huge ints, NaN...) or
     nested deeper than ``INPUT_DEPTH``."""
-    wrapped = value
-    for _ in range(MAX_DEPTH - INPUT_DEPTH):
-        wrapped = [wrapped]
+    # within MAX_DEPTH - INPUT_DEPTH (16) lists, as one expression (a loop cost ~1 us)
+    wrapped = [[[[[[[[[[[[[[[[value]]]]]]]]]]]]]]]]
     try:
         orjson.dumps(wrapped)
     except TypeError as exc:

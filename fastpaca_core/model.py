@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -196,8 +196,9 @@ class Message:
                 raise ValidationError(f"{field_name}.token_count", "must be a non-negative integer")
         return cls(role=role, parts=checked, metadata=metadata, token_count=token_count)
 
-    def with_tokens(self, token_count: int) -> Message:
-        return replace(self, token_count=token_count)
+    def with_tokens(self, token_count: int | None) -> Message:
+        # built directly: ``dataclasses.replace`` costs ~4 us (called per message per call)
+        return Message(self.role, self.parts, self.metadata, token_count)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"role": self.role, "parts": self.parts, "metadata": self.metadata}

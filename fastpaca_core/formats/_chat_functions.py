@@ -77,12 +77,12 @@ def _is_unpaired(part: dict[str, Any]) -> bool:
 
 def has_unpaired(messages: Sequence[Message]) -> bool:
     """Whether a legacy result among ``messages`` waits for the log to name its call."""
-    return any(
-        _is_unpaired(part)
-        for message in messages
-        if message.role == "tool"
-        for part in message.parts
-    )
+    for message in messages:  # (a loop: twice per proxied call, over every message)
+        if message.role == "tool":
+            for part in message.parts:
+                if _is_unpaired(part):
+                    return True
+    return False
 
 
 class Pairing:

@@ -202,6 +202,11 @@ def from_anthropic(messages: Sequence[Mapping[str, Any]]) -> ChatInput:
     out: list[Message] = []
     names: dict[str, str] = {}
     for raw in messages:
+        if len(raw) == 2 and type(content := raw.get("content")) is str:
+            role = raw.get("role")
+            if role == "user" or role == "assistant":  # the common case, as _turn does it
+                out.append(Message(role, [text_part(content)]))
+                continue
         try:
             out.extend(_turn(raw, names))
         except _UNREADABLE:
@@ -362,6 +367,24 @@ def to_anthropic(messages: Sequence[Message]) -> AnthropicPayload:
 
     for message in messages:
         parts = message.parts
+        if len(parts) == 1 and not message.metadata:
+            # the common case, one bare non-empty text part of a user or an
+            # assistant: as ``_blocks`` and ``add`` make it
+            part, role = parts[0], message.role
+            text = part.get("text")
+            if (
+                (role == "user" or role == "assistant")
+                and len(part) == 2
+                and part.get("type") == "text"
+                and type(text) is str
+                and text
+            ):
+                last = len(turns) - 1
+                if turns and last not in verbatim and turns[last]["role"] == role:
+                    turns[last]["content"].append({"type": "text", "text": text})
+                else:
+                    turns.append({"role": role, "content": [{"type": "text", "text": text}]})
+                continue
         if len(parts) == 1 and parts[0].get("type") == RAW_MESSAGE:
             if isinstance(parts[0].get("data"), Mapping):
                 verbatim.add(len(turns))

@@ -8,7 +8,6 @@ with that call in the log before alignment (``resolve_function_results``).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
 from fastpaca_core.errors import ValidationError
@@ -53,8 +52,8 @@ def _sized(body: Mapping[str, Any], several: bool = False) -> tuple[Message, Usa
         completion = None
     elif completion is not None and hidden and not _reasoning(reply):
         completion = max(completion - hidden, 0)
-    if reply.token_count != completion:  # (a replace costs more than this whole check)
-        reply = replace(reply, token_count=completion)
+    if reply.token_count != completion:
+        reply = reply.with_tokens(completion)
     return reply, Usage(usage.get("prompt_tokens"), completion)
 
 
