@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import HttpVersion11, hdrs, web
-from aiohttp.web_urldispatcher import MatchInfoError, UrlMappingMatchInfo
+from aiohttp.web_urldispatcher import (
+    AbstractResource,
+    DynamicResource,
+    MatchedSubAppResource,
+    MatchInfoError,
+    PlainResource,
+    UrlMappingMatchInfo,
+)
 
 __all__ = ["add_routes", "expect", "expect_everywhere"]
 
@@ -51,14 +58,60 @@ class _Unmatched(MatchInfoError):
         return expect
 
 
+_CONTEXTS = "/v1/contexts/"
+_Shortlists = dict[int, tuple[AbstractResource, ...]]
+
+
+def _shortlists(resources: Iterable[AbstractResource]) -> _Shortlists | None:
+    """The routes under ``/v1/contexts/`` by how many ``/`` a path they match
+    holds, in the order they were added; None when that would not be exact.
+
+    aiohttp tries every route under ``/v1/contexts/{`` in the order they were
+    added (the core's ten, then the proxy's): a proxied call's path failed ten
+    regexes first. A plain ``{name}`` matches one segment, never a ``/``, so
+    such a route matches only paths of its own ``/`` count; when every route
+    the router would try first for a path under the prefix is one of them, the
+    first route of a shortlist that matches is the one the router would pick.
+    """
+    lists: dict[int, list[AbstractResource]] = {}
+    for resource in resources:
+        if isinstance(resource, MatchedSubAppResource):
+            return None  # tried before any other route
+        canonical = resource.canonical
+        if canonical == _CONTEXTS[:-1] and isinstance(resource, PlainResource):
+            continue  # matches that one path only
+        if not canonical.startswith(_CONTEXTS[:-1]):
+            continue  # tried after the routes under the prefix, if at all
+        if not (
+            isinstance(resource, DynamicResource)
+            and canonical.partition("{")[0] == _CONTEXTS
+            and resource.get_info()["pattern"] == DynamicResource(canonical).get_info()["pattern"]
+        ):
+            return None  # a static route or a sub-application under it, a variable's own regex
+        lists.setdefault(canonical.count("/"), []).append(resource)
+    return {count: tuple(found) for count, found in lists.items()}
+
+
 def expect_everywhere(app: web.Application) -> None:
     """:func:`expect` for requests no route matches, too. The router's
     ``resolve`` is wrapped (a matched request pays one more coroutine call,
-    ~0.3 µs)."""
+    ~0.3 µs); under ``/v1/contexts/`` it first tries the routes that could
+    match by their ``/`` count only (:func:`_shortlists`), the router's own
+    walk answering what they do not (a 404, a 405)."""
     router = app.router
     resolve = router.resolve
+    shortlists: _Shortlists | None = None
 
     async def resolve_all(request: web.Request) -> UrlMappingMatchInfo:
+        nonlocal shortlists
+        path = request.rel_url.path_safe
+        if path.startswith(_CONTEXTS):
+            if shortlists is None and router.frozen:  # (routes are added until then)
+                shortlists = _shortlists(router.resources()) or {}
+            for resource in shortlists.get(path.count("/"), ()) if shortlists else ():
+                found, _ = await resource.resolve(request)
+                if found is not None:
+                    return found
         info = await resolve(request)
         if type(info) is MatchInfoError:
             return _Unmatched(info.http_exception)

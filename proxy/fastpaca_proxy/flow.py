@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from fastpaca_core.engine import Engine, Window
 from fastpaca_core.errors import FastpacaError, ValidationError
@@ -73,7 +74,9 @@ __all__ = ["proxy_call"]
 
 log = logging.getLogger("fastpaca.proxy")
 
-_STORED = web.ResponseKey("turn_stored", bool)  # set on a non-streamed call's response
+# on a non-streamed call's response that stored its turn: the headers it is sent
+# with (as given: before ``prepare`` adds its own), for a retry's answer
+_STORED = web.ResponseKey[dict[str, str]]("turn_stored")
 # messages (input items) a proxied request may hold: each is converted and aligned
 # with the log on the event loop (~20-45 us apiece), so more would stall the server
 MAX_MESSAGES = 10_000
@@ -268,14 +271,14 @@ async def proxy_call(
             return own_error(adapter, exc.status, exc.code, public_text(request, str(exc)))
         headers = upstream.request_headers(adapter.provider, request.headers)
         headers["Content-Type"] = "application/json"
-        url = upstream.url(adapter.provider, adapter.path)
+        url = upstream.target(adapter.provider, adapter.path)
         unasked = (lambda: dumps(plain)) if hide else None
         response = await _forward(
             request, engine, adapter, context_id, turn, url, payload, headers, stream, unasked
         )
-        if call is not None and isinstance(response, web.Response) and response.get(_STORED):
+        headers_sent = response.get(_STORED)
+        if call is not None and headers_sent is not None and isinstance(response, web.Response):
             body_bytes = response.body if isinstance(response.body, bytes) else b""
-            headers_sent = dict(response.headers)  # before prepare adds its own
             delivered = await _deliver(request, response)
             answer = None
             if call.wants_answer(delivered):
@@ -325,7 +328,7 @@ async def _forward(
     adapter: Adapter,
     context_id: str,
     turn: Turn,
-    url: str,
+    url: URL,
     payload: bytes,
     headers: dict[str, str],
     stream: bool,
@@ -381,7 +384,8 @@ async def _forward(
     out_headers = upstream.response_headers(resp.headers)
     out_headers.update(_headers(request, context_id, version, used))
     out = web.Response(status=resp.status, body=data, headers=out_headers)
-    out[_STORED] = stored  # a retry gets this answer
+    if stored:  # a retry gets this answer (``out_headers`` is not changed again)
+        out[_STORED] = out_headers
     return out
 
 
@@ -465,5 +469,5 @@ async def _pass_through(
     """No context: forward the request as it came, and the answer as it comes."""
     headers = upstream.request_headers(adapter.provider, request.headers)
     headers["Content-Type"] = "application/json"
-    url = upstream.url(adapter.provider, adapter.path)
+    url = upstream.target(adapter.provider, adapter.path)
     return await relay(request, upstream, "POST", url, headers, raw, adapter)

@@ -11,6 +11,7 @@ import io
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from fastpaca_core.http import SETTINGS
 
@@ -115,7 +116,7 @@ async def relay(
     request: web.Request,
     upstream: Upstream,
     method: str,
-    url: str,
+    url: str | URL,
     headers: dict[str, str],
     raw: bytes | None,
     adapter: Adapter,

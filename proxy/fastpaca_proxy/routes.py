@@ -23,6 +23,9 @@ by the upstream's timeouts, which bound a proxied call instead.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
+from typing import Any
+
 from aiohttp import web
 
 from fastpaca_core.http import SETTINGS
@@ -43,6 +46,8 @@ __all__ = ["install_proxy", "routes"]
 
 CONTEXT_HEADER = "X-Fastpaca-Context"
 
+Answering = Coroutine[Any, Any, web.StreamResponse]
+
 routes = web.RouteTableDef()
 _CHAT = OpenAIChat()
 _RESPONSES = OpenAIResponses()
@@ -59,11 +64,13 @@ def _wait_for_upstream(request: web.Request) -> None:
     extend_deadline(request, settings.upstream_connect_timeout + settings.upstream_timeout)
 
 
-async def _call(request: web.Request, adapter: Adapter, in_path: bool) -> web.StreamResponse:
-    """``context_id`` is the public id; the flow scopes it to the caller's tenant."""
+def _call(request: web.Request, adapter: Adapter, in_path: bool) -> Answering:
+    """``context_id`` is the public id; the flow scopes it to the caller's tenant.
+    (The flow's coroutine itself, for the handler to await: a coroutine frame
+    less for every suspension and resumption of the call to pass through.)"""
     _wait_for_upstream(request)
     context_id = request.match_info["id"] if in_path else _from_header(request)
-    return await proxy_call(request, adapter, context_id)
+    return proxy_call(request, adapter, context_id)
 
 
 @routes.post("/v1/contexts/{id}/openai/chat/completions")
@@ -100,13 +107,11 @@ _COUNT_TOKENS = "v1/messages/count_tokens"
 _INPUT_TOKENS = "responses/input_tokens"
 
 
-async def _count(
-    request: web.Request, adapter: Adapter, in_path: bool, path: str
-) -> web.StreamResponse:
+def _count(request: web.Request, adapter: Adapter, in_path: bool, path: str) -> Answering:
     """A token count at the upstream's ``path`` (see ``counting``), as ``_call``."""
     _wait_for_upstream(request)
     context_id = request.match_info["id"] if in_path else _from_header(request)
-    return await count_call(request, adapter, context_id, path)
+    return count_call(request, adapter, context_id, path)
 
 
 @routes.post("/v1/contexts/{id}/anthropic/v1/messages/count_tokens")

@@ -12,6 +12,7 @@ from typing import Literal
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from fastpaca_core.http import SETTINGS
 from fastpaca_core.http.tenants import TENANTS, Tenants
@@ -26,6 +27,9 @@ _FORWARD: dict[Provider, frozenset[str]] = {
     "anthropic": frozenset({"authorization", "x-api-key", "anthropic-version", "anthropic-beta"}),
 }
 _FORWARD_ANY = frozenset({"accept", "content-type", "user-agent", "idempotency-key"})
+_ALLOWED: dict[Provider, frozenset[str]] = {
+    provider: names | _FORWARD_ANY for provider, names in _FORWARD.items()
+}
 _DROP_BACK = frozenset(
     {
         "connection",
@@ -56,6 +60,16 @@ class Upstream:
         # streams are sent as the client asked, and their replies counted by the
         # server (a gateway before several models may refuse it for some only)
         self.refuses_usage: set[str] = set()
+        self._targets: dict[tuple[Provider, str], URL] = {}
+
+    def target(self, provider: Provider, path: str) -> URL:
+        """``url`` parsed, once per route (the client would parse it every call):
+        for the routes' fixed paths only (the cache is not bounded)."""
+        key = (provider, path)
+        found = self._targets.get(key)
+        if found is None:
+            found = self._targets[key] = URL(self.url(provider, path))
+        return found
 
     def url(self, provider: Provider, path: str) -> str:
         base = (
@@ -71,7 +85,7 @@ class Upstream:
         A Fastpaca key (any tenant's) in ``Authorization: Bearer`` or in
         ``x-api-key`` is consumed here, never forwarded.
         """
-        allowed = _FORWARD[provider] | _FORWARD_ANY
+        allowed = _ALLOWED[provider]
         headers = {k: v for k, v in incoming.items() if k.lower() in allowed}
         if self.tenants.auth_required:
             for name in list(headers):
