@@ -1,8 +1,8 @@
 """The SQLite store's operations on the write transaction, and its row reads.
 
 :class:`SQLiteTx` is the :class:`~.base.Tx` that :class:`~.sqlite.SQLiteStore`'s
-writer hands each operation of a batch; ``read_messages`` reads log rows on
-any connection.
+writer hands each operation of a batch; :class:`Known` is what the writer
+knows of what it committed; ``read_messages`` reads log rows on any connection.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from ..events import Event
 from ..jsonutil import dumps_str, loads
-from ..model import ContextRecord, StoredMessage, SummaryRecord, format_time
+from ..model import ContextRecord, PolicySpec, StoredMessage, SummaryRecord, format_time
 from ..window import WindowItem
 from ._codec import (
     CONTEXT_COLUMNS,
@@ -28,10 +28,10 @@ from ._codec import (
     parse_time,
     summary_values,
 )
-from ._rowcache import SizedRows, row_size
+from ._rowcache import RowCache, SizedRows, row_size
 from .base import IdempotencyRecord
 
-__all__ = ["SQLiteTx", "is_busy", "read_messages", "read_messages_sized"]
+__all__ = ["Known", "SQLiteTx", "is_busy", "read_messages", "read_messages_sized"]
 
 
 _COLUMNS = [c.strip() for c in CONTEXT_COLUMNS.split(",")]
@@ -64,15 +64,17 @@ class SQLiteTx:
     in either is decoded from there instead of read again. The row this
     operation saves or reads lands in ``row``, which the batch keeps only if
     the operation succeeds (and the known rows take only once it committed).
-    Rows, not records: every load decodes new objects, so nothing a caller
-    holds is shared with a later operation.
+    Rows, not records: every load gets a record of its own (a known row's is
+    decoded once, and copied: :meth:`Known.record`), so nothing a caller holds
+    is shared with a later operation. The log rows it inserts land in
+    ``logged`` (their values), kept as ``row`` is.
     """
 
     def __init__(
         self,
         conn: sqlite3.Connection,
         context_id: str,
-        known: dict[str, tuple[Any, ...]],
+        known: Known,
         staged: dict[str, tuple[Any, ...]],
     ) -> None:
         self._conn = conn
@@ -81,10 +83,19 @@ class SQLiteTx:
         self._known = known
         self._staged = staged
         self.row: tuple[Any, ...] | None = None
+        self.logged: list[tuple[Any, ...]] = []  # the log rows inserted (their values)
+        # times as stored, by the datetime object they were read or written as: an
+        # append's rows and its context row share one clock reading, and the
+        # context's created_at is the one it was loaded with (see _text)
+        self._times: dict[int, tuple[datetime, str]] = {}
 
     async def load_context(self) -> ContextRecord | None:
         cid = self.context_id
-        row = self.row or self._staged.get(cid) or self._known.get(cid)
+        row = self.row or self._staged.get(cid)
+        if row is None:
+            row = self._known.rows.get(cid)
+            if row is not None:  # decoded by a read since its commit, or afresh
+                return self._loaded(row, self._known.record(cid, row, keep=False))
         if row is None:
             row = self._conn.execute(
                 f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (cid,)
@@ -92,14 +103,28 @@ class SQLiteTx:
             if row is None:
                 return None
             self.row = row  # as committed: no operation of this batch saved it
-        return context_from_row(row)
+        return self._loaded(row, context_from_row(row))
+
+    def _loaded(self, row: tuple[Any, ...], ctx: ContextRecord) -> ContextRecord:
+        created = ctx.created_at
+        self._times[id(created)] = (created, row[_CREATED_AT])
+        return ctx
+
+    def _text(self, value: datetime) -> str:
+        """``format_time(value)``, once per datetime object in this operation."""
+        known = self._times.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        text = format_time(value)
+        self._times[id(value)] = (value, text)  # (holds the object: its id stays its own)
+        return text
 
     async def save_context(self, ctx: ContextRecord, *, created: bool) -> None:
         self.wrote = True
         self.row = None  # until the statement succeeded
         values = list(context_values(ctx))  # once per append: no generic per-value pass
-        values[_CREATED_AT] = format_time(ctx.created_at)
-        values[_UPDATED_AT] = format_time(ctx.updated_at)
+        values[_CREATED_AT] = self._text(ctx.created_at)
+        values[_UPDATED_AT] = self._text(ctx.updated_at)
         row = tuple(values)  # the columns in SELECT order, as a read would return them
         if created:
             self._conn.execute(_INSERT_CONTEXT, values)
@@ -110,10 +135,10 @@ class SQLiteTx:
 
     async def insert_messages(self, rows: list[StoredMessage]) -> None:
         self.wrote = True
-        self._conn.executemany(
-            _INSERT_MESSAGES,
-            [message_values(self.context_id, r, format_time(r.inserted_at)) for r in rows],
-        )
+        cid, text = self.context_id, self._text
+        values = [message_values(cid, r, text(r.inserted_at)) for r in rows]
+        self._conn.executemany(_INSERT_MESSAGES, values)
+        self.logged.extend(values)
 
     async def read_messages(self, from_seq: int, to_seq: int) -> list[StoredMessage]:
         return read_messages(self._conn, self.context_id, from_seq, to_seq)
@@ -181,6 +206,125 @@ class SQLiteTx:
         self._conn.execute(
             "DELETE FROM leases WHERE context_id = ? AND holder = ?", (self.context_id, holder)
         )
+
+
+_LAST_SEQ = _COLUMNS.index("last_seq")
+_METADATA = _COLUMNS.index("metadata")
+_POLICY = _COLUMNS.index("policy")
+
+
+class Known:
+    """The context rows (as stored: the column values) as this process last
+    committed them, valid while no other connection has written to the
+    database since: ``PRAGMA data_version`` on the write connection changes
+    exactly when another connection commits (not for its own commits).
+
+    ``epoch`` moves on each time such a change is found (or the rows are
+    forgotten); the row cache's runs read or extended in the current epoch
+    hold the log as it is (see :mod:`._rowcache`). After each COMMIT the
+    writer extends them with the rows it committed (:meth:`keep`), so a read
+    on the idle write connection of a context known here takes the row and
+    the log rows without reading them (:meth:`row`): the proxy's next turn,
+    a client's read after its append.
+    """
+
+    def __init__(self, cache: RowCache) -> None:
+        self.rows: dict[str, tuple[Any, ...]] = {}
+        self._decoded: dict[str, tuple[tuple[Any, ...], ContextRecord]] = {}  # see record
+        self.version: int | None = None  # data_version when last checked
+        self.epoch = 0
+        self._cache = cache
+
+    def check(self, conn: sqlite3.Connection) -> bool:
+        """Whether nothing changed since the last check; else forget the rows
+        and start a new epoch (in the write transaction, or with the write
+        connection idle)."""
+        version = conn.execute("PRAGMA data_version").fetchone()[0]
+        if version == self.version:
+            return True
+        self.rows.clear()
+        self._decoded.clear()
+        self.version = version
+        self.epoch += 1
+        return False
+
+    def forget(self) -> None:
+        self.rows.clear()
+        self._decoded.clear()
+        self.version = None  # and the next check starts afresh
+        self.epoch += 1
+
+    def row(self, conn: sqlite3.Connection, context_id: str) -> tuple[Any, ...] | None:
+        """The context's row as committed, if known and nothing changed since
+        (``conn``: the write connection, idle)."""
+        row = self.rows.get(context_id)
+        if row is None or not self.check(conn):
+            return None
+        return row
+
+    def record(self, context_id: str, row: tuple[Any, ...], keep: bool = True) -> ContextRecord:
+        """``context_from_row(row)`` for the context's known ``row``: decoded
+        once by a read (``keep``), which the next operation's load and reads
+        until the next commit take a copy of (the proxy's turn: a read, then
+        an append). Each caller may change its copy (an operation moves its
+        counters on): its containers are its own, the policy and metadata
+        decoded again; the prefix entries are shared, immutable as log rows
+        are. A load that finds no read's record decodes afresh (appends
+        alone: each row is loaded once, a copy would cost more)."""
+        hit = self._decoded.get(context_id)
+        if hit is not None and hit[0] is row:
+            ctx = hit[1]
+        elif keep and self.rows.get(context_id) is row:
+            ctx = context_from_row(row)
+            self._decoded[context_id] = (row, ctx)
+        else:
+            return context_from_row(row)
+        policy, metadata = loads(row[_POLICY]), row[_METADATA]
+        return ContextRecord(
+            ctx.id,
+            ctx.token_budget,
+            ctx.trigger_ratio,
+            PolicySpec(policy["strategy"], policy["config"]),
+            {} if metadata == "{}" else loads(metadata),
+            ctx.status,
+            ctx.version,
+            ctx.last_seq,
+            ctx.total_tokens,
+            list(ctx.prefix),
+            ctx.live_from_seq,
+            ctx.live_base_tokens,
+            ctx.created_at,
+            ctx.updated_at,
+            ctx.calibration,
+            ctx.calibration_samples,
+        )
+
+    def keep(
+        self,
+        staged: dict[str, tuple[Any, ...]],
+        logged: dict[str, list[tuple[Any, ...]]],
+        limit: int,
+    ) -> None:
+        """After a COMMIT: the batch's context rows are the newest known ones,
+        and its log rows follow on the cached runs of their contexts (decoded
+        from the values inserted, as a read would: no object of the caller's)."""
+        known = self.rows
+        for cid, ctx in staged.items():
+            known.pop(cid, None)
+            known[cid] = ctx
+        while len(known) > limit:
+            oldest = next(iter(known))
+            del known[oldest]
+            self._decoded.pop(oldest, None)
+        cache, epoch = self._cache, self.epoch
+        for cid, values in logged.items():
+            if not cache.follows(cid, values[0][1], epoch):
+                continue  # (the contexts not read lately: no run)
+            row = staged.get(cid)
+            if row is None or row[_LAST_SEQ] != values[-1][1]:
+                continue
+            rows = [(message_from_row(v[1:]), row_size(v[3], v[4])) for v in values]
+            cache.extend(cid, parse_time(row[_CREATED_AT]), rows, epoch)
 
 
 _SELECT_MESSAGES = (

@@ -18,8 +18,11 @@ result before the COMMIT, and reads of its context wait for that COMMIT
 (``_answer_early``).
 
 Reads run on the loop's own connection (WAL readers never block the writer),
-or on a small thread pool when they would wait for a lock. The operations'
-``Tx`` and its statements are in :mod:`._sqlitetx`.
+or on a small thread pool when they would wait for a lock; on the idle write
+connection, a read of a context this process committed last, with nothing
+written by another connection since, takes the context row and the log rows
+the writer committed without reading them (:class:`._sqlitetx.Known`). The
+operations' ``Tx`` and its statements are in :mod:`._sqlitetx`.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from ._codec import (
 )
 from ._rowcache import Plan, RowCache, SizedRows
 from ._sqliteschema import MIGRATIONS, path_of
-from ._sqlitetx import SQLiteTx, is_busy, read_messages, read_messages_sized
+from ._sqlitetx import Known, SQLiteTx, is_busy, read_messages, read_messages_sized
 from .base import Op, Store, tenant_range, window_start
 
 __all__ = ["SQLiteStore"]
@@ -97,15 +100,14 @@ class SQLiteStore(Store):
         self._loop_conn: sqlite3.Connection | None = None  # reads on the event loop
         self._queue: asyncio.Queue[_Job | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        # context rows as this process last committed them, valid while no other
-        # connection has written to the database (``PRAGMA data_version``)
-        self._known: dict[str, tuple[Any, ...]] = {}
-        self._data_version: int | None = None
+        self._rows = RowCache()  # decoded log rows, for the next window read
+        # context rows as this process last committed them (see Known)
+        self._knowledge = Known(self._rows)
+        self._known = self._knowledge.rows
         self._alone: Callable[[], bool] | None = None  # see use_alone_hint
         # contexts whose writes were answered before their COMMIT: reads wait for it
         self._unsettled: dict[str, asyncio.Event] = {}
         self._inline_pause = 0  # lone commits that go to the thread all the same
-        self._rows = RowCache()  # decoded log rows, for the next window read
         self._in_thread = 0  # calls on the write connection running in the writer thread
 
     def use_alone_hint(self, alone: Callable[[], bool]) -> None:
@@ -133,7 +135,7 @@ class SQLiteStore(Store):
         self._queue = asyncio.Queue()
         # rows known before a close may be stale now, and the new connection's
         # data_version cannot be compared with the old one's
-        self._forget_known()
+        self._knowledge.forget()
         self._writer = asyncio.create_task(self._write_loop(), name="fastpaca-sqlite-writer")
 
     async def close(self) -> None:
@@ -285,7 +287,7 @@ class SQLiteStore(Store):
         """Fail every unanswered job of a batch that broke down; the writer goes on."""
         conn = self._write_conn
         assert conn is not None
-        self._forget_known()
+        self._knowledge.forget()
         if conn.in_transaction:
             try:
                 await self._in_writer(conn.execute, "ROLLBACK")
@@ -327,9 +329,10 @@ class SQLiteStore(Store):
                     if not job.future.done():
                         job.future.set_exception(StoreUnavailable(f"SQLite is busy: {exc}"))
                 return
-            self._check_known(conn)
+            self._knowledge.check(conn)
             staged: dict[str, tuple[Any, ...]] = {}
-            outcomes = await self._run_ops(conn, jobs, savepoints, staged)
+            logged: dict[str, list[tuple[Any, ...]]] = {}
+            outcomes = await self._run_ops(conn, jobs, savepoints, staged, logged)
             if outcomes is not None:
                 break
             # an operation failed after writing: undo the batch and run it again.
@@ -354,7 +357,7 @@ class SQLiteStore(Store):
             else:
                 await self._commit(conn, jobs)
         except sqlite3.Error as exc:
-            self._forget_known()
+            self._knowledge.forget()
             try:
                 if conn.in_transaction:
                     await self._in_writer(conn.execute, "ROLLBACK")
@@ -367,8 +370,11 @@ class SQLiteStore(Store):
                 )
             failed = StoreUnavailable(f"SQLite commit failed: {exc}")
             outcomes = [(job, None, error or failed) for job, _, error in outcomes]
-        else:
-            self._keep_known(staged)
+        except BaseException:  # cancelled: whether it committed is not known here
+            self._knowledge.forget()
+            raise
+        else:  # before the gate opens: the reads it held up find what was committed
+            self._knowledge.keep(staged, logged, KNOWN_ROWS)
         finally:
             if gate is not None:
                 for job in early:
@@ -444,33 +450,13 @@ class SQLiteStore(Store):
         for gate in set(self._unsettled.values()):
             await gate.wait()
 
-    def _keep_known(self, staged: dict[str, tuple[Any, ...]]) -> None:
-        """After a COMMIT: the batch's context rows are the newest known ones."""
-        known = self._known
-        for cid, ctx in staged.items():
-            known.pop(cid, None)
-            known[cid] = ctx
-        while len(known) > KNOWN_ROWS:
-            del known[next(iter(known))]
-
-    def _check_known(self, conn: sqlite3.Connection) -> None:
-        """In the write transaction: forget the known rows if another connection
-        (another process, a tool) committed since this one last did."""
-        version = conn.execute("PRAGMA data_version").fetchone()[0]
-        if version != self._data_version:
-            self._known.clear()
-            self._data_version = version
-
-    def _forget_known(self) -> None:
-        self._known.clear()
-        self._data_version = None  # and the next _check_known starts afresh
-
     async def _run_ops(
         self,
         conn: sqlite3.Connection,
         jobs: list[_Job],
         savepoints: bool,
         staged: dict[str, tuple[Any, ...]],
+        logged: dict[str, list[tuple[Any, ...]]],
     ) -> list[tuple[_Job, Any, BaseException | None]] | None:
         """Run each job's operation in the open transaction.
 
@@ -485,7 +471,7 @@ class SQLiteStore(Store):
         for job in jobs:
             if job.future.done():  # the caller gave up before its turn
                 continue
-            tx = SQLiteTx(conn, job.context_id, self._known, staged)
+            tx = SQLiteTx(conn, job.context_id, self._knowledge, staged)
             if savepoints:
                 conn.execute("SAVEPOINT op")
             try:
@@ -510,12 +496,25 @@ class SQLiteStore(Store):
             outcomes.append((job, result, None))
             if tx.row is not None:
                 staged[job.context_id] = tx.row
+            if tx.logged:
+                logged.setdefault(job.context_id, []).extend(tx.logged)
         return outcomes
 
     # -- reads -----------------------------------------------------------
 
+    def _known_row(self, conn: sqlite3.Connection, context_id: str) -> tuple[Any, ...] | None:
+        """The context's row as this process committed it, when a read on
+        ``conn`` may take it: on the idle write connection, with nothing
+        written by another connection since (:class:`Known`)."""
+        if conn is not self._write_conn:
+            return None
+        return self._knowledge.row(conn, context_id)
+
     async def get_context(self, context_id: str) -> ContextRecord | None:
         def read(conn: sqlite3.Connection) -> ContextRecord | None:
+            known = self._known_row(conn, context_id)
+            if known is not None:
+                return self._knowledge.record(context_id, known)
             row = conn.execute(
                 f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (context_id,)
             ).fetchone()
@@ -527,24 +526,33 @@ class SQLiteStore(Store):
         self, context_id: str, tail: int = 0
     ) -> tuple[ContextRecord | None, list[StoredMessage]]:
         def read(conn: sqlite3.Connection) -> tuple[ContextRecord | None, list[StoredMessage]]:
-            row = conn.execute(
-                f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (context_id,)
-            ).fetchone()
+            row = known = self._known_row(conn, context_id)
+            epoch = self._knowledge.epoch  # before the snapshot (a thread's read too)
             if row is None:
-                return None, []
-            ctx = context_from_row(row)
-            start = window_start(ctx, tail)
+                row = conn.execute(
+                    f"SELECT {CONTEXT_COLUMNS} FROM contexts WHERE id = ?", (context_id,)
+                ).fetchone()
+                if row is None:
+                    return None, []
+                ctx = context_from_row(row)
+            else:
+                ctx = self._knowledge.record(context_id, row)
+            start, last, created = window_start(ctx, tail), ctx.last_seq, ctx.created_at
+            if known is not None:  # the rows too, when the cache holds them to the last
+                held = self._rows.serve(context_id, created, start, last, epoch)
+                if held is not None:
+                    return ctx, held
             # as PostgresStore's, whose fetch is awaited (sharing it costs every read a layer)
 
             def rows_of(plan: Plan) -> list[StoredMessage] | None:
                 fetched: SizedRows = []
                 if plan.fetches:
-                    fetched = read_messages_sized(conn, context_id, plan.fetch_from, ctx.last_seq)
+                    fetched = read_messages_sized(conn, context_id, plan.fetch_from, last)
                 return self._rows.complete(plan, fetched)
 
-            rows = rows_of(self._rows.plan(context_id, ctx.created_at, start, ctx.last_seq))
+            rows = rows_of(self._rows.plan(context_id, created, start, last, epoch))
             if rows is None:  # the rows held were not this log's
-                rows = rows_of(RowCache.afresh(context_id, ctx.created_at, start, ctx.last_seq))
+                rows = rows_of(RowCache.afresh(context_id, created, start, last, epoch))
             assert rows is not None  # a fresh read is never refused
             return ctx, rows
 

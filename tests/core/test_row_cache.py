@@ -220,3 +220,43 @@ async def test_sqlite_reads_on_the_writer_connection_only_while_it_is_idle(
         assert store._loop_reader() is writer
     finally:
         await store.close()
+
+
+def test_rows_written_extend_a_run_of_the_same_epoch_and_serve_reads_alone() -> None:
+    """``extend`` adds committed rows to a run read in the writer's epoch
+    when they follow on from it; ``serve`` answers from the run alone only
+    in that epoch, for a run ending at the known last seq."""
+    cache, log = RowCache(), _Log(3)
+    cache.complete(cache.plan("c", CREATED, 1, 3, epoch=7), [(r, 10) for r in log.rows])
+    assert cache.serve("c", CREATED, 1, 3, 7) == log.rows
+    assert cache.serve("c", CREATED, 2, 3, 7) == log.rows[1:]
+    assert cache.serve("c", CREATED, 1, 3, 8) is None  # another epoch: something else wrote
+    assert cache.serve("c", CREATED, 1, 4, 7) is None  # the log went on: not all held
+    later = CREATED + timedelta(seconds=1)
+    assert cache.serve("c", later, 1, 3, 7) is None  # another context under the id
+    log.append(2)
+    assert not cache.follows("c", 5, 7) and cache.follows("c", 4, 7)
+    cache.extend("c", CREATED, [(r, 10) for r in log.rows[4:]], 7)  # a gap: not taken
+    cache.extend("c", CREATED, [(r, 10) for r in log.rows[3:]], 8)  # another epoch: not taken
+    cache.extend("c", later, [(r, 10) for r in log.rows[3:]], 7)  # another context
+    assert cache.serve("c", CREATED, 1, 5, 7) is None
+    cache.extend("c", CREATED, [(r, 10) for r in log.rows[3:]], 7)
+    assert cache.serve("c", CREATED, 1, 5, 7) == log.rows
+    assert cache.size == 5 * 10
+    # a read of another epoch checks the run's last row, and keeps it for its epoch
+    assert cache.complete(cache.plan("c", CREATED, 1, 5, epoch=9), [(log.rows[-1], 10)])
+    assert cache.serve("c", CREATED, 1, 5, 9) == log.rows
+    cache.extend("c", CREATED, [], 9)
+    unknown = RowCache()  # runs of a store that keeps no epoch are never served
+    unknown.complete(unknown.plan("c", CREATED, 1, 5), [(r, 10) for r in log.rows])
+    assert not unknown.follows("c", 6, 0)
+
+
+def test_rows_written_past_a_contexts_share_let_its_oldest_rows_go() -> None:
+    cache, log = RowCache(max_bytes=200), _Log(3)  # a context may take 50
+    cache.complete(cache.plan("c", CREATED, 1, 3, epoch=1), [(r, 10) for r in log.rows])
+    log.append(3)
+    cache.extend("c", CREATED, [(r, 10) for r in log.rows[3:]], 1)
+    assert cache.size == 50
+    assert cache.serve("c", CREATED, 1, 6, 1) is None  # row 1 let go
+    assert cache.serve("c", CREATED, 2, 6, 1) == log.rows[1:]
