@@ -103,7 +103,6 @@ class SQLiteStore(Store):
         self._rows = RowCache()  # decoded log rows, for the next window read
         # context rows as this process last committed them (see Known)
         self._knowledge = Known(self._rows)
-        self._known = self._knowledge.rows
         self._alone: Callable[[], bool] | None = None  # see use_alone_hint
         # contexts whose writes were answered before their COMMIT: reads wait for it
         self._unsettled: dict[str, asyncio.Event] = {}

@@ -315,7 +315,7 @@ async def test_a_writer_cancelled_in_its_commit_forgets_what_it_knew(store: SQLi
     store.use_alone_hint(lambda: True)  # the COMMIT follows the caller's step, on the loop
     await engine.put_context("c", policy={"strategy": "manual"})
     await engine.append("c", text("user", "one"))
-    assert "c" in store._known
+    assert "c" in store._knowledge.rows
     await engine.append_batch("c", [text("user", "two")], reply_before_sync=True)
     writer = store._writer
     assert writer is not None and not writer.done()  # its COMMIT is the next step
@@ -324,7 +324,7 @@ async def test_a_writer_cancelled_in_its_commit_forgets_what_it_knew(store: SQLi
         await writer
     disk = _on_disk(store, "c")[0]
     assert disk.last_seq == 2  # committed all the same
-    known = store._known.get("c")
+    known = store._knowledge.rows.get("c")
     assert known is None or context_from_row(known) == disk
     store._writer = asyncio.create_task(store._write_loop())  # for close()
     assert (await store.read_window("c"))[0] == disk

@@ -199,7 +199,7 @@ async def test_the_writer_rereads_a_context_another_connection_changed(tmp_path:
         engine = Engine(store)
         await engine.put_context("c", policy={"strategy": "manual"})
         await engine.append("c", text("user", "one"))
-        assert "c" in store._known
+        assert "c" in store._knowledge.rows
         with sqlite3.connect(path, isolation_level=None) as other:
             other.execute("UPDATE contexts SET token_budget = 1234 WHERE id = 'c'")
         other.close()

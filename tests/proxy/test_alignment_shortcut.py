@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -122,3 +123,35 @@ def test_a_resent_history_is_settled_by_the_shortcut() -> None:
     assert quick is not None
     assert quick.matched == 4 and quick.rewind_to_seq is None
     assert quick == align(request, rows, 4)
+
+
+# ``==`` on parts must not call equal what ``fingerprint`` (and so ``align``)
+# tells apart: a tool input with its keys in another order, 1 against 1.0 / true
+def _call_with(value: Any) -> dict[str, Any]:
+    return {"type": "tool-get", "toolCallId": "c1", "state": "input-available", "input": value}
+
+
+@pytest.mark.parametrize(
+    ("stored", "sent"),
+    [
+        ({"a": 1, "b": 2}, {"b": 2, "a": 1}),  # keys in another order
+        ({"x": 1.0}, {"x": 1}),  # a float a client wrote back as an int
+        ({"x": True}, {"x": 1}),
+    ],
+)
+def test_tail_match_agrees_with_align_on_inputs_equal_only_to_python(
+    stored: dict[str, Any], sent: dict[str, Any]
+) -> None:
+    log = [
+        Message("user", [{"type": "text", "text": "hi"}]),
+        Message("assistant", [_call_with(stored)]),
+    ]
+    rows = _rows(log)
+    request = [
+        log[0],
+        Message("assistant", [_call_with(sent)]),
+        Message("user", [{"type": "text", "text": "go"}]),
+    ]
+    full = align(request, rows, 2)
+    quick = tail_match(request, rows, 2)
+    assert quick is None or quick == full
