@@ -328,3 +328,47 @@ async def test_a_writer_cancelled_in_its_commit_forgets_what_it_knew(store: SQLi
     assert known is None or context_from_row(known) == disk
     store._writer = asyncio.create_task(store._write_loop())  # for close()
     assert (await store.read_window("c"))[0] == disk
+
+
+def test_a_known_records_copy_carries_every_field() -> None:
+    """``Known.record`` copies a decoded record field by field: a field added to
+    ``ContextRecord`` later (with its column) must be copied too. Every field
+    is set away from its default here, so a copy that drops one differs."""
+    from dataclasses import fields
+    from datetime import UTC, datetime
+
+    from fastpaca_core.model import Message, PolicySpec, PrefixEntry, format_time
+    from fastpaca_core.stores._codec import context_values
+    from fastpaca_core.stores._rowcache import RowCache
+    from fastpaca_core.stores._sqlitetx import Known
+
+    created = datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)
+    summary = Message("system", [{"type": "text", "text": "so far"}], {"k": 1}, 3)
+    ctx = ContextRecord(
+        "c-1",
+        1234,
+        0.5,
+        PolicySpec("last_n", {"limit": 7}),
+        {"owner": "x"},
+        "active",
+        42,
+        40,
+        900,
+        [PrefixEntry(summary, "summary", 1, 30)],
+        31,
+        700,
+        created,
+        datetime(2026, 2, 3, 4, 5, 6, 700000, tzinfo=UTC),
+        1.25,
+        9,
+    )
+    for f in fields(ContextRecord):  # a field added later must be set here too
+        assert getattr(ctx, f.name) != f.default, f"set {f.name} away from its default"
+    row = tuple(format_time(v) if isinstance(v, datetime) else v for v in context_values(ctx))
+    expected = context_from_row(row)
+    known = Known(RowCache())
+    known.rows["c-1"] = row
+    for _ in range(2):  # decoded, then copied from what was decoded
+        copy = known.record("c-1", row)
+        for f in fields(ContextRecord):
+            assert getattr(copy, f.name) == getattr(expected, f.name), f.name
