@@ -43,10 +43,16 @@ Replies: ``choices[0].message`` becomes one assistant message whose
 ``token_count`` is ``usage.completion_tokens``. Converting it back gives the
 message minus ``null`` fields, minus ``annotations`` (kept in metadata, not a
 request field) and with ``audio`` reduced to ``{"id"}`` as requests take it.
+That id is good only until the audio's ``expires_at`` (about an hour; the
+upstream refuses it after): a spoken reply ``AUDIO_EXPIRY_MARGIN`` or less
+from it, or past it, is sent without ``audio``, its ``transcript`` as its
+text (unless it has text already). ``to_openai_chat(..., now=)`` sets the
+clock.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -81,7 +87,12 @@ from ._parts import (
     with_meta,
 )
 
-__all__ = ["from_openai_chat", "reply_from_chat_completion", "to_openai_chat"]
+__all__ = [
+    "AUDIO_EXPIRY_MARGIN",
+    "from_openai_chat",
+    "reply_from_chat_completion",
+    "to_openai_chat",
+]
 
 RAW_MESSAGE = "data-openai-chat-message"
 RAW_PART = "data-openai-chat-part"
@@ -92,6 +103,9 @@ _KNOWN = frozenset(
 )
 _REPLY_ONLY = frozenset({"annotations"})
 _UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+# seconds before a spoken reply's ``expires_at`` from which its audio id is no
+# longer sent: the request may reach the upstream a little later than now
+AUDIO_EXPIRY_MARGIN = 60.0
 
 
 def _str(value: Any) -> str:
@@ -369,11 +383,17 @@ def _system_text(message: Message) -> str:
     return "\n\n".join(t for t in texts if isinstance(t, str) and t)
 
 
-def _message_extras(message: Message) -> dict[str, Any]:
+def _chat_meta(message: Message) -> Mapping[str, Any]:
+    """The message's Chat keys we do not map (``{}`` when none)."""
     holder = message.metadata.get("providerMetadata")
     openai = holder.get(OPENAI) if isinstance(holder, Mapping) else None
     chat = openai.get("chat") if isinstance(openai, Mapping) else None
-    if not isinstance(chat, Mapping):
+    return chat if isinstance(chat, Mapping) else {}
+
+
+def _message_extras(message: Message) -> dict[str, Any]:
+    chat = _chat_meta(message)
+    if not chat:
         return {}
     extras = {k: v for k, v in chat.items() if k not in _REPLY_ONLY and k not in _KNOWN}
     audio = extras.get("audio")
@@ -466,9 +486,47 @@ class _Turn:
         return out if len(out) > 1 else None
 
 
-def _assistant_out(message: Message) -> list[dict[str, Any]]:
+def _expired(audio: Mapping[str, Any], now: float | None) -> bool:
+    """Whether the upstream no longer takes this spoken reply's audio id: its
+    ``expires_at`` (Unix seconds) is at most ``AUDIO_EXPIRY_MARGIN`` ahead.
+    Without one we cannot tell, so the id is sent."""
+    expires = audio.get("expires_at")
+    if not isinstance(expires, (int, float)) or isinstance(expires, bool):
+        return False
+    return expires <= (time.time() if now is None else now) + AUDIO_EXPIRY_MARGIN
+
+
+def _spoken(
+    message: Message, extras: dict[str, Any], now: float | None
+) -> Sequence[dict[str, Any]]:
+    """The parts to send. A spoken reply whose audio has expired loses
+    ``audio`` from ``extras`` and says its ``transcript`` as text instead (in
+    the place of ``content``, after ``reasoning_content``), unless it has
+    text already."""
+    parts = message.parts
+    audio = _chat_meta(message).get("audio")
+    if not isinstance(audio, Mapping) or not _expired(audio, now):
+        return parts
+    del extras["audio"]
+    transcript = audio.get("transcript")
+    if not isinstance(transcript, str) or not transcript:
+        return parts
+    if any(p.get("type") == "text" and p.get("text") and not _refusal(p) for p in parts):
+        return parts
+    at = 0
+    while at < len(parts) and parts[at].get("type") == "reasoning":
+        at += 1
+    return [*parts[:at], text_part(transcript), *parts[at:]]
+
+
+def _refusal(part: Mapping[str, Any]) -> bool:
+    return bool(meta(part, OPENAI).get("refusal"))
+
+
+def _assistant_out(message: Message, now: float | None = None) -> list[dict[str, Any]]:
     """One assistant message, or several when the parts' order needs them."""
     extras = _message_extras(message)
+    parts = _spoken(message, extras, now) if "audio" in extras else message.parts
     out: list[dict[str, Any]] = []
     turns = [_Turn()]
     answers: list[dict[str, Any]] = []
@@ -477,7 +535,7 @@ def _assistant_out(message: Message) -> list[dict[str, Any]]:
         out.extend(m for turn in turns if (m := turn.message(extras)) is not None)
         out.extend(answers)
 
-    for part in message.parts:
+    for part in parts:
         kind = part.get("type")
         call = tool_call(part)
         is_call = call is not None or (kind == RAW_CALL and isinstance(part.get("data"), Mapping))
@@ -537,7 +595,9 @@ def _plain_text(message: Message) -> str | None:
     return None
 
 
-def to_openai_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
+def to_openai_chat(messages: Sequence[Message], now: float | None = None) -> list[dict[str, Any]]:
+    """Our messages as Chat Completions ``messages``; ``now`` (Unix seconds,
+    default the current time) decides which spoken replies' audio has expired."""
     out: list[dict[str, Any]] = []
     for message in messages:
         parts = message.parts
@@ -550,7 +610,7 @@ def to_openai_chat(messages: Sequence[Message]) -> list[dict[str, Any]]:
                 out.append(dict(data))
             continue
         if message.role == "assistant":
-            out.extend(_assistant_out(message))
+            out.extend(_assistant_out(message, now))
         elif message.role == "tool":
             extras = _message_extras(message)
             for part in parts:

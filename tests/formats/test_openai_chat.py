@@ -279,7 +279,7 @@ def test_reply_with_annotations_refusal_and_audio() -> None:
         assert to_openai_chat([reply]) == [
             {"role": "assistant", "refusal": "I can't help with that."}
         ]
-    audio = {"id": "audio_1", "data": "UklG", "expires_at": 1741573552, "transcript": "Hi"}
+    audio = {"id": "audio_1", "data": "UklG", "expires_at": 4102444800, "transcript": "Hi"}
     spoken = {"role": "assistant", "content": None, "audio": audio}
     for reply in _replies(_completion(spoken)):
         assert to_openai_chat([reply]) == [{"role": "assistant", "audio": {"id": "audio_1"}}]

@@ -681,7 +681,7 @@ CHAT_TURNS: list[tuple[list[JSON], JSON]] = [
                     "id": "audio_1",
                     "data": WAV,
                     "transcript": "Hello.",
-                    "expires_at": 1700000000,
+                    "expires_at": 4102444800,  # 2100: still held upstream
                 },
             }
         ),
