@@ -24,6 +24,20 @@ of what its content costs a provider:
 - a file by URL or file id other than an image: the JSON of the part (its
   size cannot be known here).
 
+The same goes for media a converter kept verbatim in a raw provider part
+(``data-openai-chat-part``, ``data-anthropic-block``...: an item it could
+not map losslessly; a whole raw message or item; one in a tool result's
+``output``), however deep: the part's JSON is counted without each payload,
+plus what the payload costs as above (a 1 MB image so kept had counted as
+~270,000 tokens). Payloads are looked for where each provider's shape holds
+them, not in every string: an ``image_url`` (Chat's ``{"url"}``, Responses'
+string in ``input_image`` / ``computer_screenshot``), ``input_audio.data``
+(audio of its ``format``), ``file_data`` (Chat's ``file``, Responses'
+``input_file``; bare base64 takes its type from ``filename``), an Anthropic
+``base64`` source. An image given by URL or file id there (and in an
+Anthropic ``image`` block) costs ``IMAGE_TOKENS`` too, as a file part's does.
+A raw part is rare: it is walked whole; other parts pay one set lookup.
+
 Estimates, not the providers' counts: on the proxy, the calibration learns
 how a context's estimates compare with the provider's own counts.
 """
@@ -33,17 +47,25 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import mimetypes
 import re
 import urllib.parse
-from typing import Any
+from typing import Any, NamedTuple
+
+from .formats.anthropic import RAW_BLOCK, RAW_MESSAGE
+from .formats.openai_chat import RAW_MESSAGE as RAW_CHAT_MESSAGE
+from .formats.openai_chat import RAW_PART
+from .formats.openai_responses import RAW_CONTENT, RAW_ITEM
 
 __all__ = [
     "AUDIO_BYTES_PER_SECOND",
     "AUDIO_TOKENS_PER_SECOND",
+    "HOLDING_KINDS",
     "IMAGE_TOKENS",
     "OTHER_BYTES_PER_TOKEN",
     "PDF_BYTES_PER_PAGE",
     "PDF_PAGE_TOKENS",
+    "RAW_KINDS",
     "held_chars",
     "media_out",
 ]
@@ -54,9 +76,16 @@ AUDIO_BYTES_PER_SECOND = 16_000
 PDF_PAGE_TOKENS = 2000
 PDF_BYTES_PER_PAGE = 50_000
 OTHER_BYTES_PER_TOKEN = 4
+# The parts a converter keeps a provider's item in verbatim: media may sit
+# anywhere inside their ``data``.
+RAW_KINDS = frozenset({RAW_PART, RAW_CHAT_MESSAGE, RAW_CONTENT, RAW_ITEM, RAW_BLOCK, RAW_MESSAGE})
+# The part types whose bytes counting may read (:func:`held_chars`), besides
+# a tool result's (its ``output``'s raw items).
+HOLDING_KINDS = RAW_KINDS | {"file"}
 
 _PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 _TEXT_MEDIA = ("application/json", "application/xml", "application/x-ndjson")
+_OCTET = "application/octet-stream"
 
 
 def _is_image(part: dict[str, Any]) -> bool:
@@ -66,6 +95,17 @@ def _is_image(part: dict[str, Any]) -> bool:
 
 def _without_url(part: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in part.items() if k != "url"}
+
+
+def _is_raw(item: Any) -> bool:
+    """``item`` (of a tool result's ``output``, any JSON) is a raw provider part."""
+    return (
+        isinstance(item, dict) and isinstance(kind := item.get("type"), str) and kind in RAW_KINDS
+    )
+
+
+def _is_data(url: Any) -> bool:
+    return isinstance(url, str) and url.startswith("data:")
 
 
 def _held(url: Any) -> tuple[str, bytes] | None:
@@ -86,6 +126,16 @@ def _held(url: Any) -> tuple[str, bytes] | None:
     return head.split(";", 1)[0].strip().lower(), data
 
 
+def _media(media: Any, url: Any) -> str:
+    """The type a file is counted as: ``media``, or when that names none (or
+    ``application/octet-stream``) the type its ``data:`` URL names, read
+    without its payload."""
+    if isinstance(media, str) and media.lower() != _OCTET:
+        return media.lower()
+    comma = url.find(",") if _is_data(url) else -1
+    return url[5:comma].split(";", 1)[0].strip().lower() if comma >= 0 else ""
+
+
 def _is_text(media: str) -> bool:
     return media.startswith("text/") or media in _TEXT_MEDIA or media.endswith(("+json", "+xml"))
 
@@ -101,7 +151,7 @@ def _wav_seconds(data: bytes) -> float | None:
 
 def _file_tokens(media: str, data: bytes) -> tuple[int, str | None]:
     """What a file's bytes cost: tokens counted here, or its text to tokenise."""
-    if media.startswith("image/"):  # a part naming no image type, its URL one
+    if media.startswith("image/"):
         return IMAGE_TOKENS, None
     if media.startswith("audio/"):
         seconds = _wav_seconds(data) if "wav" in media else None
@@ -116,39 +166,182 @@ def _file_tokens(media: str, data: bytes) -> tuple[int, str | None]:
     return -(-len(data) // OTHER_BYTES_PER_TOKEN), None
 
 
+def _url_tokens(media: Any, url: Any) -> tuple[int, str | None] | None:
+    """What the file at ``url`` of type ``media`` costs (:func:`_file_tokens`):
+    an image at one look, else the bytes its ``data:`` URL holds, read; None
+    when its cost is not known here (a non-image by URL, an unreadable URL)."""
+    kind = _media(media, url)
+    if kind.startswith("image/"):
+        return IMAGE_TOKENS, None
+    held = _held(url)
+    return None if held is None else _file_tokens(kind or held[0], held[1])
+
+
+def _reads(media: Any, url: Any) -> int:
+    """The length of ``url`` when :func:`_url_tokens` reads its bytes, else 0."""
+    return len(url) if _is_data(url) and not _media(media, url).startswith("image/") else 0
+
+
+class _Media(NamedTuple):
+    """Media inside a raw part's data: ``holder[key]`` is its payload (a
+    ``data:`` URL or bare base64 of type ``media``); no holder: an image by
+    URL or file id, whose reference stays in the JSON."""
+
+    holder: dict[str, Any] | None
+    key: str
+    media: str | None
+
+    @property
+    def payload(self) -> str:
+        return "" if self.holder is None else str(self.holder[self.key])
+
+    def is_image(self) -> bool:
+        return self.holder is None or _media(self.media, self.payload).startswith("image/")
+
+    def reads(self) -> int:
+        return 0 if self.is_image() else len(self.payload)
+
+    def tokens(self) -> tuple[int, str | None] | None:
+        if self.is_image():
+            return IMAGE_TOKENS, None
+        payload = self.payload
+        url = payload if _is_data(payload) else f"data:{self.media};base64,{payload}"
+        return _url_tokens(self.media, url)
+
+
+def _image(holder: dict[str, Any], key: str) -> list[_Media]:
+    """An image given as ``holder[key]``: a ``data:`` URL (of its own type,
+    else an image), a URL or a file id."""
+    url = holder.get(key)
+    if not isinstance(url, str):
+        return []
+    if _is_data(url):
+        return [_Media(holder, key, _media(None, url) or "image/*")]
+    return [_Media(None, key, "image/*")]
+
+
+def _file_data(holder: dict[str, Any]) -> list[_Media]:
+    data = holder.get("file_data")
+    if not isinstance(data, str):
+        return []
+    if _is_data(data):
+        return [_Media(holder, "file_data", None)]
+    name = holder.get("filename")
+    guessed = mimetypes.guess_type(name)[0] if isinstance(name, str) else None
+    return [_Media(holder, "file_data", guessed or _OCTET)]
+
+
+def _held_by(item: dict[str, Any]) -> list[_Media]:
+    """The media ``item`` itself holds, by the shape of each provider's items."""
+    kind = item.get("type")
+    inner = item.get(kind) if isinstance(kind, str) else None
+    if kind == "image_url" and isinstance(inner, dict):  # Chat
+        return _image(inner, "url")
+    if kind == "input_image" or kind == "computer_screenshot":  # Responses
+        return _image(item, "image_url" if "image_url" in item else "file_id")
+    if kind == "input_audio" and isinstance(inner, dict) and isinstance(inner.get("data"), str):
+        return [_Media(inner, "data", f"audio/{inner.get('format')}")]
+    if kind == "file" and isinstance(inner, dict):  # Chat
+        return _file_data(inner)
+    if kind == "input_file":  # Responses
+        return _file_data(item)
+    if kind == "base64" and isinstance(item.get("data"), str):  # an Anthropic source
+        media = item.get("media_type")
+        return [_Media(item, "data", media if isinstance(media, str) else _OCTET)]
+    source = item.get("source")
+    if kind == "image" and isinstance(source, dict) and source.get("type") != "base64":
+        return [_Media(None, "source", "image/*")]  # Anthropic, by URL or file id
+    return []
+
+
+def _found(data: Any) -> list[_Media]:
+    """Every media in a raw part's ``data``, in order (a walk without
+    recursion: provider JSON may nest deep)."""
+    found: list[_Media] = []
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            found.extend(_held_by(value))
+            stack.extend(v for v in reversed(value.values()) if isinstance(v, dict | list))
+        elif isinstance(value, list):
+            stack.extend(v for v in reversed(value) if isinstance(v, dict | list))
+    return found
+
+
+def _left_out(value: Any, drop: dict[int, str]) -> Any:
+    """``value`` with ``holder[key]`` left out for each ``id(holder): key``."""
+    if isinstance(value, list):
+        return [_left_out(v, drop) for v in value]
+    if not isinstance(value, dict):
+        return value
+    key = drop.get(id(value))
+    return {k: _left_out(v, drop) for k, v in value.items() if k != key}
+
+
+def _raw_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
+    """:func:`media_out` of a raw provider part: its JSON without each payload
+    it holds (and can read), plus what they cost."""
+    tokens = 0
+    texts: list[str] = []
+    drop: dict[int, str] = {}
+    for media in _found(part.get("data")):
+        cost = media.tokens()
+        if cost is None:
+            continue
+        tokens += cost[0]
+        if cost[1] is not None:
+            texts.append(cost[1])
+        if media.holder is not None:
+            drop[id(media.holder)] = media.key
+    if not tokens and not texts:
+        return part, 0, None
+    counted = {**part, "data": _left_out(part["data"], drop)} if drop else part
+    return counted, tokens, "\n".join(texts) if texts else None
+
+
 def held_chars(part: dict[str, Any]) -> int:
-    """The length of the ``data:`` URL whose bytes :func:`media_out` reads
-    (decodes, scans) to count ``part``; 0 when it reads none (most parts, an
-    image: at one look)."""
-    if part.get("type") != "file" or _is_image(part):
+    """The length of the ``data:`` URLs (or bare base64) whose bytes
+    :func:`media_out` reads (decodes, scans) to count ``part``; 0 when it
+    reads none (most parts, an image: at one look)."""
+    kind = part.get("type")
+    if kind == "file":
+        return _reads(part.get("mediaType"), part.get("url"))
+    if kind in RAW_KINDS:
+        return sum(media.reads() for media in _found(part.get("data")))
+    output = part.get("output")
+    if type(output) is not list:
         return 0
-    url = part.get("url")
-    return len(url) if isinstance(url, str) and url.startswith("data:") else 0
+    return sum(held_chars(item) for item in output if _is_raw(item))
 
 
 def media_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
     """``part`` as counted (its JSON is tokenised), the tokens its media add,
     and the text its file holds (tokenised too), or None. A part with no
     media to set apart comes back as it is: most parts, at one look."""
-    if part.get("type") == "file":
-        if _is_image(part):
-            return _without_url(part), IMAGE_TOKENS, None
-        held = _held(part.get("url"))
-        if held is None:
-            return part, 0, None
-        media = part.get("mediaType")
-        if not isinstance(media, str) or media.lower() == "application/octet-stream":
-            media = held[0]  # the URL's own type, when the part names none
-        tokens, text = _file_tokens(media.lower(), held[1])
-        return _without_url(part), tokens, text
+    kind = part.get("type")
+    if kind == "file":
+        cost = _url_tokens(part.get("mediaType"), part.get("url"))
+        return (part, 0, None) if cost is None else (_without_url(part), *cost)
+    if kind in RAW_KINDS:
+        return _raw_out(part)
     output = part.get("output")
     if type(output) is not list:
         return part, 0, None
-    images = 0
+    tokens = 0
+    texts: list[str] = []
     kept: list[Any] = []
-    for item in output:
-        if isinstance(item, dict) and _is_image(item):
-            item = _without_url(item)
-            images += 1
+    for item in output:  # a tool's screenshot; a raw item of a provider's tool result
+        if isinstance(item, dict):
+            if _is_image(item):
+                item = _without_url(item)
+                tokens += IMAGE_TOKENS
+            elif _is_raw(item):
+                item, added, text = _raw_out(item)
+                tokens += added
+                if text is not None:
+                    texts.append(text)
         kept.append(item)
-    return ({**part, "output": kept}, images * IMAGE_TOKENS, None) if images else (part, 0, None)
+    if not tokens and not texts:
+        return part, 0, None
+    return {**part, "output": kept}, tokens, "\n".join(texts) if texts else None

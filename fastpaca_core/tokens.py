@@ -7,7 +7,8 @@ tiktoken itself expects, and build a real ``tiktoken.Encoding``.
 A message costs a fixed overhead plus its parts: text-like parts are counted
 on their text, a file (an image, audio, a PDF...) as what providers bill for
 its content (:mod:`.mediatokens`) plus the JSON of its keys besides ``url``,
-every other part on its compact JSON. A client-supplied ``token_count`` is
+every other part on its compact JSON (a raw provider part without the media
+payloads it holds, those counted as files are). A client-supplied ``token_count`` is
 always used verbatim.
 
 Counts of text that repeats (a proxied request's system prompt, tools and
@@ -32,7 +33,7 @@ import tiktoken
 
 from .errors import ValidationError
 from .jsonutil import dumps_str
-from .mediatokens import IMAGE_TOKENS, held_chars, media_out
+from .mediatokens import HOLDING_KINDS, IMAGE_TOKENS, held_chars, media_out
 from .model import Message
 
 __all__ = [
@@ -111,13 +112,15 @@ def load_encoding(name: str = "o200k_base") -> tiktoken.Encoding:
 
 
 def reads_much(message: Message) -> bool:
-    """A file in ``message`` whose bytes take long to read (a 20 MB PDF: its
-    base64 decoded, its pages scanned, ~90 ms): counted wholly off the event
-    loop (and not bounded by :meth:`TokenCounter.at_most`, which would read
-    them on it). Most messages: one key looked up per part."""
+    """A file in ``message`` (a file part, or media held in a raw provider
+    part) whose bytes take long to read (a 20 MB PDF: its base64 decoded, its
+    pages scanned, ~90 ms): counted wholly off the event loop (and not bounded
+    by :meth:`TokenCounter.at_most`, which would read them on it). Most
+    messages: a key or two looked up per part."""
     for part in message.parts:
-        if part.get("type") == "file" and held_chars(part) > _INLINE_CHARS:
-            return True
+        if part.get("type") in HOLDING_KINDS or "output" in part:  # a tool result's
+            if held_chars(part) > _INLINE_CHARS:
+                return True
     return False
 
 
