@@ -24,6 +24,14 @@ of what its content costs a provider:
 - a file by URL or file id other than an image: the JSON of the part (its
   size cannot be known here).
 
+A ``url`` of bare base64 (OpenAI's ``file_data`` as a client sent it, not a
+``data:`` URL: Chat keeps it unflagged, Responses flags ``openai.fileData``)
+holds its bytes too: it is counted as a ``data:`` URL of the part's
+``mediaType``, or when that is octet-stream, of the type its ``filename``
+suggests. A file in a tool result's ``output`` (a PDF a tool returned, as
+an Anthropic ``document`` block or an AI SDK file part gives it) is counted
+as a file part is.
+
 The same goes for media a converter kept verbatim in a raw provider part
 (``data-openai-chat-part``, ``data-anthropic-block``...: an item it could
 not map losslessly; a whole raw message or item; one in a tool result's
@@ -52,6 +60,7 @@ import re
 import urllib.parse
 from typing import Any, NamedTuple
 
+from .formats._parts import meta
 from .formats.anthropic import RAW_BLOCK, RAW_MESSAGE
 from .formats.openai_chat import RAW_MESSAGE as RAW_CHAT_MESSAGE
 from .formats.openai_chat import RAW_PART
@@ -80,27 +89,30 @@ OTHER_BYTES_PER_TOKEN = 4
 # anywhere inside their ``data``.
 RAW_KINDS = frozenset({RAW_PART, RAW_CHAT_MESSAGE, RAW_CONTENT, RAW_ITEM, RAW_BLOCK, RAW_MESSAGE})
 # The part types whose bytes counting may read (:func:`held_chars`), besides
-# a tool result's (its ``output``'s raw items).
+# a tool result's (its ``output``'s files and raw items).
 HOLDING_KINDS = RAW_KINDS | {"file"}
 
 _PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 _TEXT_MEDIA = ("application/json", "application/xml", "application/x-ndjson")
 _OCTET = "application/octet-stream"
-
-
-def _is_image(part: dict[str, Any]) -> bool:
-    media = part.get("mediaType")
-    return part.get("type") == "file" and isinstance(media, str) and media.startswith("image/")
+# A URL's scheme (``https:``, ``data:``...): never in base64, whose alphabet
+# has no colon.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+# The providers whose ``fileId`` flag makes a file part's ``url`` a file id.
+_ID_FLAGS = ("openai", "anthropic")
 
 
 def _without_url(part: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in part.items() if k != "url"}
 
 
-def _is_raw(item: Any) -> bool:
-    """``item`` (of a tool result's ``output``, any JSON) is a raw provider part."""
+def _holds(item: Any) -> bool:
+    """``item`` (of a tool result's ``output``, any JSON) is a file or a raw
+    provider part: one whose media :func:`media_out` sets apart."""
     return (
-        isinstance(item, dict) and isinstance(kind := item.get("type"), str) and kind in RAW_KINDS
+        isinstance(item, dict)
+        and isinstance(kind := item.get("type"), str)
+        and kind in HOLDING_KINDS
     )
 
 
@@ -220,15 +232,34 @@ def _image(holder: dict[str, Any], key: str) -> list[_Media]:
     return [_Media(None, key, "image/*")]
 
 
+def _named(media: Any, name: Any) -> str:
+    """The type of bare base64 (no ``data:`` URL names one): ``media``, or
+    when that names none (or octet-stream) the type file ``name`` suggests."""
+    if isinstance(media, str) and media and media.lower() != _OCTET:
+        return media
+    guessed = mimetypes.guess_type(name)[0] if isinstance(name, str) else None
+    return guessed or _OCTET
+
+
 def _file_data(holder: dict[str, Any]) -> list[_Media]:
     data = holder.get("file_data")
     if not isinstance(data, str):
         return []
     if _is_data(data):
         return [_Media(holder, "file_data", None)]
-    name = holder.get("filename")
-    guessed = mimetypes.guess_type(name)[0] if isinstance(name, str) else None
-    return [_Media(holder, "file_data", guessed or _OCTET)]
+    return [_Media(holder, "file_data", _named(None, holder.get("filename")))]
+
+
+def _bare(part: dict[str, Any]) -> _Media | None:
+    """The bytes a file part's ``url`` holds as bare base64 (OpenAI's
+    ``file_data`` as sent): a ``url`` with no scheme that is no file id.
+    None for any other ``url``: at one look."""
+    url = part.get("url")
+    if not isinstance(url, str) or not url or _SCHEME.match(url):
+        return None
+    if any(meta(part, provider).get("fileId") for provider in _ID_FLAGS):
+        return None
+    return _Media(part, "url", _named(part.get("mediaType"), part.get("filename")))
 
 
 def _held_by(item: dict[str, Any]) -> list[_Media]:
@@ -306,13 +337,14 @@ def held_chars(part: dict[str, Any]) -> int:
     reads none (most parts, an image: at one look)."""
     kind = part.get("type")
     if kind == "file":
-        return _reads(part.get("mediaType"), part.get("url"))
+        bare = _bare(part)
+        return _reads(part.get("mediaType"), part.get("url")) if bare is None else bare.reads()
     if kind in RAW_KINDS:
         return sum(media.reads() for media in _found(part.get("data")))
     output = part.get("output")
     if type(output) is not list:
         return 0
-    return sum(held_chars(item) for item in output if _is_raw(item))
+    return sum(held_chars(item) for item in output if _holds(item))
 
 
 def media_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
@@ -322,6 +354,8 @@ def media_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
     kind = part.get("type")
     if kind == "file":
         cost = _url_tokens(part.get("mediaType"), part.get("url"))
+        if cost is None and (bare := _bare(part)) is not None:
+            cost = bare.tokens()  # None: not base64 after all, counted as JSON
         return (part, 0, None) if cost is None else (_without_url(part), *cost)
     if kind in RAW_KINDS:
         return _raw_out(part)
@@ -331,16 +365,12 @@ def media_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
     tokens = 0
     texts: list[str] = []
     kept: list[Any] = []
-    for item in output:  # a tool's screenshot; a raw item of a provider's tool result
-        if isinstance(item, dict):
-            if _is_image(item):
-                item = _without_url(item)
-                tokens += IMAGE_TOKENS
-            elif _is_raw(item):
-                item, added, text = _raw_out(item)
-                tokens += added
-                if text is not None:
-                    texts.append(text)
+    for item in output:  # a tool's screenshot or PDF; a raw item of a provider's result
+        if _holds(item):
+            item, added, text = media_out(item)
+            tokens += added
+            if text is not None:
+                texts.append(text)
         kept.append(item)
     if not tokens and not texts:
         return part, 0, None
