@@ -23,6 +23,7 @@ from fastpaca_core.jsonutil import dumps
 
 from .adapters import Adapter
 from .flow import _headers, _prepare, _read_json, _scoped
+from .preambles import PREAMBLES
 from .relaying import own_error, relay
 from .upstream import UPSTREAM
 
@@ -45,7 +46,10 @@ async def count_call(
     engine = request.app[ENGINE]
     try:
         context_id = _scoped(request, adapter, context_id, body)
-        turn = await _prepare(engine, adapter, context_id, body, defer_count=False, create=False)
+        preambles = request.app[PREAMBLES] if adapter.chains else None  # as the call would
+        turn = await _prepare(
+            engine, adapter, context_id, body, defer_count=False, create=False, preambles=preambles
+        )
         payload = dumps(adapter.build(body, turn.preamble, turn.window))
     except FastpacaError as exc:
         return own_error(adapter, exc.status, exc.code, public_text(request, str(exc)))

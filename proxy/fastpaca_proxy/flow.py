@@ -3,10 +3,12 @@ upstream, pass the reply through, and store the turn once the call succeeded.
 
 - No context id: pure pass-through; nothing is read or stored.
 - With one: the request's system/developer messages are its preamble (sent,
-  never logged); its other messages that the log does not hold yet are the new
-  turn (see ``turns.align``). The upstream receives the preamble, the LLM
-  context and the new turn, within the context's budget minus what the rest
-  of the request (preamble, tools, parameters) takes.
+  never logged; a Responses request that continues a ``previous_response_id``
+  without any inherits its chain's, see ``preambles``); its other messages
+  that the log does not hold yet are the new turn (see ``turns.align``). The
+  upstream receives the preamble, the LLM context and the new turn, within
+  the context's budget minus what the rest of the request (preamble, tools,
+  parameters) takes.
 - The new turn and the reply are appended together, atomically, once the
   upstream answered 2xx and, for streams, finished its stream. A failed call
   stores nothing, so the client's retry is clean. (The log side of this, the
@@ -45,6 +47,7 @@ from fastpaca_core.window import WindowItem
 
 from .adapters import Adapter, Assembler
 from .adapters.base import sendable
+from .preambles import PREAMBLES, Preambles
 from .relaying import (
     Relayed,
     finish_stream,
@@ -90,16 +93,22 @@ async def _prepare(
     *,
     defer_count: bool,
     create: bool = True,
+    preambles: Preambles | None = None,
 ) -> Turn:
     """The turn to send. ``defer_count``: when the window keeps the whole new
     turn even at its largest possible size (``TokenCounter.at_most``), its
     exact count can wait until the request has gone out (see ``count_turn``).
     ``create``: a context that does not exist yet is created (a call), or
-    read as the empty one it would be (a token count, which stores nothing)."""
+    read as the empty one it would be (a token count, which stores nothing).
+    ``preambles``: a request without a preamble of its own that continues an
+    earlier reply gets the one that reply was sent with."""
     validate_context_id(context_id, "context")
     chat = adapter.split(body)
     if not chat.messages:
         raise ValidationError(adapter.conversation_key, "holds no message besides the preamble")
+    preamble = chat.preamble
+    if preambles is not None and not preamble:
+        preamble = preambles.inherited(context_id, adapter.continues(body))
     rest = {k: v for k, v in body.items() if k != adapter.conversation_key}
 
     def storable(messages: list[Message]) -> None:
@@ -108,14 +117,14 @@ async def _prepare(
 
     def fresh() -> None:  # a new context: every message is new
         storable(chat.messages)
-        dumps([rest, chat.preamble])
+        dumps([rest, preamble])
 
     ctx, live, alignment = await align_with_log(
         engine, adapter, context_id, chat.messages, fresh if create else None
     )
     storable(alignment.new)
     # the same preamble, tools and parameters come every turn: cached by content
-    ours_reserved = await engine.tokens.acount_text(dumps_str([rest, chat.preamble]))
+    ours_reserved = await engine.tokens.acount_text(dumps_str([rest, preamble]))
     reserved = calibrated(ours_reserved, ctx.calibration)  # budgets are in the provider's tokens
     budget = max(1, ctx.token_budget - reserved)
     bounds: list[int] = []
@@ -167,7 +176,7 @@ async def _prepare(
         base -= await _left_out(engine, messages, sent)
     return Turn(
         ctx,
-        chat.preamble,
+        preamble,
         new if counted else alignment.new,
         alignment.rewind_to_seq,
         sent,
@@ -244,6 +253,7 @@ async def proxy_call(
         return await _pass_through(request, upstream, adapter, raw, adapter.is_stream(body))
     engine = request.app[ENGINE]
     retries = request.app[RETRIES]
+    preambles = request.app[PREAMBLES] if adapter.chains else None
     call = None  # this call as the context's latest (retries.py); non-streamed only
     try:
         try:
@@ -260,7 +270,9 @@ async def proxy_call(
                     if isinstance(claimed, Answer):
                         return claimed.response()
                     call = claimed
-            turn = await _prepare(engine, adapter, context_id, body, defer_count=not stream)
+            turn = await _prepare(
+                engine, adapter, context_id, body, defer_count=not stream, preambles=preambles
+            )
             upstream_body = adapter.build(body, turn.preamble, turn.window)
             plain = upstream_body.copy()  # before ``prepare_stream`` adds to it
             model = str(body.get("model"))  # an upstream may refuse stream usage for one model
@@ -339,8 +351,10 @@ async def _forward(
     that refuses ``stream_options`` (an OpenAI-compatible server, an older
     Azure API version): it is asked again without, once, and when that
     streams, later streams for the same model are sent as asked (their
-    replies counted by the server instead)."""
+    replies counted by the server instead). A reply's id is remembered with
+    the turn's preamble, for a request that continues it (``preambles``)."""
     upstream = request.app[UPSTREAM]
+    preambles = request.app[PREAMBLES] if adapter.chains else None
     counting = count_later(engine, turn)
     retried = False
     try:
@@ -353,7 +367,7 @@ async def _forward(
                         upstream.refuses_usage.add(str(loads(payload).get("model")))
                     hide = unasked is not None
                     return await _relay_stream(
-                        request, engine, adapter, context_id, turn, resp, hide
+                        request, engine, adapter, context_id, turn, resp, hide, preambles
                     )
                 lift_deadline(request)  # an answer is coming: it is stored whatever the time
                 data = await resp.read()
@@ -372,10 +386,13 @@ async def _forward(
     version, used, stored = turn.ctx.version, None, False
     if 200 <= resp.status < 300:
         try:
-            reply, usage = adapter.reply(loads(data))
+            answer = loads(data)
+            reply, usage = adapter.reply(answer)
         except (JSONError, FastpacaError, TypeError, ValueError, KeyError):
             log.warning("unreadable upstream reply", extra={"fields": {"context_id": context_id}})
         else:
+            if preambles is not None:
+                preambles.remember(context_id, adapter.reply_id(answer), turn.preamble)
             version, used, stored = await store_answered(
                 request, engine, context_id, turn, reply, usage, counting
             )
@@ -402,6 +419,7 @@ async def _relay_stream(
     turn: Turn,
     resp: aiohttp.ClientResponse,
     hide: bool,
+    preambles: Preambles | None,
 ) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     out_headers = upstream.response_headers(resp.headers)
@@ -416,6 +434,10 @@ async def _relay_stream(
         async for chunk in resp.content.iter_any():
             for event in parser.feed(chunk):
                 _feed(assembler, event, context_id)
+                if preambles is not None and assembler.reply_id is not None:
+                    # its id reaches the client with this event: a request may name it next
+                    preambles.remember(context_id, assembler.reply_id, turn.preamble)
+                    preambles = None
                 if assembler.complete and not (stored or assembler.failed):
                     # stored (written; its COMMIT may follow) before the final event
                     # reaches the client: a client that reads the log right after the

@@ -39,6 +39,7 @@ from .counting import count_call
 from .flow import proxy_call
 from .openapi import proxy_openapi
 from .passthrough import AS_IS, as_is
+from .preambles import PREAMBLES, Preambles
 from .retries import RETRIES, Retries
 from .upstream import Provider, upstream_ctx
 
@@ -168,6 +169,7 @@ def install_proxy(app: web.Application) -> web.Application:
     errors on its paths take the provider's shape, bodies its own limit."""
     _register_dialects(app[DIALECTS], app[SETTINGS].proxy_max_body_bytes)
     app[RETRIES] = Retries()
+    app[PREAMBLES] = Preambles()
     app.cleanup_ctx.append(upstream_ctx)
     add_routes(app, routes)
     app[OPENAPI_EXTRA] = proxy_openapi()

@@ -29,6 +29,7 @@ class Assembler(abc.ABC):
 
     complete = False  # the upstream finished the reply
     failed = False  # the upstream reported an error inside the stream
+    reply_id: str | None = None  # the reply's id, once seen (an ``Adapter.chains`` format's)
 
     @abc.abstractmethod
     def feed(self, event: SSEEvent) -> None: ...
@@ -47,6 +48,9 @@ class Adapter(abc.ABC):
     provider: Provider
     path: str  # the upstream path under the provider's base URL
     conversation_key = "messages"  # the body field that holds the conversation
+    # whether a request may continue an earlier reply by its id, inheriting the
+    # preamble it was sent with (``preambles``): ``continues``, ``reply_id``
+    chains = False
 
     @abc.abstractmethod
     def split(self, body: Mapping[str, Any]) -> ChatInput:
@@ -77,6 +81,14 @@ class Adapter(abc.ABC):
     @abc.abstractmethod
     def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
         """The stored reply and usage of a non-streamed response."""
+
+    def continues(self, body: Mapping[str, Any]) -> Any:
+        """The id of the earlier reply a request continues (a ``chains`` format's)."""
+        return None
+
+    def reply_id(self, body: Mapping[str, Any]) -> Any:
+        """The id of a non-streamed response (a ``chains`` format's)."""
+        return None
 
     @abc.abstractmethod
     def assembler(self) -> Assembler: ...

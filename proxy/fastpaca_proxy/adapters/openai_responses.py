@@ -1,7 +1,9 @@
 """OpenAI Responses: ``POST .../responses``.
 
 With a context, ``previous_response_id`` is dropped: the conversation comes
-from the log, so the upstream must not add its own stored copy of it. For the
+from the log, so the upstream must not add its own stored copy of it (the
+system / developer items of its chain are carried over by the proxy instead,
+see ``preambles``). For the
 same reason a ``conversation`` is refused (400), as is ``background: true``
 (its reply comes later, by polling, where the proxy cannot store it). Items a
 client sends only by reference (``item_reference``, ai-sdk's default when the
@@ -85,6 +87,9 @@ class _ResponsesAssembler(Assembler):
         if not isinstance(data, dict):
             return
         kind = data.get("type") or event.event
+        if self.reply_id is None and isinstance(data.get("response"), dict):
+            reply_id = data["response"].get("id")  # (response.created: the first event)
+            self.reply_id = reply_id if isinstance(reply_id, str) else None
         if kind in _DONE and isinstance(data.get("response"), dict):
             self.response = data["response"]
             self.complete = True
@@ -100,6 +105,7 @@ class OpenAIResponses(Adapter):
     provider = "openai"
     path = "responses"
     conversation_key = "input"
+    chains = True  # previous_response_id
 
     def split(self, body: Mapping[str, Any]) -> ChatInput:
         # with a context (the only case that splits), the log holds the conversation
@@ -171,6 +177,12 @@ class OpenAIResponses(Adapter):
 
     def reply(self, body: Mapping[str, Any]) -> tuple[Message, Usage]:
         return reply_from_response(body), _usage(body)
+
+    def continues(self, body: Mapping[str, Any]) -> Any:
+        return body.get("previous_response_id")
+
+    def reply_id(self, body: Mapping[str, Any]) -> Any:
+        return body.get("id")
 
     def assembler(self) -> Assembler:
         return _ResponsesAssembler()
