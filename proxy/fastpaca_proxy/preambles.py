@@ -50,7 +50,9 @@ class _Kept:
 
 
 class Preambles:
-    def __init__(self) -> None:
+    def __init__(self, max_responses: int = MAX_RESPONSES, max_bytes: int = MAX_BYTES) -> None:
+        self.max_responses = max_responses
+        self.max_bytes = max_bytes
         # (context id, response id) -> the preamble it passes on; oldest first
         self._responses: OrderedDict[tuple[str, str], _Kept] = OrderedDict()
         self._kept: dict[bytes, _Kept] = {}  # each distinct preamble once
@@ -64,17 +66,19 @@ class Preambles:
         data = dumps(preamble) if preamble else _NONE
         if len(data) > MAX_PREAMBLE_BYTES:
             return
+        key = (context_id, response_id)
+        # the same id again (a caching gateway's replay): let the earlier go
+        # first, before its preamble, perhaps this one, is looked up
+        earlier = self._responses.pop(key, None)
+        if earlier is not None:
+            self._release(earlier)
         kept = self._kept.get(data)
         if kept is None:
             kept = self._kept[data] = _Kept(data)
             self.size += len(data)
-        key = (context_id, response_id)
-        earlier = self._responses.pop(key, None)
-        if earlier is not None:  # (the same id again: an upstream's replay)
-            self._release(earlier)
         kept.users += 1
         self._responses[key] = kept
-        while len(self._responses) > MAX_RESPONSES or self.size > MAX_BYTES:
+        while len(self._responses) > self.max_responses or self.size > self.max_bytes:
             self._release(self._responses.popitem(last=False)[1])
 
     def inherited(self, context_id: str, response_id: Any) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ import pytest
 
 from fastpaca_core.jsonutil import dumps
 from fastpaca_proxy.fake_upstream import Reply
+from fastpaca_proxy.preambles import Preambles
 
 from .support import OPENAI_MODEL, Stack, openai_client
 
@@ -132,13 +133,8 @@ def test_langchain_previous_response_id_keeps_the_system_message(stack: Stack) -
     assert second["input"][-1]["content"] == "yes?"
 
 
-def test_the_memory_keeps_each_preamble_once_and_stays_bounded(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from fastpaca_proxy import preambles
-
-    monkeypatch.setattr(preambles, "MAX_RESPONSES", 3)
-    memory = preambles.Preambles()
+def test_the_memory_keeps_each_preamble_once_and_stays_bounded() -> None:
+    memory = Preambles(max_responses=3)
     big = [{"role": "system", "content": "x" * 1000}]
     for n in range(3):
         memory.remember("ctx", f"resp_{n}", [dict(item) for item in big])  # equal, not the same
@@ -166,3 +162,20 @@ def test_a_token_count_that_continues_a_response_counts_its_preamble(stack: Stac
     assert len(counted) == 1
     assert counted[0]["input"][0] == SYSTEM  # as the call itself would be sent
     assert counted[0]["input"][-1]["content"] == "yes?"
+
+
+def test_a_response_id_answered_twice_keeps_the_memory_whole() -> None:
+    """An upstream that gives one response id twice (a caching gateway's
+    replay): the preamble stays counted and held, and evictions later on
+    (another context's calls, the oldest first) find what they let go."""
+    memory = Preambles(max_responses=2)
+    preamble = [SYSTEM]
+    memory.remember("ctx", "resp_same", preamble)
+    memory.remember("ctx", "resp_same", preamble)
+    assert memory.size == len(dumps(preamble))
+    assert memory.inherited("ctx", "resp_same") == preamble
+    memory.remember("ctx", "resp_next", preamble)
+    memory.remember("other", "resp_y", [])  # resp_same goes
+    memory.remember("other", "resp_z", [])  # resp_next goes, and the preamble
+    assert memory.size == len(b"[]")
+    assert memory.inherited("other", "resp_z") == []
