@@ -71,10 +71,12 @@ __all__ = [
     "AUDIO_TOKENS_PER_SECOND",
     "HOLDING_KINDS",
     "IMAGE_TOKENS",
+    "LONG_WALK",
     "OTHER_BYTES_PER_TOKEN",
     "PDF_BYTES_PER_PAGE",
     "PDF_PAGE_TOKENS",
     "RAW_KINDS",
+    "WALK_LIMIT",
     "held_chars",
     "media_out",
 ]
@@ -91,6 +93,12 @@ RAW_KINDS = frozenset({RAW_PART, RAW_CHAT_MESSAGE, RAW_CONTENT, RAW_ITEM, RAW_BL
 # The part types whose bytes counting may read (:func:`held_chars`), besides
 # a tool result's (its ``output``'s files and raw items).
 HOLDING_KINDS = RAW_KINDS | {"file"}
+# A raw part whose objects and lists hold more keys and items than this is
+# counted off the event loop (:func:`held_chars` gives it ``LONG_WALK``):
+# walking it for media takes as long as a big file's read (50,000 rows of
+# nested JSON: ~100 ms).
+WALK_LIMIT = 2_000
+LONG_WALK = 1 << 30
 
 _PAGE = re.compile(rb"/Type\s*/Page(?![A-Za-z])")
 _TEXT_MEDIA = ("application/json", "application/xml", "application/x-ndjson")
@@ -285,13 +293,20 @@ def _held_by(item: dict[str, Any]) -> list[_Media]:
     return []
 
 
-def _found(data: Any) -> list[_Media]:
+def _found(data: Any, limit: int | None = None) -> list[_Media] | None:
     """Every media in a raw part's ``data``, in order (a walk without
-    recursion: provider JSON may nest deep)."""
+    recursion: provider JSON may nest deep); None, having looked at no more
+    than ``limit`` of them, when its objects and lists hold more keys and
+    items than that."""
     found: list[_Media] = []
     stack = [data]
+    walked = 0
     while stack:
         value = stack.pop()
+        if limit is not None and isinstance(value, dict | list):
+            walked += len(value) + 1
+            if walked > limit:
+                return None
         if isinstance(value, dict):
             found.extend(_held_by(value))
             stack.extend(v for v in reversed(value.values()) if isinstance(v, dict | list))
@@ -316,7 +331,7 @@ def _raw_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
     tokens = 0
     texts: list[str] = []
     drop: dict[int, str] = {}
-    for media in _found(part.get("data")):
+    for media in _found(part.get("data")) or ():
         cost = media.tokens()
         if cost is None:
             continue
@@ -334,13 +349,17 @@ def _raw_out(part: dict[str, Any]) -> tuple[dict[str, Any], int, str | None]:
 def held_chars(part: dict[str, Any]) -> int:
     """The length of the ``data:`` URLs (or bare base64) whose bytes
     :func:`media_out` reads (decodes, scans) to count ``part``; 0 when it
-    reads none (most parts, an image: at one look)."""
+    reads none (most parts, an image: at one look). A raw part whose objects
+    and lists hold more than ``WALK_LIMIT`` keys and items is not walked
+    through here: its count walks all of it, so it counts as ``LONG_WALK``
+    characters read."""
     kind = part.get("type")
     if kind == "file":
         bare = _bare(part)
         return _reads(part.get("mediaType"), part.get("url")) if bare is None else bare.reads()
     if kind in RAW_KINDS:
-        return sum(media.reads() for media in _found(part.get("data")))
+        found = _found(part.get("data"), WALK_LIMIT)
+        return LONG_WALK if found is None else sum(media.reads() for media in found)
     output = part.get("output")
     if type(output) is not list:
         return 0

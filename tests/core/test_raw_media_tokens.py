@@ -15,7 +15,7 @@ from typing import Any
 
 from fastpaca_core.formats import from_anthropic, from_openai_chat, from_responses_input
 from fastpaca_core.jsonutil import dumps_str
-from fastpaca_core.mediatokens import IMAGE_TOKENS, PDF_PAGE_TOKENS
+from fastpaca_core.mediatokens import IMAGE_TOKENS, PDF_PAGE_TOKENS, WALK_LIMIT
 from fastpaca_core.model import Message
 from fastpaca_core.tokens import TokenCounter, reads_much
 
@@ -231,3 +231,23 @@ async def test_a_big_file_held_raw_is_read_off_the_event_loop(readers: list[str]
     assert not reads_much(message)
     COUNTER.count_fresh(message)
     assert readers == []
+
+
+def test_a_raw_part_too_large_to_walk_at_one_look_is_counted_off_the_loop() -> None:
+    """Finding media in a raw part walks its JSON in Python: one whose objects
+    and lists hold more than ``WALK_LIMIT`` keys and items is not walked on
+    the event loop, but counted off it, as a big file is; its count is its
+    JSON's either way (no media in it)."""
+
+    def raw(rows: int) -> Message:
+        table = [{"row": n, "cells": [n, n + 1]} for n in range(rows)]
+        return Message(
+            "user", [{"type": "data-anthropic-block", "data": {"type": "x", "t": table}}]
+        )
+
+    small, large = raw(WALK_LIMIT // 16), raw(WALK_LIMIT)
+    assert not reads_much(small)
+    assert reads_much(large)
+    for message in (small, large):
+        as_json = 4 + COUNTER.count_text(dumps_str(message.parts[0]))
+        assert TokenCounter(cache_size=0).count_fresh(message) == as_json
